@@ -1,1 +1,286 @@
-//! Cell.
+//! One replica of a cellkv cell: a member of a 3-replica Raft group (openraft)
+//! over its own RocksDB. It serves the cell API to routers on one port and
+//! Raft RPC plus administration on another. It knows nothing of other cells.
+//!
+//! ```text
+//!  router ──HTTP──▶ api (cell API, /health, /metrics)
+//!                    │ writes: Raft client_write ─▶ log_store (group-commit fsync)
+//!                    │                              └▶ network ─▶ peers' raft_rpc
+//!                    │ reads: read_barrier (ReadIndex) ─▶ RocksDB
+//!                    ▼
+//!                  state_machine (objects::decide) ─▶ RocksDB; snapshot files
+//! ```
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod log_store;
+pub mod metrics;
+pub mod network;
+pub mod objects;
+pub mod raft_rpc;
+pub mod read_barrier;
+pub mod replica;
+pub mod snapshot;
+pub mod state_machine;
+pub mod types;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use openraft::SnapshotPolicy;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::CellConfig;
+use crate::db::ALL_CFS;
+use crate::metrics::CellMetrics;
+use crate::replica::Replica;
+
+/// Why a replica stopped other than by request.
+#[derive(Debug, thiserror::Error)]
+pub enum CellError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error(transparent)]
+    Open(#[from] db::OpenError),
+    #[error("open the state machine: {0}")]
+    StateMachine(std::io::Error),
+    #[error("start Raft: {0}")]
+    Raft(String),
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("serve {what}: {source}")]
+    Serve {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("Raft stopped with a fatal error: {0}")]
+    Fatal(String),
+}
+
+/// The listeners a replica serves on, bound by the caller (tests pass port 0).
+pub struct Listeners {
+    pub api: TcpListener,
+    pub raft: TcpListener,
+}
+
+fn raft_config(cfg: &CellConfig) -> Result<openraft::Config, CellError> {
+    let r = &cfg.raft;
+    let c = openraft::Config {
+        cluster_name: format!("cellkv-cell-{}", cfg.cell_id),
+        heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: r.election_timeout_min.as_millis() as u64,
+        election_timeout_max: r.election_timeout_max.as_millis() as u64,
+        install_snapshot_timeout: r.snapshot_rpc_timeout.as_millis() as u64,
+        max_payload_entries: r.max_payload_entries,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: r.logs_to_keep_after_snapshot,
+        snapshot_max_chunk_size: r.snapshot_chunk_bytes,
+        // Followers this far behind are sent a snapshot instead of entries.
+        replication_lag_threshold: r.snapshot_logs_since_last.max(1000),
+        ..Default::default()
+    };
+    c.validate().map_err(|e| CellError::Raft(e.to_string()))
+}
+
+/// Runs one replica until `shutdown` completes (graceful) or Raft fails (error).
+///
+/// Shutdown order: refuse new API requests → drain in-flight ones (up to
+/// `shutdown_grace`) → stop Raft RPC → `Raft::shutdown` → close RocksDB.
+pub async fn run(
+    cfg: CellConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CellError> {
+    cfg.validate()?;
+    let db = db::open(
+        &cfg.data_dir,
+        cfg.cell_id,
+        cfg.node_id,
+        cfg.min_free_disk_bytes,
+    )?;
+    let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new())?);
+    let committed = Arc::new(AtomicU64::new(0));
+    let log_store = log_store::LogStore::new(
+        db.clone(),
+        cfg.durability,
+        metrics.clone(),
+        committed.clone(),
+    );
+    let sm_shared = Arc::new(state_machine::SmShared::default());
+    let sm = state_machine::StateMachine::open(
+        db.clone(),
+        &cfg.data_dir,
+        cfg.cell_id,
+        sm_shared.clone(),
+        metrics.clone(),
+    )
+    .map_err(CellError::StateMachine)?;
+    let network = network::Network::new(
+        cfg.cell_id,
+        cfg.node_id.0,
+        &cfg.cluster_secret,
+        cfg.raft.rpc_timeout,
+    );
+    let raft = types::Raft::new(
+        cfg.node_id.0,
+        Arc::new(raft_config(&cfg)?),
+        network,
+        log_store,
+        sm,
+    )
+    .await
+    .map_err(|e| CellError::Raft(e.to_string()))?;
+    let failpoint = std::env::var("CELLKV_FAILPOINT").is_ok_and(|v| v == "abort_after_ack");
+    if failpoint {
+        tracing::warn!(
+            "failpoint abort_after_ack is armed: this replica aborts after acknowledging a write"
+        );
+    }
+    let rep = Arc::new(Replica {
+        reads: read_barrier::ReadBarrier::start(raft.clone()),
+        cfg,
+        raft,
+        db,
+        sm: sm_shared,
+        metrics,
+        shutting_down: AtomicBool::new(false),
+        failpoint_abort_after_ack: failpoint,
+        committed,
+    });
+    tracing::info!(
+        cell = %rep.cfg.cell_id, node = %rep.cfg.node_id,
+        api = %listeners.api.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        raft = %listeners.raft.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "replica started"
+    );
+
+    let (stop_api_tx, stop_api) = watch::channel(false);
+    let (stop_raft_tx, stop_raft) = watch::channel(false);
+    let wait = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|v| *v).await;
+    };
+    let nodelay = |io: &mut tokio::net::TcpStream| {
+        if let Err(e) = io.set_nodelay(true) {
+            tracing::warn!("failed to set TCP_NODELAY: {e}");
+        }
+    };
+    let api_srv = axum::serve(listeners.api.tap_io(nodelay), api::router(rep.clone()))
+        .with_graceful_shutdown(wait(stop_api));
+    let raft_srv = axum::serve(
+        listeners.raft.tap_io(nodelay),
+        raft_rpc::router(rep.clone()),
+    )
+    .with_graceful_shutdown(wait(stop_raft));
+    let mut api_task = tokio::spawn(async move { api_srv.await });
+    let mut raft_task = tokio::spawn(async move { raft_srv.await });
+    let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
+    let sampler = tokio::spawn(sample_metrics(rep.clone(), fatal_tx));
+
+    let outcome = tokio::select! {
+        _ = shutdown => Ok(()),
+        Ok(why) = fatal_rx => Err(CellError::Fatal(why)),
+        r = &mut api_task => Err(CellError::Serve { what: "cell API", source: join_io(r) }),
+        r = &mut raft_task => Err(CellError::Serve { what: "Raft RPC", source: join_io(r) }),
+    };
+    match &outcome {
+        Ok(()) => tracing::info!("shutting down"),
+        Err(e) => tracing::error!("failed to keep serving: {e}"),
+    }
+    rep.shutting_down.store(true, Ordering::Release);
+    let _ = stop_api_tx.send(true);
+    if tokio::time::timeout(rep.cfg.shutdown_grace, &mut api_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight API requests outlived the shutdown grace period; aborting them");
+        api_task.abort();
+    }
+    let _ = stop_raft_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(1), &mut raft_task)
+        .await
+        .is_err()
+    {
+        raft_task.abort();
+    }
+    sampler.abort();
+    if let Err(e) = rep.raft.shutdown().await {
+        tracing::warn!("failed to shut Raft down cleanly: {e}");
+    }
+    tracing::info!("replica stopped");
+    outcome
+}
+
+fn join_io(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
+    match r {
+        Ok(Ok(())) => std::io::Error::other("server stopped unexpectedly"),
+        Ok(Err(e)) => e,
+        Err(e) => std::io::Error::other(e),
+    }
+}
+
+/// Mirrors Raft and RocksDB state into the metrics, counts leader changes, and
+/// reports a fatal Raft error (a replica that cannot persist must stop).
+async fn sample_metrics(rep: Arc<Replica>, fatal: tokio::sync::oneshot::Sender<String>) {
+    let mut rx = rep.raft.metrics();
+    let mut leader = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = tick.tick() => {
+                let m = &rep.metrics;
+                for cf in ALL_CFS {
+                    let h = db::cf(&rep.db, cf);
+                    let prop = |p: &str| rep.db.property_int_value_cf(h, p).ok().flatten().unwrap_or(0) as i64;
+                    m.rocksdb_sst_bytes.with_label_values(&[cf]).set(prop("rocksdb.total-sst-files-size"));
+                    m.rocksdb_memtable_bytes.with_label_values(&[cf]).set(prop("rocksdb.cur-size-all-mem-tables"));
+                    m.rocksdb_estimated_keys.with_label_values(&[cf]).set(prop("rocksdb.estimate-num-keys"));
+                }
+                if let Ok(free) = db::free_disk_bytes(&rep.cfg.data_dir) {
+                    m.disk_free_bytes.set(free as f64);
+                }
+            }
+        }
+        let snap = rx.borrow().clone();
+        if let Err(e) = &snap.running_state {
+            let _ = fatal.send(e.to_string());
+            return;
+        }
+        let m = &rep.metrics;
+        if snap.current_leader != leader {
+            if leader.is_some() || snap.current_leader.is_some() {
+                m.raft_leader_changes_total.inc();
+                tracing::info!(term = snap.current_term, leader = ?snap.current_leader, "leader changed");
+            }
+            leader = snap.current_leader;
+        }
+        m.raft_term.set(snap.current_term as i64);
+        m.raft_is_leader
+            .set((snap.state == openraft::ServerState::Leader) as i64);
+        let last = snap.last_log_index.unwrap_or(0);
+        let applied = snap.last_applied.map(|l| l.index).unwrap_or(0);
+        m.last_log_index.set(last as i64);
+        m.committed_index
+            .set(rep.committed.load(Ordering::Acquire) as i64);
+        m.apply_lag_entries.set(last.saturating_sub(applied) as i64);
+        m.replication_lag_entries.reset();
+        if let Some(r) = &snap.replication {
+            for (id, matched) in r.iter().filter(|(id, _)| **id != snap.id) {
+                let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+                m.replication_lag_entries
+                    .with_label_values(&[&id.to_string()])
+                    .set(lag as i64);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod storage_test;

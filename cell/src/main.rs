@@ -1,1 +1,121 @@
-fn main() {}
+//! `cellkv-cell`: runs one replica. Parses flags, loads the config file,
+//! applies environment secrets and flag overrides, binds the listeners, and
+//! hands over to `cell::run` until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cell::config::{CellConfig, PeerConfig};
+use clap::Parser;
+use common::{CellId, NodeId};
+
+#[derive(Parser, Debug)]
+#[command(name = "cellkv-cell", version, about = "One replica of a cellkv cell")]
+struct Cli {
+    /// TOML config file (see config/cell.example.toml).
+    #[arg(long, env = "CELLKV_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    cell_id: Option<u32>,
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// Cell API listen address (router traffic, /health, /metrics).
+    #[arg(long)]
+    api_listen: Option<SocketAddr>,
+    /// Raft RPC and admin listen address.
+    #[arg(long)]
+    raft_listen: Option<SocketAddr>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// A cell member, `NODE_ID=API_ADDR,RAFT_ADDR`; repeat for each (this replica included).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+}
+
+fn parse_peer(s: &str) -> anyhow::Result<PeerConfig> {
+    let (id, addrs) = s
+        .split_once('=')
+        .context("expected NODE_ID=API_ADDR,RAFT_ADDR")?;
+    let (api, raft) = addrs
+        .split_once(',')
+        .context("expected NODE_ID=API_ADDR,RAFT_ADDR")?;
+    Ok(PeerConfig {
+        node_id: NodeId(id.parse().context("node id is not a number")?),
+        api_addr: api.to_string(),
+        raft_addr: raft.to_string(),
+    })
+}
+
+fn load(cli: &Cli) -> anyhow::Result<CellConfig> {
+    let mut cfg = match &cli.config {
+        Some(p) => CellConfig::from_toml_file(p)?,
+        None => CellConfig::default(),
+    };
+    cfg.apply_env();
+    if let Some(v) = cli.cell_id {
+        cfg.cell_id = CellId(v);
+    }
+    if let Some(v) = cli.node_id {
+        cfg.node_id = NodeId(v);
+    }
+    if let Some(v) = cli.api_listen {
+        cfg.api_listen = v;
+    }
+    if let Some(v) = cli.raft_listen {
+        cfg.raft_listen = v;
+    }
+    if let Some(v) = &cli.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if !cli.peers.is_empty() {
+        cfg.peers = cli
+            .peers
+            .iter()
+            .map(|p| parse_peer(p).with_context(|| format!("--peer {p}")))
+            .collect::<Result<_, _>>()?;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
+        .with_target(false)
+        .init();
+    // A half-alive replica is worse than a dead one: log the panic and abort.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!("panic: {info}");
+        default_hook(info);
+        std::process::abort();
+    }));
+    let cli = Cli::parse();
+    let cfg = load(&cli).context("load configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let api = tokio::net::TcpListener::bind(cfg.api_listen)
+            .await
+            .with_context(|| format!("bind the cell API on {}", cfg.api_listen))?;
+        let raft = tokio::net::TcpListener::bind(cfg.raft_listen)
+            .await
+            .with_context(|| format!("bind Raft RPC on {}", cfg.raft_listen))?;
+        cell::run(cfg, cell::Listeners { api, raft }, shutdown_signal()).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,278 @@
+//! The Raft log and vote in RocksDB (`log` and `raft_meta` column families),
+//! with group commit: appends write without sync, and one thread fsyncs the WAL
+//! for every append waiting, then tells openraft they are durable.
+//!
+//! ```text
+//!  append(entries, cb) ──write (no sync)──▶ RocksDB WAL (page cache)
+//!          └──────────cb──▶ [bounded queue] ──▶ syncer thread:
+//!                                               take all queued cbs
+//!                                               flush_wal(sync=true)   ← one fsync
+//!                                               cb.log_io_completed() for each
+//! ```
+//! The vote is written with `sync=true` before `save_vote` returns: a replica
+//! must never forget a vote (it could vote twice in a term after a crash).
+
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{LogState, OptionalSend, RaftLogReader, StorageIOError, Vote};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+
+use crate::config::Durability;
+use crate::db::{self, CF_LOG, CF_RAFT_META, KEY_SPACE_END};
+use crate::metrics::CellMetrics;
+use crate::types::{Entry, LogId, StorageError, TypeConfig};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_PURGED: &[u8] = b"last_purged";
+
+/// Appends waiting for the syncer. Bounded so a stalled disk pushes back on
+/// openraft instead of queueing without limit; 4096 covers many RPC batches.
+const SYNC_QUEUE_CAPACITY: usize = 4096;
+
+fn bincode_cfg() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, std::io::Error> {
+    bincode::serde::encode_to_vec(v, bincode_cfg()).map_err(std::io::Error::other)
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, std::io::Error> {
+    bincode::serde::decode_from_slice(b, bincode_cfg())
+        .map(|(v, _)| v)
+        .map_err(std::io::Error::other)
+}
+
+fn read_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_logs(&e).into()
+}
+
+fn write_err(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::write_logs(&e).into()
+}
+
+/// Fsyncs the WAL on behalf of many appends at once.
+struct Syncer {
+    tx: mpsc::SyncSender<LogFlushed<TypeConfig>>,
+}
+
+impl Syncer {
+    fn start(db: Arc<DB>, durability: Durability, metrics: Arc<CellMetrics>) -> Syncer {
+        let (tx, rx) = mpsc::sync_channel::<LogFlushed<TypeConfig>>(SYNC_QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("wal-syncer".into())
+            .spawn(move || {
+                // Ends when every sender (every LogStore clone) is dropped.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        waiting.push(more);
+                    }
+                    let t = Instant::now();
+                    let res = match durability {
+                        Durability::Fsync => db.flush_wal(true),
+                        Durability::UnsafeNoFsync => Ok(()),
+                    };
+                    metrics.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
+                    metrics.wal_fsync_batch_size.observe(waiting.len() as f64);
+                    match res {
+                        Ok(()) => waiting
+                            .into_iter()
+                            .for_each(|cb| cb.log_io_completed(Ok(()))),
+                        Err(e) => {
+                            tracing::error!("failed to fsync the Raft log WAL: {e}");
+                            for cb in waiting {
+                                cb.log_io_completed(Err(std::io::Error::other(e.to_string())));
+                            }
+                        }
+                    }
+                }
+            })
+            .expect("spawn the WAL syncer thread");
+        Syncer { tx }
+    }
+}
+
+/// openraft's log storage over the replica's RocksDB.
+#[derive(Clone)]
+pub struct LogStore {
+    db: Arc<DB>,
+    syncer: Arc<Syncer>,
+    durability: Durability,
+    /// Last committed index openraft reported, for `/health`.
+    committed: Arc<AtomicU64>,
+}
+
+impl LogStore {
+    pub fn new(
+        db: Arc<DB>,
+        durability: Durability,
+        metrics: Arc<CellMetrics>,
+        committed: Arc<AtomicU64>,
+    ) -> LogStore {
+        let syncer = Arc::new(Syncer::start(db.clone(), durability, metrics));
+        LogStore {
+            db,
+            syncer,
+            durability,
+            committed,
+        }
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<T>, StorageError> {
+        let cf = db::cf(&self.db, CF_RAFT_META);
+        match self.db.get_pinned_cf(cf, key).map_err(read_err)? {
+            Some(b) => Ok(Some(decode(&b).map_err(read_err)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn synced(&self) -> WriteOptions {
+        let mut o = WriteOptions::default();
+        o.set_sync(self.durability == Durability::Fsync);
+        o
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId>, StorageError> {
+        let cf = db::cf(&self.db, CF_LOG);
+        let mut it = self.db.iterator_cf(cf, IteratorMode::End);
+        match it.next() {
+            Some(Ok((_, v))) => Ok(Some(decode::<Entry>(&v).map_err(read_err)?.log_id)),
+            Some(Err(e)) => Err(read_err(e)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        use std::ops::Bound;
+        let start = match range.start_bound() {
+            Bound::Included(x) => *x,
+            Bound::Excluded(x) => x.saturating_add(1),
+            Bound::Unbounded => 0,
+        };
+        let cf = db::cf(&self.db, CF_LOG);
+        let mut out = Vec::new();
+        let it = self.db.iterator_cf(
+            cf,
+            IteratorMode::From(&db::log_key(start), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item.map_err(read_err)?;
+            let idx = u64::from_be_bytes(
+                k.as_ref()
+                    .try_into()
+                    .map_err(|_| read_err(std::io::Error::other("log key is not 8 bytes")))?,
+            );
+            if !range.contains(&idx) {
+                break;
+            }
+            out.push(decode::<Entry>(&v).map_err(read_err)?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let last_purged: Option<LogId> = self.get_meta(KEY_PURGED)?;
+        let last = self.last_log_id()?.or(last_purged);
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError> {
+        let cf = db::cf(&self.db, CF_RAFT_META);
+        let mut b = WriteBatch::default();
+        b.put_cf(
+            cf,
+            KEY_VOTE,
+            encode(vote).map_err(|e| StorageIOError::write_vote(&e))?,
+        );
+        self.db
+            .write_opt(b, &self.synced())
+            .map_err(|e| StorageIOError::write_vote(&e).into())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError> {
+        self.get_meta(KEY_VOTE)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // A hint for faster re-apply after restart; losing it is harmless, so no sync.
+        self.committed
+            .store(committed.map(|l| l.index).unwrap_or(0), Ordering::Release);
+        let cf = db::cf(&self.db, CF_RAFT_META);
+        self.db
+            .put_cf(cf, KEY_COMMITTED, encode(&committed).map_err(write_err)?)
+            .map_err(write_err)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = db::cf(&self.db, CF_LOG);
+        let mut b = WriteBatch::default();
+        for e in entries {
+            b.put_cf(
+                cf,
+                db::log_key(e.log_id.index),
+                encode(&e).map_err(write_err)?,
+            );
+        }
+        // Not synced here: the syncer thread fsyncs once for every append queued.
+        self.db.write(b).map_err(write_err)?;
+        self.syncer
+            .tx
+            .send(callback)
+            .map_err(|_| write_err(std::io::Error::other("WAL syncer thread has stopped")))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf = db::cf(&self.db, CF_LOG);
+        let mut b = WriteBatch::default();
+        b.delete_range_cf(cf, &db::log_key(log_id.index)[..], &KEY_SPACE_END[..]);
+        self.db.write_opt(b, &self.synced()).map_err(write_err)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let cf_log = db::cf(&self.db, CF_LOG);
+        let cf_meta = db::cf(&self.db, CF_RAFT_META);
+        let mut b = WriteBatch::default();
+        b.put_cf(cf_meta, KEY_PURGED, encode(&log_id).map_err(write_err)?);
+        b.delete_range_cf(cf_log, db::log_key(0), db::log_key(log_id.index + 1));
+        self.db.write(b).map_err(write_err)
+    }
+}

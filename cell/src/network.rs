@@ -1,0 +1,203 @@
+//! Outbound Raft RPC: openraft's network factory over HTTP/1.1 (hyper, pooled
+//! keep-alive connections, TCP_NODELAY) with bincode bodies. Every request
+//! carries the cluster secret and the cell id; the peer refuses anything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::CellId;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::types::{ReplicaNode, TypeConfig};
+
+/// Header naming the cell a Raft RPC belongs to; a replica of another cell refuses it.
+pub const CELL_HEADER: &str = "x-cellkv-cell";
+/// Largest Raft RPC response accepted (responses are small: a vote, an ack).
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// An HTTP client tuned for RPC: no Nagle, bounded connect time, kept-alive connections.
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(8)
+        .build(conn)
+}
+
+/// Creates one `PeerClient` per target replica.
+#[derive(Clone)]
+pub struct Network {
+    client: HttpClient,
+    secret: Arc<str>,
+    cell: CellId,
+    self_id: u64,
+}
+
+impl Network {
+    pub fn new(cell: CellId, self_id: u64, secret: &str, connect_timeout: Duration) -> Network {
+        Network {
+            client: http_client(connect_timeout),
+            secret: Arc::from(format!("Bearer {secret}")),
+            cell,
+            self_id,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: u64, node: &ReplicaNode) -> PeerClient {
+        PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{}", node.raft_addr),
+        }
+    }
+}
+
+pub struct PeerClient {
+    net: Network,
+    target: u64,
+    base: String,
+}
+
+enum Failure {
+    Unreachable(String),
+    Timeout,
+    Other(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, Failure> {
+        let body = common::wire::encode(req).map_err(|e| Failure::Other(e.to_string()))?;
+        let request = http::Request::post(format!("{}{path}", self.base))
+            .header(http::header::AUTHORIZATION, &*self.net.secret)
+            .header(CELL_HEADER, self.net.cell.0.to_string())
+            .header(http::header::CONTENT_TYPE, "application/octet-stream")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let fut = async {
+            let resp = self.net.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Unreachable(format!("{e:?}"))
+                } else {
+                    Failure::Other(format!("{e:?}"))
+                }
+            })?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| Failure::Other(format!("read response: {e}")))?
+                .to_bytes();
+            if status != http::StatusCode::OK {
+                return Err(Failure::Other(format!(
+                    "peer answered {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+                )));
+            }
+            common::wire::decode(&bytes)
+                .map_err(|e| Failure::Other(format!("decode response: {e}")))
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| Failure::Timeout)?
+    }
+
+    fn map_err<E: std::error::Error>(
+        &self,
+        f: Failure,
+        action: RPCTypes,
+        timeout: Duration,
+    ) -> RPCError<u64, ReplicaNode, E> {
+        match f {
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&Msg(m))),
+            Failure::Timeout => RPCError::Timeout(Timeout {
+                action,
+                id: self.net.self_id,
+                target: self.target,
+                timeout,
+            }),
+            Failure::Other(m) => RPCError::Network(NetworkError::new(&Msg(m))),
+        }
+    }
+
+    async fn rpc<Req, Resp, E>(
+        &self,
+        path: &str,
+        action: RPCTypes,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, ReplicaNode, RaftError<u64, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let timeout = option.hard_ttl();
+        let res: Result<Resp, RaftError<u64, E>> = self
+            .call(path, req, timeout)
+            .await
+            .map_err(|f| self.map_err(f, action, timeout))?;
+        res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        req: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
+        self.rpc("/raft/append", RPCTypes::AppendEntries, &req, &option)
+            .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        req: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, ReplicaNode, RaftError<u64, InstallSnapshotError>>,
+    > {
+        self.rpc("/raft/snapshot", RPCTypes::InstallSnapshot, &req, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        req: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
+        self.rpc("/raft/vote", RPCTypes::Vote, &req, &option).await
+    }
+}

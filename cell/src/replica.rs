@@ -1,0 +1,28 @@
+//! `Replica`: the handles one running replica shares between its servers and
+//! background tasks (config, Raft, RocksDB, metrics, the read barrier).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use rocksdb::DB;
+
+use crate::config::CellConfig;
+use crate::metrics::CellMetrics;
+use crate::read_barrier::ReadBarrier;
+use crate::state_machine::SmShared;
+use crate::types::Raft;
+
+pub struct Replica {
+    pub cfg: CellConfig,
+    pub raft: Raft,
+    pub db: Arc<DB>,
+    pub sm: Arc<SmShared>,
+    pub metrics: Arc<CellMetrics>,
+    pub reads: ReadBarrier,
+    /// Set when shutdown begins: new requests get 503 `shutting_down`.
+    pub shutting_down: AtomicBool,
+    /// Test hook `CELLKV_FAILPOINT=abort_after_ack`: abort right after acknowledging a write.
+    pub failpoint_abort_after_ack: bool,
+    /// Highest log index known committed (from the log store's `save_committed`).
+    pub committed: Arc<std::sync::atomic::AtomicU64>,
+}

@@ -1,0 +1,45 @@
+//! openraft's storage conformance suite against the RocksDB log store and
+//! state machine, each run in a fresh `TempDir`.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use common::{CellId, NodeId};
+use openraft::testing::{StoreBuilder, Suite};
+use tempfile::TempDir;
+
+use crate::config::Durability;
+use crate::log_store::LogStore;
+use crate::metrics::CellMetrics;
+use crate::state_machine::{SmShared, StateMachine};
+use crate::types::{StorageError, TypeConfig};
+
+struct RocksBuilder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
+        let dir = tempfile::tempdir().expect("create temp dir");
+        let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).expect("open rocksdb");
+        let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).expect("metrics"));
+        let log = LogStore::new(
+            db.clone(),
+            Durability::Fsync,
+            metrics.clone(),
+            Arc::new(AtomicU64::new(0)),
+        );
+        let sm = StateMachine::open(
+            db,
+            dir.path(),
+            CellId(1),
+            Arc::new(SmShared::default()),
+            metrics,
+        )
+        .expect("open state machine");
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    Suite::test_all(RocksBuilder).expect("openraft storage suite passes");
+}
