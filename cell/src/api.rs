@@ -21,16 +21,16 @@ use axum::{Json, Router};
 use common::wire::{ListEntry, ListPage, ObjectMeta, ScanItem, ScanPage};
 use common::{CellId, ErrorBody, ErrorCode, ErrorDetail, HashRange, LeaderHint, NodeId};
 use http_body_util::{BodyExt, Limited};
-use openraft::error::{ClientWriteError, RaftError};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use serde::Deserialize;
 
 use crate::auth::{check_bearer, Bearer};
 use crate::db::{self, CF_BY_HASH, CF_OBJECTS};
 use crate::objects;
+use crate::proposer::ProposeError;
 use crate::read_barrier::ReadError;
 use crate::replica::Replica;
-use crate::types::{Condition, ReplicaNode, Request as Cmd, Response as CmdResponse};
+use crate::types::{Condition, OpResult, ReplicaNode, WriteOp};
 
 pub const HEADER_CELL: &str = "x-cellkv-cell";
 pub const HEADER_VERSION: &str = "x-cellkv-version";
@@ -415,42 +415,20 @@ fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     }
 }
 
-/// Proposes `cmd` through Raft and waits for it to be applied (or the deadline).
-async fn propose(rep: &Replica, cmd: Cmd) -> Result<(CmdResponse, u64), ApiError> {
-    let res = tokio::time::timeout(rep.cfg.request_timeout, rep.raft.client_write(cmd)).await;
-    let outcome = |o: &str| {
-        rep.metrics
-            .raft_proposals_total
-            .with_label_values(&[o])
-            .inc()
-    };
-    match res {
-        Err(_) => {
-            outcome("timeout");
-            Err(ApiError::new(
-                ErrorCode::Timeout,
-                "write not confirmed before the deadline; its outcome is unknown",
-            ))
-        }
-        Ok(Ok(r)) => {
-            outcome("committed");
-            Ok((r.data, r.log_id.index))
-        }
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-            outcome("not_leader");
-            Err(leader_hint(f.leader_id.zip(f.leader_node)))
-        }
-        Ok(Err(RaftError::APIError(e))) => {
-            outcome("error");
-            Err(ApiError::new(ErrorCode::Internal, e.to_string()))
-        }
-        Ok(Err(RaftError::Fatal(e))) => {
-            outcome("fatal");
-            Err(ApiError::new(
-                ErrorCode::ShuttingDown,
-                format!("replica stopped: {e}"),
-            ))
-        }
+/// Proposes `op` through the batching proposer and waits for it to be applied (or the deadline).
+async fn propose(rep: &Replica, op: WriteOp) -> Result<OpResult, ApiError> {
+    match tokio::time::timeout(rep.cfg.request_timeout, rep.proposer.propose(op)).await {
+        Err(_) => Err(ApiError::new(
+            ErrorCode::Timeout,
+            "write not confirmed before the deadline; its outcome is unknown",
+        )),
+        Ok(Ok((res, _index))) => Ok(res),
+        Ok(Err(ProposeError::NotLeader { leader })) => Err(leader_hint(leader)),
+        Ok(Err(ProposeError::Rejected(m))) => Err(ApiError::new(ErrorCode::Internal, m)),
+        Ok(Err(ProposeError::Stopped(m))) => Err(ApiError::new(
+            ErrorCode::ShuttingDown,
+            format!("replica stopped; the write's outcome is unknown: {m}"),
+        )),
     }
 }
 
@@ -512,7 +490,7 @@ async fn put_object(
             ))
         }
     };
-    let cmd = Cmd::Put {
+    let cmd = WriteOp::Put {
         bucket,
         key,
         value,
@@ -520,8 +498,8 @@ async fn put_object(
         condition: cond,
         modified_ms: now_ms(),
     };
-    match propose(&rep, cmd).await?.0 {
-        CmdResponse::Stored(meta) => {
+    match propose(&rep, cmd).await? {
+        OpResult::Stored(meta) => {
             let mut resp = Json(
                 serde_json::json!({"etag": meta.etag, "version": meta.version, "size": meta.size}),
             )
@@ -533,7 +511,7 @@ async fn put_object(
             failpoint_after_ack(&rep);
             Ok(resp)
         }
-        CmdResponse::PreconditionFailed { current_etag } => Err(precondition(current_etag)),
+        OpResult::PreconditionFailed { current_etag } => Err(precondition(current_etag)),
         other => Err(ApiError::new(
             ErrorCode::Internal,
             format!("unexpected outcome {other:?}"),
@@ -566,27 +544,26 @@ async fn delete_object(
     }
     match propose(
         &rep,
-        Cmd::Delete {
+        WriteOp::Delete {
             bucket: bucket.clone(),
             key: key.clone(),
             condition: cond,
         },
     )
     .await?
-    .0
     {
-        CmdResponse::Deleted { version } => {
+        OpResult::Deleted { version } => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             resp.headers_mut()
                 .insert(HEADER_VERSION, HeaderValue::from(version));
             failpoint_after_ack(&rep);
             Ok(resp)
         }
-        CmdResponse::NotFound => Err(ApiError::new(
+        OpResult::NotFound => Err(ApiError::new(
             ErrorCode::NotFound,
             format!("no object {key:?} in bucket {bucket:?}"),
         )),
-        CmdResponse::PreconditionFailed { current_etag } => Err(precondition(current_etag)),
+        OpResult::PreconditionFailed { current_etag } => Err(precondition(current_etag)),
         other => Err(ApiError::new(
             ErrorCode::Internal,
             format!("unexpected outcome {other:?}"),

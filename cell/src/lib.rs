@@ -20,6 +20,7 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod objects;
+pub mod proposer;
 pub mod raft_rpc;
 pub mod read_barrier;
 pub mod replica;
@@ -145,6 +146,7 @@ pub async fn run(
     }
     let rep = Arc::new(Replica {
         reads: read_barrier::ReadBarrier::start(raft.clone()),
+        proposer: proposer::Proposer::start(raft.clone(), metrics.clone()),
         cfg,
         raft,
         db,

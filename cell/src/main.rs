@@ -10,6 +10,10 @@ use cell::config::{CellConfig, PeerConfig};
 use clap::Parser;
 use common::{CellId, NodeId};
 
+/// glibc malloc fragments under the mix of small RPC and 1 MiB snapshot buffers; mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "cellkv-cell", version, about = "One replica of a cellkv cell")]
 struct Cli {

@@ -29,6 +29,7 @@ pub struct CellMetrics {
     pub raft_is_leader: IntGauge,
     pub raft_leader_changes_total: IntCounter,
     pub raft_proposals_total: IntCounterVec,
+    pub proposal_batch_ops: Histogram,
     pub last_log_index: IntGauge,
     pub committed_index: IntGauge,
     pub applied_index: IntGauge,
@@ -104,6 +105,18 @@ impl CellMetrics {
                         "Writes proposed to Raft by outcome",
                     ),
                     &["outcome"],
+                )?,
+            )?,
+            proposal_batch_ops: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "cellkv_cell_proposal_batch_ops",
+                        "Client writes carried by one Raft entry",
+                    )
+                    .buckets(vec![
+                        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+                    ]),
                 )?,
             )?,
             last_log_index: reg(

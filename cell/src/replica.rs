@@ -8,6 +8,7 @@ use rocksdb::DB;
 
 use crate::config::CellConfig;
 use crate::metrics::CellMetrics;
+use crate::proposer::Proposer;
 use crate::read_barrier::ReadBarrier;
 use crate::state_machine::SmShared;
 use crate::types::Raft;
@@ -19,6 +20,7 @@ pub struct Replica {
     pub sm: Arc<SmShared>,
     pub metrics: Arc<CellMetrics>,
     pub reads: ReadBarrier,
+    pub proposer: Proposer,
     /// Set when shutdown begins: new requests get 503 `shutting_down`.
     pub shutting_down: AtomicBool,
     /// Test hook `CELLKV_FAILPOINT=abort_after_ack`: abort right after acknowledging a write.

@@ -18,7 +18,7 @@ use crate::metrics::CellMetrics;
 use crate::objects::{self, Mutation};
 use crate::snapshot::{self, SnapshotDir, SnapshotFile, SM_KEY_APPLIED, SM_KEY_MEMBERSHIP};
 use crate::types::{
-    Entry, LogId, Request, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, WriteOp,
 };
 
 /// What the API needs to know about the state machine without owning it.
@@ -113,7 +113,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let cf_hash = db::cf(&self.db, CF_BY_HASH);
         let cf_meta = db::cf(&self.db, CF_SM_META);
         let mut batch = WriteBatch::default();
-        // Objects written earlier in this batch: later entries must see them.
+        // Objects written earlier in this batch: later ops must see them.
         let mut overlay: HashMap<Vec<u8>, Option<ObjectMeta>> = HashMap::new();
         let mut out = Vec::new();
         let mut membership_changed = false;
@@ -127,37 +127,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     out.push(Response::None);
                 }
                 EntryPayload::Normal(req) => {
-                    let (bucket, key) = match &req {
-                        Request::Put { bucket, key, .. } | Request::Delete { bucket, key, .. } => {
-                            (bucket, key)
+                    let mut results = Vec::with_capacity(req.ops.len());
+                    for (sub, op) in req.ops.iter().enumerate() {
+                        let (bucket, key) = op.bucket_key();
+                        let pkey = common::ring::placement_key(bucket, key);
+                        let current = match overlay.get(&pkey) {
+                            Some(m) => m.clone(),
+                            None if objects::needs_current(op) => {
+                                read_meta(&self.db, &pkey).map_err(sm_err)?
+                            }
+                            None => None,
+                        };
+                        let (res, mutation) = objects::decide(
+                            op,
+                            current.as_ref(),
+                            entry.log_id.index,
+                            sub,
+                            self.cell,
+                        );
+                        let hash_key =
+                            || objects::hash_index_key(common::ring::key_hash(bucket, key), &pkey);
+                        match mutation {
+                            Mutation::None => {}
+                            Mutation::Put { meta } => {
+                                let WriteOp::Put { value, .. } = op else {
+                                    unreachable!("decide returns Put only for put ops")
+                                };
+                                batch.put_cf(cf_obj, &pkey, objects::encode_object(&meta, value));
+                                batch.put_cf(cf_hash, hash_key(), b"");
+                                overlay.insert(pkey, Some(meta));
+                            }
+                            Mutation::Delete => {
+                                batch.delete_cf(cf_obj, &pkey);
+                                batch.delete_cf(cf_hash, hash_key());
+                                overlay.insert(pkey, None);
+                            }
                         }
-                    };
-                    let pkey = common::ring::placement_key(bucket, key);
-                    let current = match overlay.get(&pkey) {
-                        Some(m) => m.clone(),
-                        None => read_meta(&self.db, &pkey).map_err(sm_err)?,
-                    };
-                    let (resp, mutation) =
-                        objects::decide(&req, current.as_ref(), entry.log_id.index, self.cell);
-                    let hash_key =
-                        || objects::hash_index_key(common::ring::key_hash(bucket, key), &pkey);
-                    match mutation {
-                        Mutation::None => {}
-                        Mutation::Put { meta } => {
-                            let Request::Put { value, .. } = &req else {
-                                unreachable!("decide returns Put only for put requests")
-                            };
-                            batch.put_cf(cf_obj, &pkey, objects::encode_object(&meta, value));
-                            batch.put_cf(cf_hash, hash_key(), b"");
-                            overlay.insert(pkey, Some(meta));
-                        }
-                        Mutation::Delete => {
-                            batch.delete_cf(cf_obj, &pkey);
-                            batch.delete_cf(cf_hash, hash_key());
-                            overlay.insert(pkey, None);
-                        }
+                        results.push(res);
                     }
-                    out.push(resp);
+                    out.push(Response::Ops(results));
                 }
             }
         }

@@ -30,9 +30,9 @@ pub enum Condition {
     IfMatch(String),
 }
 
-/// A write, as replicated through the Raft log.
+/// One write operation of a client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Request {
+pub enum WriteOp {
     Put {
         bucket: String,
         key: String,
@@ -50,19 +50,51 @@ pub enum Request {
     },
 }
 
-/// The outcome of applying one log entry.
+impl WriteOp {
+    pub fn bucket_key(&self) -> (&str, &str) {
+        match self {
+            WriteOp::Put { bucket, key, .. } | WriteOp::Delete { bucket, key, .. } => (bucket, key),
+        }
+    }
+
+    /// Approximate encoded size, for bounding batches.
+    pub fn size_hint(&self) -> usize {
+        let (b, k) = self.bucket_key();
+        64 + b.len()
+            + k.len()
+            + match self {
+                WriteOp::Put {
+                    value,
+                    content_type,
+                    ..
+                } => value.len() + content_type.as_ref().map_or(0, |c| c.len()),
+                WriteOp::Delete { .. } => 0,
+            }
+    }
+}
+
+/// One Raft log entry: concurrent client writes batched by `proposer` so that
+/// one append (one fsync per replica) commits all of them. Applied in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub ops: Vec<WriteOp>,
+}
+
+/// The outcome of applying one log entry: one result per op.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// A blank or membership entry: nothing for a client.
     None,
+    Ops(Vec<OpResult>),
+}
+
+/// The outcome of one write operation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
     Stored(ObjectMeta),
-    Deleted {
-        version: u64,
-    },
+    Deleted { version: u64 },
     NotFound,
-    PreconditionFailed {
-        current_etag: Option<String>,
-    },
+    PreconditionFailed { current_etag: Option<String> },
 }
 
 pub type SnapshotData = crate::snapshot::SnapshotFile;
