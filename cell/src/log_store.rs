@@ -1,6 +1,8 @@
-//! The Raft log and vote in RocksDB (`log` and `raft_meta` column families),
-//! with group commit: appends write without sync, and one thread fsyncs the WAL
-//! for every append waiting, then tells openraft they are durable.
+//! The Raft log and vote in RocksDB (`log` and `raft_meta` column families).
+//! Appends write without sync; the `wal-syncer` thread fsyncs the WAL and only
+//! then tells openraft the entries are durable, keeping fsync off the async
+//! workers. It merges every append queued meanwhile into one fsync (openraft
+//! 0.9 issues one append at a time, so batching comes from `proposer`).
 //!
 //! ```text
 //!  append(entries, cb) ──write (no sync)──▶ RocksDB WAL (page cache)
