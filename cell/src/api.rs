@@ -425,8 +425,10 @@ async fn propose(rep: &Replica, op: WriteOp) -> Result<OpResult, ApiError> {
         Ok(Ok((res, _index))) => Ok(res),
         Ok(Err(ProposeError::NotLeader { leader })) => Err(leader_hint(leader)),
         Ok(Err(ProposeError::Rejected(m))) => Err(ApiError::new(ErrorCode::Internal, m)),
+        // The entry may already be in the log: the outcome is unknown, so this must
+        // not look like "not executed" (503 shutting_down), which routers retry.
         Ok(Err(ProposeError::Stopped(m))) => Err(ApiError::new(
-            ErrorCode::ShuttingDown,
+            ErrorCode::Timeout,
             format!("replica stopped; the write's outcome is unknown: {m}"),
         )),
     }

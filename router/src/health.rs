@@ -1,0 +1,137 @@
+//! The active health checker: one task per cell polls every replica's
+//! `/health` each `health_interval` (each call bounded by `health_timeout`)
+//! and feeds the verdict to the cell's breaker and leader cache. A cell is
+//! healthy when some replica reports itself leader, ready, with a quorum.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use serde::Deserialize;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::cell_client::{CellClient, HttpClient};
+use crate::metrics::RouterMetrics;
+
+/// Largest `/health` body read; real ones are well under 4 KiB.
+const HEALTH_BODY_MAX_BYTES: usize = 64 << 10;
+
+/// The fields of a replica's `/health` answer the router uses; the rest is ignored.
+#[derive(Debug, Deserialize)]
+pub struct HealthReport {
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub role: String,
+    #[serde(default)]
+    pub quorum_reachable: bool,
+}
+
+impl HealthReport {
+    /// A leader that can commit and serve.
+    pub fn is_serving_leader(&self) -> bool {
+        self.role == "leader" && self.quorum_reachable && self.ready
+    }
+}
+
+/// Asks one replica for its health. `None` when it cannot answer in time or
+/// answers something that is not a health report (the 503 body counts).
+pub async fn probe(http: &HttpClient, api_addr: &str, timeout: Duration) -> Option<HealthReport> {
+    let req = http::Request::get(format!("http://{api_addr}/health"))
+        .body(Full::new(Bytes::new()))
+        .ok()?;
+    let exchange = async {
+        let resp = http.request(req).await.ok()?;
+        let body = Limited::new(resp.into_body(), HEALTH_BODY_MAX_BYTES)
+            .collect()
+            .await
+            .ok()?;
+        serde_json::from_slice::<HealthReport>(&body.to_bytes()).ok()
+    };
+    tokio::time::timeout(timeout, exchange).await.ok().flatten()
+}
+
+/// One round over every replica of `cell`, in parallel: the index of a
+/// serving leader, if any. Cancellation-safe: dropping it aborts the probes.
+pub async fn check(http: &HttpClient, cell: &CellClient, timeout: Duration) -> Option<usize> {
+    let mut set = JoinSet::new();
+    for (i, r) in cell.replicas().iter().enumerate() {
+        let (http, addr) = (http.clone(), r.api_addr.clone());
+        set.spawn(async move { (i, probe(&http, &addr, timeout).await) });
+    }
+    let mut leader = None;
+    while let Some(res) = set.join_next().await {
+        if let Ok((i, Some(report))) = res {
+            if report.is_serving_leader() && leader.is_none() {
+                leader = Some(i);
+            }
+        }
+    }
+    leader
+}
+
+/// Polls `cell` until `stop` turns true. The first round runs at once, so a
+/// dead cell is known within `health_timeout` of start-up.
+pub async fn run_checker(
+    cell: Arc<CellClient>,
+    http: HttpClient,
+    metrics: Arc<RouterMetrics>,
+    interval: Duration,
+    timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tick.tick() => {}
+        }
+        let leader = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            l = check(&http, &cell, timeout) => l,
+        };
+        let outcome = if leader.is_some() {
+            "healthy"
+        } else {
+            "unhealthy"
+        };
+        metrics
+            .health_checks_total
+            .with_label_values(&[&cell.label, outcome])
+            .inc();
+        if leader.is_none() && cell.last_health() != Some(false) {
+            tracing::warn!(cell = %cell.id, "health check found no serving leader");
+        }
+        cell.on_health(leader);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_ready_leader_with_quorum_serves() {
+        let parse = |s: &str| serde_json::from_str::<HealthReport>(s).unwrap();
+        assert!(parse(
+            r#"{"ready":true,"role":"leader","quorum_reachable":true,"term":3,"disk":{"ok":true}}"#
+        )
+        .is_serving_leader());
+        assert!(
+            !parse(r#"{"ready":true,"role":"follower","quorum_reachable":true}"#)
+                .is_serving_leader()
+        );
+        assert!(
+            !parse(r#"{"ready":true,"role":"leader","quorum_reachable":false}"#)
+                .is_serving_leader()
+        );
+        assert!(
+            !parse(r#"{"ready":false,"role":"leader","quorum_reachable":true}"#)
+                .is_serving_leader()
+        );
+        assert!(!parse("{}").is_serving_leader());
+    }
+}

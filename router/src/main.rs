@@ -1,0 +1,65 @@
+//! `cellkv-router`: parses flags, loads the config file, applies the
+//! environment and flag overrides, binds the listener, and hands over to
+//! `router::run` until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use router::RouterConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cellkv-router",
+    version,
+    about = "The cellkv router: public object API in front of the cells"
+)]
+struct Cli {
+    /// TOML config file (see config/router.example.toml).
+    #[arg(long, env = "CELLKV_ROUTER_CONFIG")]
+    config: PathBuf,
+    /// Public API listen address (overrides `listen` in the file).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<RouterConfig> {
+    let mut cfg = RouterConfig::from_toml_file(&cli.config)?;
+    cfg.apply_env();
+    if let Some(l) = cli.listen {
+        cfg.listen = l;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let cfg = load(&cli).context("load configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("bind the public API on {}", cfg.listen))?;
+        router::run(cfg, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
