@@ -2,6 +2,14 @@
 //! cell map, the names and limits of objects, and the cell API's wire types.
 //! Pure code: no I/O, no RocksDB, no openraft, no HTTP server.
 
+pub mod cell_map;
+pub mod error;
 pub mod ids;
+pub mod names;
+pub mod ring;
+pub mod wire;
 
+pub use cell_map::{CellMap, CellMapError, CellSpec, CellState, ReplicaSpec};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint};
 pub use ids::{CellId, NodeId};
+pub use ring::{key_hash, HashRange, Ring, RingError};
