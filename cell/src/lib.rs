@@ -108,11 +108,13 @@ pub async fn run(
     )?;
     let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new())?);
     let committed = Arc::new(AtomicU64::new(0));
+    let flush_gate = Arc::new(log_store::FlushGate::default());
     let log_store = log_store::LogStore::new(
         db.clone(),
         cfg.durability,
         metrics.clone(),
         committed.clone(),
+        flush_gate.clone(),
     );
     let sm_shared = Arc::new(state_machine::SmShared::default());
     let sm = state_machine::StateMachine::open(
@@ -146,7 +148,7 @@ pub async fn run(
     }
     let rep = Arc::new(Replica {
         reads: read_barrier::ReadBarrier::start(raft.clone()),
-        proposer: proposer::Proposer::start(raft.clone(), metrics.clone()),
+        proposer: proposer::Proposer::start(raft.clone(), metrics.clone(), flush_gate),
         cfg,
         raft,
         db,

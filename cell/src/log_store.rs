@@ -60,13 +60,53 @@ fn write_err(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::write_logs(&e).into()
 }
 
+/// Counts completed log fsyncs and wakes whoever waits for the next one. The
+/// proposer uses it to send the next batch the moment the log is free, so
+/// fsyncs run back to back and each carries everything that arrived meanwhile.
+#[derive(Default)]
+pub struct FlushGate {
+    flushed: AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl FlushGate {
+    /// Fsyncs completed so far.
+    pub fn flushed(&self) -> u64 {
+        self.flushed.load(Ordering::Acquire)
+    }
+
+    /// Waits until more than `seen` fsyncs have completed, or `max` elapsed.
+    pub async fn wait_past(&self, seen: u64, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, async {
+            loop {
+                let notified = self.notify.notified();
+                if self.flushed() > seen {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await;
+    }
+
+    fn completed(&self) {
+        self.flushed.fetch_add(1, Ordering::AcqRel);
+        self.notify.notify_waiters();
+    }
+}
+
 /// Fsyncs the WAL on behalf of many appends at once.
 struct Syncer {
     tx: mpsc::SyncSender<LogFlushed<TypeConfig>>,
 }
 
 impl Syncer {
-    fn start(db: Arc<DB>, durability: Durability, metrics: Arc<CellMetrics>) -> Syncer {
+    fn start(
+        db: Arc<DB>,
+        durability: Durability,
+        metrics: Arc<CellMetrics>,
+        gate: Arc<FlushGate>,
+    ) -> Syncer {
         let (tx, rx) = mpsc::sync_channel::<LogFlushed<TypeConfig>>(SYNC_QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("wal-syncer".into())
@@ -85,9 +125,12 @@ impl Syncer {
                     metrics.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
                     metrics.wal_fsync_batch_size.observe(waiting.len() as f64);
                     match res {
-                        Ok(()) => waiting
-                            .into_iter()
-                            .for_each(|cb| cb.log_io_completed(Ok(()))),
+                        Ok(()) => {
+                            for cb in waiting {
+                                cb.log_io_completed(Ok(()));
+                            }
+                            gate.completed();
+                        }
                         Err(e) => {
                             tracing::error!("failed to fsync the Raft log WAL: {e}");
                             for cb in waiting {
@@ -118,8 +161,9 @@ impl LogStore {
         durability: Durability,
         metrics: Arc<CellMetrics>,
         committed: Arc<AtomicU64>,
+        gate: Arc<FlushGate>,
     ) -> LogStore {
-        let syncer = Arc::new(Syncer::start(db.clone(), durability, metrics));
+        let syncer = Arc::new(Syncer::start(db.clone(), durability, metrics, gate));
         LogStore {
             db,
             syncer,

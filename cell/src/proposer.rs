@@ -1,27 +1,34 @@
 //! Batches concurrent client writes into one Raft entry. openraft 0.9 appends
 //! (and fsyncs) one client request at a time, so without batching every write
-//! costs one fsync on every replica in series. The proposer keeps at most
-//! `MAX_IN_FLIGHT` entries in Raft; writes that arrive meanwhile queue up and
-//! leave together as the next entry: the busier the cell, the larger the batch.
+//! costs one fsync on every replica in series. The proposer sends the next
+//! entry as soon as the local log has fsynced the previous one (`FlushGate`):
+//! writes arriving during an fsync leave together in the next entry, so the
+//! busier the cell, the larger the batch, and an idle cell adds no delay.
 //!
 //! ```text
-//!  handlers ─op─▶ [bounded queue] ─▶ proposer task: wait for a free slot,
-//!                                    take every queued op (≤ MAX_BATCH_*),
+//!  handlers ─op─▶ [bounded queue] ─▶ proposer task: wait for a free slot and
+//!                                    for the log's previous fsync, take every
+//!                                    queued op (≤ MAX_BATCH_*),
 //!                                    client_write_ff(Request{ops}) ─▶ Raft
 //!                                    on commit+apply: reply to each op
 //! ```
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::log_store::FlushGate;
 use crate::metrics::CellMetrics;
 use crate::types::{OpResult, Raft, ReplicaNode, Request, Response, WriteOp};
 
-/// Entries in Raft at once. Two keeps the log busy while the next batch forms;
-/// more would only make batches smaller.
-const MAX_IN_FLIGHT: usize = 2;
+/// Entries proposed but not yet applied. Bounds memory and, with the flush
+/// gate, lets replication and apply of earlier entries overlap the next fsync.
+const MAX_IN_FLIGHT: usize = 8;
+/// Longest wait for the previous entry's fsync before sending anyway (a
+/// follower-only or stuck log must not stall proposals forever).
+const MAX_GATE_WAIT: Duration = Duration::from_millis(20);
 /// Most ops in one entry: bounds the apply batch and AppendEntries size.
 const MAX_BATCH_OPS: usize = 1024;
 /// Most bytes in one entry (values dominate); one large object still goes alone.
@@ -51,9 +58,9 @@ pub struct Proposer {
 }
 
 impl Proposer {
-    pub fn start(raft: Raft, metrics: Arc<CellMetrics>) -> Proposer {
+    pub fn start(raft: Raft, metrics: Arc<CellMetrics>, gate: Arc<FlushGate>) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(raft, metrics, rx));
+        tokio::spawn(run(raft, metrics, gate, rx));
         Proposer { tx }
     }
 
@@ -71,9 +78,16 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, metrics: Arc<CellMetrics>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(
+    raft: Raft,
+    metrics: Arc<CellMetrics>,
+    gate: Arc<FlushGate>,
+    mut rx: mpsc::Receiver<Pending>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut carry: Option<Pending> = None;
+    // Fsyncs completed when the last entry was sent.
+    let mut sent_at: Option<u64> = None;
     loop {
         // Wait for a slot first: while both are taken, writes accumulate in the queue.
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -86,6 +100,15 @@ async fn run(raft: Raft, metrics: Arc<CellMetrics>, mut rx: mpsc::Receiver<Pendi
                 None => return,
             },
         };
+        // While our previous entry may still be waiting for the log's fsync,
+        // wait for that fsync: everything arriving meanwhile joins this batch.
+        // (We hold one permit: any fewer free means another entry is in flight.)
+        if let Some(seen) = sent_at {
+            let others_in_flight = slots.available_permits() < MAX_IN_FLIGHT - 1;
+            if others_in_flight && gate.flushed() <= seen {
+                gate.wait_past(seen, MAX_GATE_WAIT).await;
+            }
+        }
         let mut bytes = first.op.size_hint();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
@@ -103,6 +126,7 @@ async fn run(raft: Raft, metrics: Arc<CellMetrics>, mut rx: mpsc::Receiver<Pendi
         }
         metrics.proposal_batch_ops.observe(batch.len() as f64);
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
+        sent_at = Some(gate.flushed());
         let sent = raft.client_write_ff(Request { ops }).await;
         let metrics = metrics.clone();
         tokio::spawn(async move {

@@ -26,6 +26,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
             Durability::Fsync,
             metrics.clone(),
             Arc::new(AtomicU64::new(0)),
+            Arc::new(crate::log_store::FlushGate::default()),
         );
         let sm = StateMachine::open(
             db,
