@@ -1,0 +1,1385 @@
+//! Real `cellkv-cell` processes on loopback: generating a replica's config
+//! file, spawning it with its log in its own directory, faulting it (SIGKILL,
+//! SIGTERM, SIGSTOP/SIGCONT, restart) and bootstrapping a 3-replica cell.
+//! Used by the integration tests, the local launcher and the load harness. It
+//! talks to replicas only over HTTP (`/health`, `/admin/init`); it never links the cell.
+//!
+//! ```text
+//! base_dir/c<cell>-n<node>/
+//!   config.toml    generated from CellOptions + CellLayout
+//!   replica.log    stdout+stderr of every run, appended, one marker line per start
+//!   data/          the replica's data_dir
+//! ```
+//!
+//! Every wait has a deadline and polls; nothing sleeps to synchronize. Dropping
+//! a [`ReplicaProc`] (or a [`LocalCell`]) SIGKILLs its process, and prints the
+//! log tail first when the thread is panicking.
+
+use std::collections::BTreeSet;
+use std::fs::OpenOptions;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use common::{CellId, NodeId};
+use serde::{Deserialize, Serialize};
+
+use crate::http::{Client, ClientConfig};
+
+/// Name of the replica binary.
+pub const CELL_BIN: &str = "cellkv-cell";
+/// Environment variable naming the directory that holds the binaries.
+pub const BIN_DIR_ENV: &str = "CELLKV_BIN_DIR";
+/// Poll period of every wait: short next to Raft's timings (100 ms heartbeats),
+/// long enough not to load a 2-core machine.
+const POLL: Duration = Duration::from_millis(25);
+/// Deadline of one `/health` or `/admin` call made by the harness. A stopped
+/// (SIGSTOP) replica costs this much per poll, so it stays short.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Environment variables the replica reads that must come only from the
+/// harness, never leak in from the caller's shell.
+const SCRUBBED_ENV: [&str; 6] = [
+    "CELLKV_CONFIG",
+    "CELLKV_CLUSTER_SECRET",
+    "CELLKV_API_TOKEN",
+    "CELLKV_ADMIN_TOKEN",
+    "CELLKV_FAILPOINT",
+    "RUST_LOG",
+];
+
+/// How a replica makes writes durable (mirrors the cell's `durability` key).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    #[default]
+    Fsync,
+    /// Acknowledge once the write reached the page cache of a quorum. Benchmarks only.
+    UnsafeNoFsync,
+}
+
+/// The `[raft]` table of a replica's config. Defaults equal the cell's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RaftOptions {
+    pub heartbeat_interval: Duration,
+    pub election_timeout_min: Duration,
+    pub election_timeout_max: Duration,
+    /// Snapshot after this many applied entries (set small to test snapshot catch-up).
+    pub snapshot_logs_since_last: u64,
+    /// Entries kept behind a snapshot (set small so a lagging follower needs the snapshot).
+    pub logs_to_keep_after_snapshot: u64,
+    /// Snapshot streaming chunk (set small to force several chunks).
+    pub snapshot_chunk_bytes: u64,
+    pub max_payload_entries: u64,
+    pub rpc_timeout: Duration,
+    pub snapshot_rpc_timeout: Duration,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        RaftOptions {
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout_min: Duration::from_millis(400),
+            election_timeout_max: Duration::from_millis(800),
+            snapshot_logs_since_last: 100_000,
+            logs_to_keep_after_snapshot: 10_000,
+            snapshot_chunk_bytes: 4 << 20,
+            max_payload_entries: 256,
+            rpc_timeout: Duration::from_secs(2),
+            snapshot_rpc_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Everything about a local cell that is not an address: secrets, limits,
+/// Raft knobs, the replicas' environment and the harness's own deadlines.
+#[derive(Clone, Debug)]
+pub struct CellOptions {
+    pub cell_id: CellId,
+    /// Number of replicas (node ids 1..=replicas).
+    pub replicas: usize,
+    pub cluster_secret: String,
+    pub api_token: String,
+    pub admin_token: String,
+    pub durability: Durability,
+    pub max_object_bytes: u64,
+    pub request_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub min_free_disk_bytes: u64,
+    pub raft: RaftOptions,
+    /// `RUST_LOG` of the replicas.
+    pub rust_log: String,
+    /// Extra environment of every run of every replica.
+    pub env: Vec<(String, String)>,
+    /// Deadline for [`LocalCell::start`]: processes up, cell initialized, all ready.
+    pub start_timeout: Duration,
+}
+
+impl Default for CellOptions {
+    /// Secrets are fixed, well-known strings: fine on loopback, never elsewhere.
+    fn default() -> Self {
+        CellOptions {
+            cell_id: CellId(1),
+            replicas: 3,
+            cluster_secret: "local-cluster-secret-0123456789".into(),
+            api_token: "local-api-token-0123456789".into(),
+            admin_token: "local-admin-token-0123456789".into(),
+            durability: Durability::Fsync,
+            max_object_bytes: 4 << 20,
+            request_timeout: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(5),
+            min_free_disk_bytes: 64 << 20,
+            raft: RaftOptions::default(),
+            rust_log: "info".into(),
+            env: Vec::new(),
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One member's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub node_id: NodeId,
+    pub api_addr: SocketAddr,
+    pub raft_addr: SocketAddr,
+}
+
+/// Which replicas a cell has and where they listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellLayout {
+    pub cell_id: CellId,
+    pub peers: Vec<Peer>,
+}
+
+impl CellLayout {
+    /// Node ids `1..=replicas`, each with two fresh loopback ports.
+    pub fn allocate(cell_id: CellId, replicas: usize) -> std::io::Result<CellLayout> {
+        let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let peers = (1..=replicas as u64)
+            .map(|id| {
+                Ok(Peer {
+                    node_id: NodeId(id),
+                    api_addr: loopback(free_port()?),
+                    raft_addr: loopback(free_port()?),
+                })
+            })
+            .collect::<std::io::Result<_>>()?;
+        Ok(CellLayout { cell_id, peers })
+    }
+
+    pub fn peer(&self, node: NodeId) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.node_id == node)
+    }
+
+    /// This cell as a router's cell map sees it.
+    pub fn cell_spec(&self) -> common::CellSpec {
+        common::CellSpec {
+            id: self.cell_id,
+            weight: 1,
+            replicas: self
+                .peers
+                .iter()
+                .map(|p| common::ReplicaSpec {
+                    node_id: p.node_id,
+                    api_addr: p.api_addr.to_string(),
+                })
+                .collect(),
+            state: common::CellState::Active,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Config file
+
+/// The replica's TOML config file, key for key. `deny_unknown_fields` mirrors
+/// the cell, so the round-trip test catches a key this side invents.
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplicaConfigFile {
+    cell_id: CellId,
+    node_id: NodeId,
+    api_listen: String,
+    raft_listen: String,
+    data_dir: PathBuf,
+    cluster_secret: String,
+    api_token: String,
+    admin_token: String,
+    durability: Durability,
+    max_object_bytes: u64,
+    request_timeout: String,
+    shutdown_grace: String,
+    min_free_disk_bytes: u64,
+    // Tables last: TOML cannot put plain keys after them.
+    peers: Vec<PeerConfigFile>,
+    raft: RaftConfigFile,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeerConfigFile {
+    node_id: NodeId,
+    api_addr: String,
+    raft_addr: String,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RaftConfigFile {
+    heartbeat_interval: String,
+    election_timeout_min: String,
+    election_timeout_max: String,
+    snapshot_logs_since_last: u64,
+    logs_to_keep_after_snapshot: u64,
+    snapshot_chunk_bytes: u64,
+    max_payload_entries: u64,
+    rpc_timeout: String,
+    snapshot_rpc_timeout: String,
+}
+
+/// A duration as the cell's humantime parser reads it (`"100ms"`, `"1500ns"`).
+fn humantime(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns.is_multiple_of(1_000_000) {
+        format!("{}ms", ns / 1_000_000)
+    } else {
+        format!("{ns}ns")
+    }
+}
+
+/// The config file of replica `node` of `layout`, storing its data in `data_dir`.
+pub fn replica_config_toml(
+    opts: &CellOptions,
+    layout: &CellLayout,
+    node: NodeId,
+    data_dir: &Path,
+) -> Result<String> {
+    let me = layout.peer(node).with_context(|| {
+        format!(
+            "node {node} is not in the layout of cell {}",
+            layout.cell_id
+        )
+    })?;
+    let r = &opts.raft;
+    let file = ReplicaConfigFile {
+        cell_id: layout.cell_id,
+        node_id: node,
+        api_listen: me.api_addr.to_string(),
+        raft_listen: me.raft_addr.to_string(),
+        data_dir: data_dir.to_owned(),
+        cluster_secret: opts.cluster_secret.clone(),
+        api_token: opts.api_token.clone(),
+        admin_token: opts.admin_token.clone(),
+        durability: opts.durability,
+        max_object_bytes: opts.max_object_bytes,
+        request_timeout: humantime(opts.request_timeout),
+        shutdown_grace: humantime(opts.shutdown_grace),
+        min_free_disk_bytes: opts.min_free_disk_bytes,
+        peers: layout
+            .peers
+            .iter()
+            .map(|p| PeerConfigFile {
+                node_id: p.node_id,
+                api_addr: p.api_addr.to_string(),
+                raft_addr: p.raft_addr.to_string(),
+            })
+            .collect(),
+        raft: RaftConfigFile {
+            heartbeat_interval: humantime(r.heartbeat_interval),
+            election_timeout_min: humantime(r.election_timeout_min),
+            election_timeout_max: humantime(r.election_timeout_max),
+            snapshot_logs_since_last: r.snapshot_logs_since_last,
+            logs_to_keep_after_snapshot: r.logs_to_keep_after_snapshot,
+            snapshot_chunk_bytes: r.snapshot_chunk_bytes,
+            max_payload_entries: r.max_payload_entries,
+            rpc_timeout: humantime(r.rpc_timeout),
+            snapshot_rpc_timeout: humantime(r.snapshot_rpc_timeout),
+        },
+    };
+    toml::to_string(&file).context("serialize the replica config as TOML")
+}
+
+// ---------------------------------------------------------------------------
+// Ports and binaries
+
+/// Ports handed out by this process, so two callers never get the same one.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+/// Listen ports are picked from here up to the kernel's ephemeral range.
+const LOW_PORT: u16 = 10_000;
+
+/// The kernel's range for outgoing connections' local ports.
+fn ephemeral_port_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
+}
+
+fn try_claim(port: u16) -> bool {
+    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    if handed.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+        return false;
+    }
+    handed.insert(port);
+    true
+}
+
+/// A loopback TCP port that is free now and was not handed out before by this
+/// process.
+///
+/// Ports are taken *below* the kernel's ephemeral range when it leaves room
+/// (the usual case): a replica that is killed and restarted must bind the same
+/// port again, and a port from the ephemeral range could meanwhile have become
+/// the local end of some outgoing connection. Falls back to binding port 0.
+pub fn free_port() -> std::io::Result<u16> {
+    let (eph_lo, _) = ephemeral_port_range();
+    if eph_lo > LOW_PORT + 1000 {
+        let span = u64::from(eph_lo - LOW_PORT);
+        // Start at a per-process pseudo-random point so concurrent test
+        // processes rarely probe the same ports.
+        let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0);
+        for _ in 0..500 {
+            // xorshift64
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let port = LOW_PORT + (x % span) as u16;
+            if try_claim(port) {
+                return Ok(port);
+            }
+        }
+    }
+    for _ in 0..100 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port();
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+        if handed.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::other("no free loopback port found"))
+}
+
+/// Directory of the built binaries: `$CELLKV_BIN_DIR`, else the profile dir of
+/// the running executable (`<target>/release` for both `<target>/release/deps/<test>`
+/// and `<target>/release/<bin>`).
+pub fn bin_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os(BIN_DIR_ENV) {
+        return Ok(PathBuf::from(d));
+    }
+    let exe = std::env::current_exe().context("find the running executable")?;
+    let mut dir = exe
+        .parent()
+        .with_context(|| format!("{} has no parent directory", exe.display()))?;
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir
+            .parent()
+            .with_context(|| format!("{} has no parent directory", dir.display()))?;
+    }
+    Ok(dir.to_owned())
+}
+
+/// Path of binary `name`, checked to exist.
+pub fn bin_path(name: &str) -> Result<PathBuf> {
+    let path = bin_dir()?.join(name);
+    if !path.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build --release --bins`) or set {BIN_DIR_ENV}",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+// ---------------------------------------------------------------------------
+// One replica process
+
+struct ProcState {
+    child: Option<Child>,
+    /// Exit status of the last run, once reaped.
+    last_exit: Option<ExitStatus>,
+    starts: u32,
+    /// Length of the log file when the current run started.
+    log_offset: u64,
+    /// The caller asked for (or is waiting for) this run's exit, so it is no crash.
+    exit_expected: bool,
+}
+
+/// One replica process: its config, log and data dir, and the running child.
+///
+/// Methods take `&self` (the child sits behind a mutex held only briefly, never
+/// across an await) so a harness can fault a replica while other tasks use the
+/// same cell.
+pub struct ReplicaProc {
+    cell_id: CellId,
+    node_id: NodeId,
+    api_addr: SocketAddr,
+    raft_addr: SocketAddr,
+    dir: PathBuf,
+    data_dir: PathBuf,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+    state: Mutex<ProcState>,
+}
+
+impl ReplicaProc {
+    /// Writes the config of replica `node` into `dir` (data in `dir/data`)
+    /// without starting it.
+    pub fn prepare(
+        bin: &Path,
+        opts: &CellOptions,
+        layout: &CellLayout,
+        node: NodeId,
+        dir: &Path,
+    ) -> Result<ReplicaProc> {
+        Self::prepare_with_data_dir(bin, opts, layout, node, dir, &dir.join("data"))
+    }
+
+    /// Like [`prepare`](Self::prepare) with the data in `data_dir` (which may be
+    /// anywhere, even somewhere unusable).
+    pub fn prepare_with_data_dir(
+        bin: &Path,
+        opts: &CellOptions,
+        layout: &CellLayout,
+        node: NodeId,
+        dir: &Path,
+        data_dir: &Path,
+    ) -> Result<ReplicaProc> {
+        let me = layout
+            .peer(node)
+            .with_context(|| format!("node {node} is not in the layout"))?
+            .clone();
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let config_path = dir.join("config.toml");
+        let toml = replica_config_toml(opts, layout, node, data_dir)?;
+        std::fs::write(&config_path, toml)
+            .with_context(|| format!("write {}", config_path.display()))?;
+        let mut env = vec![
+            ("RUST_LOG".to_owned(), opts.rust_log.clone()),
+            // Plain logs: they are read by people and grepped by tests.
+            ("NO_COLOR".to_owned(), "1".to_owned()),
+        ];
+        env.extend(opts.env.iter().cloned());
+        Ok(ReplicaProc {
+            cell_id: layout.cell_id,
+            node_id: node,
+            api_addr: me.api_addr,
+            raft_addr: me.raft_addr,
+            dir: dir.to_owned(),
+            data_dir: data_dir.to_owned(),
+            config_path,
+            log_path: dir.join("replica.log"),
+            bin: bin.to_owned(),
+            env,
+            state: Mutex::new(ProcState {
+                child: None,
+                last_exit: None,
+                starts: 0,
+                log_offset: 0,
+                exit_expected: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProcState> {
+        // A panic while holding it leaves the state usable: recover it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the process (again: same config, ports and data dir).
+    pub fn start(&self) -> Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// Same as [`start`](Self::start); reads better after a kill.
+    pub fn restart(&self) -> Result<()> {
+        self.start_with_env(&[])
+    }
+
+    /// Starts the process with `extra` environment for this run only
+    /// (e.g. `CELLKV_FAILPOINT=abort_after_ack`).
+    pub fn start_with_env(&self, extra: &[(&str, &str)]) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(child) = st.child.as_mut() {
+            match child.try_wait() {
+                Ok(None) => bail!("node {} is already running", self.node_id),
+                Ok(Some(status)) => {
+                    st.last_exit = Some(status);
+                    st.child = None;
+                }
+                Err(e) => return Err(e).context("check whether the replica is running"),
+            }
+        }
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        let offset = log.seek(SeekFrom::End(0))?;
+        let extra_desc: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        writeln!(
+            log,
+            "==== harness: start #{} of cell {} node {} {}====",
+            st.starts + 1,
+            self.cell_id,
+            self.node_id,
+            if extra.is_empty() {
+                String::new()
+            } else {
+                format!("with {} ", extra_desc.join(" "))
+            },
+        )?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config")
+            .arg(&self.config_path)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        for k in SCRUBBED_ENV {
+            cmd.env_remove(k);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        die_with_parent(&mut cmd);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("spawn {}", self.bin.display()))?;
+        st.child = Some(child);
+        st.last_exit = None;
+        st.starts += 1;
+        st.log_offset = offset;
+        st.exit_expected = false;
+        Ok(())
+    }
+
+    /// SIGKILL and reap. Returns the exit status (also when it had already exited).
+    pub fn kill(&self) -> Result<ExitStatus> {
+        let mut st = self.lock();
+        match st.child.take() {
+            Some(mut child) => {
+                // Fails only if it was already reaped, which `take` rules out.
+                let _ = child.kill();
+                let status = child.wait().context("reap the killed replica")?;
+                st.last_exit = Some(status);
+                Ok(status)
+            }
+            None => st
+                .last_exit
+                .ok_or_else(|| anyhow!("node {} was never started", self.node_id)),
+        }
+    }
+
+    /// SIGTERM, then wait up to `timeout` for a graceful exit. If it is still
+    /// running then, SIGKILLs it and fails.
+    pub async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {
+        self.lock().exit_expected = true;
+        self.signal(libc::SIGTERM)?;
+        match self.wait_exit(timeout).await {
+            Ok(status) => Ok(status),
+            Err(e) => {
+                let _ = self.kill();
+                Err(e.context(format!("node {} ignored SIGTERM; killed it", self.node_id)))
+            }
+        }
+    }
+
+    /// Freezes the process (SIGSTOP): it holds its ports but answers nothing.
+    pub fn stop_signal(&self) -> Result<()> {
+        self.signal(libc::SIGSTOP)
+    }
+
+    /// Resumes a frozen process (SIGCONT).
+    pub fn cont(&self) -> Result<()> {
+        self.signal(libc::SIGCONT)
+    }
+
+    fn signal(&self, sig: libc::c_int) -> Result<()> {
+        let mut st = self.lock();
+        let Some(child) = st.child.as_mut() else {
+            bail!("node {} is not running", self.node_id);
+        };
+        if let Some(status) = child.try_wait()? {
+            st.child = None;
+            st.last_exit = Some(status);
+            bail!("node {} already exited ({status})", self.node_id);
+        }
+        send_signal(child.id(), sig)
+            .with_context(|| format!("send signal {sig} to node {}", self.node_id))
+    }
+
+    /// The exit status if the process has exited (reaping it), `None` while it runs.
+    pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
+        let mut st = self.lock();
+        if let Some(child) = st.child.as_mut() {
+            if let Some(status) = child.try_wait()? {
+                st.child = None;
+                st.last_exit = Some(status);
+            } else {
+                return Ok(None);
+            }
+        }
+        Ok(st.last_exit)
+    }
+
+    /// True while the process runs (a frozen one counts as running).
+    pub fn is_running(&self) -> bool {
+        let mut st = self.lock();
+        match st.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(None)) => true,
+            Some(Ok(Some(status))) => {
+                st.child = None;
+                st.last_exit = Some(status);
+                false
+            }
+            Some(Err(_)) | None => false,
+        }
+    }
+
+    /// Reaps a process that exited on its own since it was last checked: a
+    /// crash nobody asked for. Each exit is reported once.
+    fn unexpected_exit(&self) -> Option<ExitStatus> {
+        let mut st = self.lock();
+        if st.exit_expected {
+            return None;
+        }
+        let status = st.child.as_mut()?.try_wait().ok()??;
+        st.child = None;
+        st.last_exit = Some(status);
+        Some(status)
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub async fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        self.lock().exit_expected = true;
+        loop {
+            {
+                let mut st = self.lock();
+                let Some(child) = st.child.as_mut() else {
+                    return st
+                        .last_exit
+                        .ok_or_else(|| anyhow!("node {} was never started", self.node_id));
+                };
+                if let Some(status) = child.try_wait()? {
+                    st.child = None;
+                    st.last_exit = Some(status);
+                    return Ok(status);
+                }
+            }
+            if Instant::now() >= deadline {
+                self.lock().exit_expected = false;
+                bail!("node {} still running after {timeout:?}", self.node_id);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.lock().child.as_ref().map(Child::id)
+    }
+
+    /// How many times the process was started.
+    pub fn starts(&self) -> u32 {
+        self.lock().starts
+    }
+
+    pub fn cell_id(&self) -> CellId {
+        self.cell_id
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    pub fn raft_addr(&self) -> SocketAddr {
+        self.raft_addr
+    }
+
+    /// `http://<api addr>`, no trailing slash.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_addr)
+    }
+
+    /// `http://<raft addr>`, no trailing slash.
+    pub fn raft_url(&self) -> String {
+        format!("http://{}", self.raft_addr)
+    }
+
+    /// The replica's own directory (config, log, and by default the data).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The whole log of every run (lossy UTF-8; empty if there is none yet).
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The log written since the current (or last) run started.
+    pub fn log_since_start(&self) -> String {
+        let offset = self.lock().log_offset;
+        let mut out = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut out);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// Log lines at ERROR level (tracing's fmt layout: `<time> ERROR <msg>`).
+    pub fn error_lines(&self) -> Vec<String> {
+        self.log()
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1) == Some("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for ReplicaProc {
+    fn drop(&mut self) {
+        let running = self.lock().child.is_some();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- cell {} node {} ({}; log {}) last 60 lines ----\n{}\n---- end node {} ----",
+                self.cell_id,
+                self.node_id,
+                if running { "running" } else { "not running" },
+                self.log_path.display(),
+                self.log_tail(60),
+                self.node_id,
+            );
+        }
+        if running {
+            let _ = self.kill();
+        }
+    }
+}
+
+/// Sends `sig` to `pid`.
+fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
+    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
+    // SAFETY: kill(2) only takes integers. Callers pass the pid of a child they
+    // have not reaped yet (checked under the state lock), so it cannot name
+    // an unrelated process that reused the pid.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::kill(pid, sig) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
+}
+
+/// Makes the kernel SIGKILL the child when the thread that spawned it exits,
+/// so replicas die with a test process that is itself killed (Drop never runs
+/// then). Spawn from a thread that outlives the replica: a test's main thread,
+/// a runtime worker, not a short-lived `spawn_blocking` thread.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls only
+    // async-signal-safe syscalls (prctl, getppid); it allocates nothing.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                return Err(std::io::Error::other("parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A whole cell
+
+/// The replicas of one cell as real processes on loopback. Replicas are
+/// addressed by index `0..len()`; replica `i` has node id `i + 1`.
+pub struct LocalCell {
+    opts: CellOptions,
+    layout: CellLayout,
+    dir: PathBuf,
+    client: Client,
+    replicas: Vec<ReplicaProc>,
+}
+
+impl LocalCell {
+    /// Spawns every replica in `base_dir`, waits until each answers `/health`,
+    /// initializes the cell through replica 0 (an already initialized cell is
+    /// fine), and waits until there is a leader and every replica is ready.
+    pub async fn start(opts: CellOptions, base_dir: &Path) -> Result<LocalCell> {
+        let cell = LocalCell::spawn(opts, base_dir)?;
+        cell.bootstrap().await?;
+        Ok(cell)
+    }
+
+    /// Spawns every replica on fresh ports, nothing more.
+    pub fn spawn(opts: CellOptions, base_dir: &Path) -> Result<LocalCell> {
+        let layout =
+            CellLayout::allocate(opts.cell_id, opts.replicas).context("allocate loopback ports")?;
+        Self::spawn_with_layout(opts, layout, base_dir)
+    }
+
+    /// Spawns every replica of `layout` (e.g. the same ports as a previous run).
+    pub fn spawn_with_layout(
+        opts: CellOptions,
+        layout: CellLayout,
+        base_dir: &Path,
+    ) -> Result<LocalCell> {
+        let bin = bin_path(CELL_BIN)?;
+        let mut cell = LocalCell {
+            client: Client::new(ClientConfig {
+                connect_timeout: Duration::from_millis(500),
+                request_timeout: PROBE_TIMEOUT,
+                pool_max_idle_per_host: 2,
+                ..ClientConfig::default()
+            }),
+            dir: base_dir.to_owned(),
+            replicas: Vec::with_capacity(layout.peers.len()),
+            opts,
+            layout,
+        };
+        for p in &cell.layout.peers {
+            let dir = base_dir.join(format!("c{}-n{}", cell.layout.cell_id, p.node_id));
+            let r = ReplicaProc::prepare(&bin, &cell.opts, &cell.layout, p.node_id, &dir)?;
+            // Pushed before start: if a later start fails, Drop kills the earlier ones.
+            cell.replicas.push(r);
+            cell.replicas.last().expect("just pushed").start()?;
+        }
+        Ok(cell)
+    }
+
+    /// Waits for every replica to answer, initializes the cell, waits until ready.
+    pub async fn bootstrap(&self) -> Result<usize> {
+        let deadline = Instant::now() + self.opts.start_timeout;
+        for i in 0..self.len() {
+            self.wait_answering(i, deadline).await?;
+        }
+        self.initialize(0, deadline).await?;
+        self.wait_ready(deadline.saturating_duration_since(Instant::now()))
+            .await
+    }
+
+    /// Polls replica `i`'s `/health` until it answers with any status.
+    async fn wait_answering(&self, i: usize, deadline: Instant) -> Result<()> {
+        let url = format!("{}/health", self.replicas[i].api_url());
+        loop {
+            self.check_no_crash()?;
+            if self.client.get(&url, &[]).await.is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {} did not answer {url} in time; log tail:\n{}",
+                    self.replicas[i].node_id,
+                    self.replicas[i].log_tail(30)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `POST /admin/init` on replica `i`; `already_initialized` counts as done.
+    async fn initialize(&self, i: usize, deadline: Instant) -> Result<()> {
+        let url = format!("{}/admin/init", self.replicas[i].raft_url());
+        let auth = format!("Bearer {}", self.opts.admin_token);
+        loop {
+            self.check_no_crash()?;
+            match self
+                .client
+                .post(&url, &[("authorization", &auth)], Vec::new())
+                .await
+            {
+                Ok(r) if r.status == 200 => return Ok(()),
+                Ok(r)
+                    if r.status == 409
+                        && r.error_code().as_deref() == Some("already_initialized") =>
+                {
+                    return Ok(())
+                }
+                Ok(r) => bail!("POST {url} answered {}: {}", r.status, r.text()),
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("retrying cell initialization: {e}");
+                }
+                Err(e) => return Err(e).context("initialize the cell"),
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Fails if a replica exited without being asked to (with its log tail).
+    pub fn check_no_crash(&self) -> Result<()> {
+        for r in &self.replicas {
+            if let Some(status) = r.unexpected_exit() {
+                bail!(
+                    "node {} exited unexpectedly ({status}); log tail:\n{}",
+                    r.node_id,
+                    r.log_tail(40)
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> &CellOptions {
+        &self.opts
+    }
+
+    pub fn layout(&self) -> &CellLayout {
+        &self.layout
+    }
+
+    pub fn cell_id(&self) -> CellId {
+        self.layout.cell_id
+    }
+
+    /// The directory holding the replicas' directories.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replicas.is_empty()
+    }
+
+    /// Replica `i` (node id `i + 1`). Panics if out of range.
+    pub fn replica(&self, i: usize) -> &ReplicaProc {
+        &self.replicas[i]
+    }
+
+    pub fn replicas(&self) -> &[ReplicaProc] {
+        &self.replicas
+    }
+
+    /// The index of the replica with node id `node`.
+    pub fn index_of(&self, node: NodeId) -> Option<usize> {
+        self.replicas.iter().position(|r| r.node_id == node)
+    }
+
+    /// The index of the replica whose API listens on `api_addr` (as in leader hints).
+    pub fn index_of_api_addr(&self, api_addr: &str) -> Option<usize> {
+        self.replicas
+            .iter()
+            .position(|r| r.api_addr.to_string() == api_addr)
+    }
+
+    /// The API base URLs of all replicas, by index.
+    pub fn api_urls(&self) -> Vec<String> {
+        self.replicas.iter().map(ReplicaProc::api_url).collect()
+    }
+
+    /// `Bearer <api_token>`.
+    pub fn api_auth(&self) -> String {
+        format!("Bearer {}", self.opts.api_token)
+    }
+
+    /// `Bearer <admin_token>`.
+    pub fn admin_auth(&self) -> String {
+        format!("Bearer {}", self.opts.admin_token)
+    }
+
+    /// The harness's own HTTP client (short deadlines, for probes).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn cell_spec(&self) -> common::CellSpec {
+        self.layout.cell_spec()
+    }
+
+    /// Replica `i`'s `/health` JSON, whatever its status (200 ready, 503 not).
+    pub async fn health(&self, i: usize) -> Result<serde_json::Value> {
+        let url = format!("{}/health", self.replicas[i].api_url());
+        let (_, v) = self.client.get_json(&url, &[]).await?;
+        Ok(v)
+    }
+
+    /// Every running replica's `/health`, probed concurrently (`None`: not
+    /// running or no answer).
+    pub async fn health_all(&self) -> Vec<Option<serde_json::Value>> {
+        let mut set = tokio::task::JoinSet::new();
+        for (i, r) in self.replicas.iter().enumerate() {
+            if !r.is_running() {
+                continue;
+            }
+            let client = self.client.clone();
+            let url = format!("{}/health", r.api_url());
+            set.spawn(async move {
+                let v = client.get_json::<serde_json::Value>(&url, &[]).await.ok();
+                (i, v.map(|(_, v)| v))
+            });
+        }
+        let mut out = vec![None; self.replicas.len()];
+        while let Some(joined) = set.join_next().await {
+            if let Ok((i, v)) = joined {
+                out[i] = v;
+            }
+        }
+        out
+    }
+
+    /// The index of the replica that reports itself leader (the highest term
+    /// wins if a deposed one has not noticed yet), if any.
+    pub async fn leader(&self) -> Option<usize> {
+        leader_of(&self.health_all().await)
+    }
+
+    /// Polls until some replica is leader.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_no_crash()?;
+            let health = self.health_all().await;
+            if let Some(l) = leader_of(&health) {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no leader after {timeout:?}; health: {}",
+                    summarize(&health)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls until there is a leader and every running replica reports ready.
+    /// Returns the leader's index.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<usize> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_no_crash()?;
+            let health = self.health_all().await;
+            let running: Vec<usize> = (0..self.len())
+                .filter(|&i| self.replicas[i].is_running())
+                .collect();
+            let all_ready = running
+                .iter()
+                .all(|&i| health[i].as_ref().is_some_and(|h| h["ready"] == true));
+            if let (true, Some(l)) = (all_ready, leader_of(&health)) {
+                return Ok(l);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "cell not ready after {timeout:?}; health: {}",
+                    summarize(&health)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Polls until replica `i` has applied everything the leader has applied
+    /// and is not installing a snapshot. Meant for a quiet cell (no writes).
+    pub async fn wait_caught_up(&self, i: usize, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.check_no_crash()?;
+            let health = self.health_all().await;
+            if let (Some(l), Some(h)) = (leader_of(&health), health[i].as_ref()) {
+                let target = health[l]
+                    .as_ref()
+                    .map_or(u64::MAX, |lh| index(lh, "applied_index"));
+                if index(h, "applied_index") >= target && h["installing_snapshot"] == false {
+                    return Ok(());
+                }
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "node {} did not catch up within {timeout:?}; health: {}",
+                    self.replicas[i].node_id,
+                    summarize(&health)
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGKILLs every running replica.
+    pub fn kill_all(&self) -> Result<()> {
+        for r in &self.replicas {
+            if r.is_running() {
+                r.kill()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The last `n` log lines of every replica, labelled.
+    pub fn log_tails(&self, n: usize) -> String {
+        self.replicas
+            .iter()
+            .map(|r| format!("---- node {} ----\n{}\n", r.node_id, r.log_tail(n)))
+            .collect()
+    }
+
+    /// ERROR-level log lines of every replica, prefixed with the node id.
+    pub fn error_lines(&self) -> Vec<String> {
+        self.replicas
+            .iter()
+            .flat_map(|r| {
+                r.error_lines()
+                    .into_iter()
+                    .map(move |l| format!("node {}: {l}", r.node_id))
+            })
+            .collect()
+    }
+}
+
+impl Drop for LocalCell {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "==== cell {} in {} failed; replica logs follow ====",
+                self.layout.cell_id,
+                self.dir.display()
+            );
+        }
+        // The replicas' own Drop prints their tails and kills them.
+    }
+}
+
+fn index(h: &serde_json::Value, field: &str) -> u64 {
+    h[field].as_u64().unwrap_or(0)
+}
+
+fn leader_of(health: &[Option<serde_json::Value>]) -> Option<usize> {
+    health
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| h.as_ref().map(|h| (i, h)))
+        .filter(|(_, h)| h["role"] == "leader")
+        .max_by_key(|(_, h)| index(h, "term"))
+        .map(|(i, _)| i)
+}
+
+/// One line per replica: the fields that explain "not ready" and "no leader".
+fn summarize(health: &[Option<serde_json::Value>]) -> String {
+    health
+        .iter()
+        .enumerate()
+        .map(|(i, h)| match h {
+            None => format!("\n  [{i}] no answer"),
+            Some(h) => format!(
+                "\n  [{i}] node={} role={} term={} leader={} ready={} reasons={} applied={} last_log={}",
+                h["node_id"], h["role"], h["term"], h["leader"], h["ready"], h["reasons"],
+                h["applied_index"], h["last_log_index"]
+            ),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> CellLayout {
+        CellLayout::allocate(CellId(7), 3).unwrap()
+    }
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let opts = CellOptions {
+            durability: Durability::UnsafeNoFsync,
+            raft: RaftOptions {
+                snapshot_logs_since_last: 100,
+                heartbeat_interval: Duration::from_micros(1500),
+                ..RaftOptions::default()
+            },
+            ..CellOptions::default()
+        };
+        let layout = layout();
+        let text =
+            replica_config_toml(&opts, &layout, NodeId(2), Path::new("/tmp/x/data")).unwrap();
+        let file: ReplicaConfigFile = toml::from_str(&text).unwrap();
+        assert_eq!(file.cell_id, CellId(7));
+        assert_eq!(file.node_id, NodeId(2));
+        assert_eq!(file.api_listen, layout.peers[1].api_addr.to_string());
+        assert_eq!(file.data_dir, PathBuf::from("/tmp/x/data"));
+        assert_eq!(file.peers.len(), 3);
+        assert_eq!(file.raft.snapshot_logs_since_last, 100);
+        // Serializing the parsed file gives the same text: nothing is lost.
+        assert_eq!(toml::to_string(&file).unwrap(), text);
+
+        // The shape the cell reads: plain keys, a `[raft]` table, `[[peers]]`.
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["durability"].as_str(), Some("unsafe_no_fsync"));
+        assert_eq!(v["request_timeout"].as_str(), Some("5000ms"));
+        assert_eq!(v["raft"]["heartbeat_interval"].as_str(), Some("1500000ns"));
+        assert_eq!(v["raft"]["election_timeout_min"].as_str(), Some("400ms"));
+        assert_eq!(v["peers"][0]["node_id"].as_integer(), Some(1));
+        assert!(
+            text.contains("[[peers]]") && text.contains("[raft]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn config_for_unknown_node_is_refused() {
+        let err = replica_config_toml(
+            &CellOptions::default(),
+            &layout(),
+            NodeId(9),
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("node 9"), "{err}");
+    }
+
+    #[test]
+    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
+        let (eph_lo, _) = ephemeral_port_range();
+        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
+        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+        for p in ports {
+            if eph_lo > LOW_PORT + 1000 {
+                assert!((LOW_PORT..eph_lo).contains(&p), "{p}");
+            }
+            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
+        }
+    }
+
+    #[test]
+    fn layout_numbers_nodes_from_one_and_maps_to_a_cell_spec() {
+        let l = layout();
+        let ids: Vec<u64> = l.peers.iter().map(|p| p.node_id.0).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let spec = l.cell_spec();
+        assert_eq!(spec.id, CellId(7));
+        assert_eq!(spec.replicas[2].api_addr, l.peers[2].api_addr.to_string());
+    }
+
+    #[test]
+    fn humantime_keeps_sub_millisecond_precision() {
+        assert_eq!(humantime(Duration::from_millis(250)), "250ms");
+        assert_eq!(humantime(Duration::from_secs(2)), "2000ms");
+        assert_eq!(humantime(Duration::from_nanos(1)), "1ns");
+        assert_eq!(humantime(Duration::ZERO), "0ms");
+    }
+
+    #[test]
+    fn leader_is_the_highest_term_claimant() {
+        let h = |role: &str, term: u64| Some(serde_json::json!({"role": role, "term": term}));
+        assert_eq!(
+            leader_of(&[h("follower", 3), None, h("candidate", 4)]),
+            None
+        );
+        assert_eq!(
+            leader_of(&[h("leader", 2), h("leader", 3), h("follower", 3)]),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn process_lifecycle_with_a_stand_in_binary() {
+        // A shell script stands in for the replica: it ignores `--config`,
+        // logs one line and sleeps.
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-cell");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\necho \"started $RUST_LOG $EXTRA\"\nexec sleep 30\n",
+        )
+        .unwrap();
+        let mut perm = std::fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        std::fs::set_permissions(&script, perm).unwrap();
+
+        let layout = layout();
+        let r = ReplicaProc::prepare(
+            &script,
+            &CellOptions::default(),
+            &layout,
+            NodeId(1),
+            &dir.path().join("n1"),
+        )
+        .unwrap();
+        assert!(r.config_path().is_file());
+        r.start().unwrap();
+        assert!(r.start().is_err(), "double start must fail");
+        assert!(r.is_running());
+        r.stop_signal().unwrap();
+        r.cont().unwrap();
+        let status = r.terminate(Duration::from_secs(5)).await.unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        assert!(!r.is_running());
+
+        r.start_with_env(&[("EXTRA", "x1")]).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !r.log().contains("started info x1") {
+            assert!(
+                Instant::now() < deadline,
+                "no output from the second run: {}",
+                r.log()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+        let status = r.kill().unwrap();
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(r.starts(), 2);
+        // Both runs are in the log, each after its marker line.
+        let log = r.log();
+        assert!(
+            log.contains("start #1") && log.contains("start #2 of cell 7 node 1 with EXTRA=x1"),
+            "{log}"
+        );
+        assert!(r.log_since_start().contains("x1"));
+        assert!(!r.log_since_start().contains("start #1"));
+        assert!(r.wait_exit(Duration::from_millis(10)).await.is_ok());
+    }
+}

@@ -1,0 +1,515 @@
+//! Shared pieces of the whole-system tests: a temp dir kept when a test fails,
+//! a time bound per test, cell API helpers, a writer that follows the leader,
+//! full-range scans and a Prometheus text reader. Processes themselves are
+//! `loadtest::cluster`'s business.
+
+#![allow(dead_code)] // Each test file uses a different subset.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use common::wire::{ScanItem, ScanPage};
+use loadtest::cluster::{CellOptions, LocalCell};
+use loadtest::http::{Client, ClientConfig, HttpError, Resp};
+
+/// Every test finishes within this, or fails with the replicas' logs.
+pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// Keep every test's directory (replica logs and data) even when it passes.
+pub const KEEP_ENV: &str = "CELLKV_KEEP_TEST_DIRS";
+
+/// A temporary directory for one test, kept (and its path printed) if the
+/// test panics or `CELLKV_KEEP_TEST_DIRS` is set.
+pub struct TestDir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TestDir {
+    pub fn new(test: &str) -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("cellkv-{test}-"))
+            .tempdir()
+            .expect("create a temp dir");
+        TestDir { dir: Some(dir) }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.as_ref().expect("present until drop").path()
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os(KEEP_ENV).is_some() {
+            if let Some(d) = self.dir.take() {
+                eprintln!("keeping test dir {}", d.keep().display());
+            }
+        }
+    }
+}
+
+/// Runs a test body with the [`TEST_LIMIT`]. The body stays alive while the
+/// timeout panic unwinds, so its `LocalCell` prints the replicas' log tails.
+pub async fn bounded<F: Future>(fut: F) -> F::Output {
+    let started = Instant::now();
+    tokio::pin!(fut);
+    match tokio::time::timeout(TEST_LIMIT, &mut fut).await {
+        Ok(v) => {
+            eprintln!("test body took {:.1?}", started.elapsed());
+            v
+        }
+        Err(_) => panic!("test exceeded its {TEST_LIMIT:?} limit"),
+    }
+}
+
+/// The options every test starts from: the cell's defaults.
+pub fn opts() -> CellOptions {
+    CellOptions::default()
+}
+
+/// Starts a cell and waits until it is ready; panics with context otherwise.
+pub async fn must_start(opts: CellOptions, dir: &Path) -> LocalCell {
+    match LocalCell::start(opts, dir).await {
+        Ok(c) => c,
+        Err(e) => panic!("start the cell: {e:#}"),
+    }
+}
+
+/// Polls `f` every 25 ms until it yields `Some`, or panics after `timeout`.
+pub async fn must_eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// `http://host:port/v1/buckets/{bucket}/objects/{key}` (test keys are URL-safe).
+pub fn obj_url(base: &str, bucket: &str, key: &str) -> String {
+    format!("{base}/v1/buckets/{bucket}/objects/{key}")
+}
+
+/// Lowercase hex, for scan cursors.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `"abc"` → `abc`.
+pub fn unquote(etag: &str) -> &str {
+    etag.trim_matches('"')
+}
+
+/// Asserts an error response: status, JSON `error.code` and a message.
+#[track_caller]
+pub fn assert_error(resp: &Resp, status: u16, code: &str) {
+    assert_eq!(
+        (resp.status, resp.error_code().as_deref()),
+        (status, Some(code)),
+        "body: {}",
+        resp.text()
+    );
+    let v: serde_json::Value = resp.json().expect("error body is JSON");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{v}"
+    );
+}
+
+/// [`assert_error`] for the cell API, which also names the cell in the
+/// `X-Cellkv-Cell` header and in `error.cell`.
+#[track_caller]
+pub fn assert_api_error(resp: &Resp, status: u16, code: &str, cell: u32) {
+    assert_error(resp, status, code);
+    assert_eq!(
+        resp.header("x-cellkv-cell"),
+        Some(cell.to_string().as_str())
+    );
+    let v: serde_json::Value = resp.json().expect("error body is JSON");
+    assert_eq!(v["error"]["cell"], cell, "{v}");
+}
+
+/// What a successful PUT acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// Unquoted.
+    pub etag: String,
+    pub version: u64,
+}
+
+/// The cell API with the cell's token.
+#[derive(Clone)]
+pub struct Api {
+    pub client: Client,
+    pub auth: String,
+}
+
+impl Api {
+    pub fn new(cell: &LocalCell) -> Api {
+        Api {
+            client: Client::new(ClientConfig {
+                request_timeout: Duration::from_secs(10),
+                ..ClientConfig::default()
+            }),
+            auth: cell.api_auth(),
+        }
+    }
+
+    fn headers<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut h = vec![("authorization", self.auth.as_str())];
+        h.extend_from_slice(extra);
+        h
+    }
+
+    pub async fn try_put(
+        &self,
+        base: &str,
+        bucket: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        extra: &[(&str, &str)],
+    ) -> Result<Resp, HttpError> {
+        self.client
+            .put(&obj_url(base, bucket, key), &self.headers(extra), value)
+            .await
+    }
+
+    /// Like `try_get` with a query string (`"read=stale"`).
+    pub async fn try_get_q(
+        &self,
+        base: &str,
+        bucket: &str,
+        key: &str,
+        query: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Resp, HttpError> {
+        let url = format!("{}?{query}", obj_url(base, bucket, key));
+        self.client.get(&url, &self.headers(extra)).await
+    }
+
+    pub async fn try_get(
+        &self,
+        base: &str,
+        bucket: &str,
+        key: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Resp, HttpError> {
+        self.client
+            .get(&obj_url(base, bucket, key), &self.headers(extra))
+            .await
+    }
+
+    pub async fn try_head(&self, base: &str, bucket: &str, key: &str) -> Result<Resp, HttpError> {
+        self.client
+            .head(&obj_url(base, bucket, key), &self.headers(&[]))
+            .await
+    }
+
+    pub async fn try_delete(
+        &self,
+        base: &str,
+        bucket: &str,
+        key: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Resp, HttpError> {
+        self.client
+            .delete(&obj_url(base, bucket, key), &self.headers(extra))
+            .await
+    }
+
+    /// `GET` with the token on any path (`/v1/...?...`).
+    pub async fn try_get_path(&self, base: &str, path_and_query: &str) -> Result<Resp, HttpError> {
+        self.client
+            .get(&format!("{base}{path_and_query}"), &self.headers(&[]))
+            .await
+    }
+
+    /// PUT that must answer 200 with matching `ETag`/`X-Cellkv-Version` headers and JSON.
+    #[track_caller]
+    pub fn must_stored(resp: &Resp) -> Stored {
+        assert_eq!(resp.status, 200, "PUT failed: {}", resp.text());
+        let body: serde_json::Value = resp.json().expect("PUT answers JSON");
+        let etag = body["etag"].as_str().expect("etag in body").to_owned();
+        let version = body["version"].as_u64().expect("version in body");
+        assert_eq!(resp.header("etag"), Some(format!("\"{etag}\"").as_str()));
+        assert_eq!(
+            resp.header("x-cellkv-version"),
+            Some(version.to_string().as_str())
+        );
+        Stored { etag, version }
+    }
+
+    pub async fn must_put(
+        &self,
+        base: &str,
+        bucket: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        extra: &[(&str, &str)],
+    ) -> Stored {
+        let resp = self
+            .try_put(base, bucket, key, value, extra)
+            .await
+            .unwrap_or_else(|e| panic!("PUT {bucket}/{key}: {e}"));
+        Self::must_stored(&resp)
+    }
+
+    /// Every object of the cell in `[0, u64::MAX]`, following cursors, pages of `page_limit`.
+    pub async fn try_scan_all(
+        &self,
+        base: &str,
+        stale: bool,
+        page_limit: Option<usize>,
+    ) -> Result<Vec<ScanItem>> {
+        let mut items = Vec::new();
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let mut url = format!("{base}/internal/v1/scan?start=0&end={}", u64::MAX);
+            if let Some(a) = &after {
+                url.push_str(&format!("&after={}", hex(a)));
+            }
+            if let Some(l) = page_limit {
+                url.push_str(&format!("&limit={l}"));
+            }
+            if stale {
+                url.push_str("&read=stale");
+            }
+            let resp = self.client.get(&url, &self.headers(&[])).await?;
+            if resp.status != 200 {
+                bail!("scan {url} answered {}: {}", resp.status, resp.text());
+            }
+            let page: ScanPage = common::wire::decode(&resp.body).context("decode a scan page")?;
+            items.extend(page.items);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    pub async fn must_scan_all(&self, base: &str, stale: bool) -> Vec<ScanItem> {
+        match self.try_scan_all(base, stale, None).await {
+            Ok(v) => v,
+            Err(e) => panic!("scan {base}: {e:#}"),
+        }
+    }
+}
+
+/// A scan as a comparable map: (bucket, key) → (etag, value).
+pub fn scan_map(items: &[ScanItem]) -> BTreeMap<(String, String), (String, Vec<u8>)> {
+    items
+        .iter()
+        .map(|i| {
+            (
+                (i.bucket.clone(), i.key.clone()),
+                (i.meta.etag.clone(), i.value.clone()),
+            )
+        })
+        .collect()
+}
+
+/// One acknowledged write.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub bucket: String,
+    pub key: String,
+    pub value: Bytes,
+    pub etag: String,
+    pub version: u64,
+    /// Base URL of the replica that acknowledged it.
+    pub by: String,
+    pub at: Instant,
+}
+
+/// Writes through whichever replica leads: follows `421` hints, retries
+/// `503` and connection failures on the next replica with a short backoff.
+/// Retrying a PUT whose outcome is unknown is safe here because every retry
+/// writes the same value; the acknowledged etag is the latest version.
+#[derive(Clone)]
+pub struct LeaderWriter {
+    api: Api,
+    urls: Vec<String>,
+    current: String,
+}
+
+/// Backoff after a failure that says "try again shortly".
+const RETRY_BACKOFF: Duration = Duration::from_millis(20);
+
+impl LeaderWriter {
+    pub fn new(cell: &LocalCell) -> LeaderWriter {
+        let urls = cell.api_urls();
+        LeaderWriter {
+            api: Api {
+                // Short: a write to a killed leader must not stall a writer for long.
+                client: Client::new(ClientConfig {
+                    request_timeout: Duration::from_secs(3),
+                    connect_timeout: Duration::from_millis(300),
+                    ..ClientConfig::default()
+                }),
+                auth: cell.api_auth(),
+            },
+            current: urls[0].clone(),
+            urls,
+        }
+    }
+
+    fn rotate(&mut self) {
+        let i = self
+            .urls
+            .iter()
+            .position(|u| *u == self.current)
+            .unwrap_or(0);
+        self.current = self.urls[(i + 1) % self.urls.len()].clone();
+    }
+
+    /// PUTs `value` until a replica acknowledges it or `within` passes.
+    pub async fn try_put(
+        &mut self,
+        bucket: &str,
+        key: &str,
+        value: Bytes,
+        within: Duration,
+    ) -> Result<Ack> {
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            match self
+                .api
+                .try_put(&self.current, bucket, key, value.clone(), &[])
+                .await
+            {
+                Ok(r) if r.status == 200 => {
+                    let s = Api::must_stored(&r);
+                    return Ok(Ack {
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                        value,
+                        etag: s.etag,
+                        version: s.version,
+                        by: self.current.clone(),
+                        at: Instant::now(),
+                    });
+                }
+                Ok(r) if r.status == 421 => {
+                    last = format!("421 from {}: {}", self.current, r.text());
+                    match r.header("x-cellkv-leader") {
+                        Some(l) if format!("http://{l}") != self.current => {
+                            self.current = format!("http://{l}")
+                        }
+                        _ => {
+                            self.rotate();
+                            tokio::time::sleep(RETRY_BACKOFF).await;
+                        }
+                    }
+                }
+                Ok(r) if r.status == 503 || r.status == 504 => {
+                    last = format!("{} from {}: {}", r.status, self.current, r.text());
+                    self.rotate();
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+                Ok(r) => bail!(
+                    "PUT {bucket}/{key} on {} answered {}: {}",
+                    self.current,
+                    r.status,
+                    r.text()
+                ),
+                Err(e) => {
+                    last = e.to_string();
+                    self.rotate();
+                    tokio::time::sleep(RETRY_BACKOFF).await;
+                }
+            }
+        }
+        bail!("PUT {bucket}/{key} not acknowledged within {within:?}; last failure: {last}")
+    }
+}
+
+/// The sum of every sample of `name` whose labels include all of `labels`
+/// (0 when there is none). Reads Prometheus text format.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, label_text) = match series.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let has_all = labels.iter().all(|(k, v)| {
+                label_text
+                    .split(',')
+                    .any(|pair| pair.split_once('=') == Some((k, &format!("\"{v}\""))))
+            });
+            has_all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Fails if any replica's log records a panic (the cell logs it, then aborts).
+#[track_caller]
+pub fn assert_no_panics(cell: &LocalCell) {
+    for r in cell.replicas() {
+        let log = r.log();
+        let panics: Vec<&str> = log.lines().filter(|l| l.contains(" panic")).collect();
+        assert!(
+            panics.is_empty(),
+            "node {} panicked: {panics:?}",
+            r.node_id()
+        );
+    }
+}
+
+/// Replica `i`'s `/metrics` text.
+pub async fn must_metrics(cell: &LocalCell, i: usize) -> String {
+    let url = format!("{}/metrics", cell.replica(i).api_url());
+    let resp = cell
+        .client()
+        .get(&url, &[])
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    resp.text()
+}
+
+/// `/health` field `field` of replica `i` as a number (0 if absent).
+pub async fn must_health_u64(cell: &LocalCell, i: usize, field: &str) -> u64 {
+    let h = cell
+        .health(i)
+        .await
+        .unwrap_or_else(|e| panic!("health of replica {i}: {e:#}"));
+    h[field].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn metric_reader_sums_matching_series() {
+    let text = "# HELP x y\n# TYPE x counter\n\
+        x_total{reason=\"a\",cell=\"1\"} 2\n\
+        x_total{reason=\"b\",cell=\"1\"} 3\n\
+        x_total{reason=\"a\",cell=\"2\"} 4\n\
+        y 7\n";
+    assert_eq!(metric(text, "x_total", &[("reason", "a")]), 6.0);
+    assert_eq!(
+        metric(text, "x_total", &[("reason", "a"), ("cell", "1")]),
+        2.0
+    );
+    assert_eq!(metric(text, "x_total", &[]), 9.0);
+    assert_eq!(metric(text, "y", &[]), 7.0);
+    assert_eq!(metric(text, "z", &[]), 0.0);
+}
