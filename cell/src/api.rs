@@ -59,8 +59,12 @@ pub fn router(rep: Arc<Replica>) -> Router {
         .merge(data)
         .route("/health", get(crate::health::health))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            error_response(ErrorCode::NotFound, "no such endpoint".into(), None, None)
+        .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            )
         })
         .layer(middleware::from_fn_with_state(rep.clone(), observe))
         .with_state(rep)
@@ -225,6 +229,8 @@ async fn observe(State(rep): State<Arc<Replica>>, req: Request, next: Next) -> R
         resp.extensions_mut().remove::<PendingError>()
     {
         resp = error_response(code, message, Some(rep.cfg.cell_id), leader);
+    } else if resp.status().is_client_error() && !is_json(&resp) {
+        resp = json_rejection(resp, rep.cfg.cell_id).await;
     }
     resp.headers_mut()
         .insert(HEADER_CELL, HeaderValue::from(rep.cfg.cell_id.0));
@@ -236,6 +242,35 @@ async fn observe(State(rep): State<Arc<Replica>>, req: Request, next: Next) -> R
         .with_label_values(&[op, resp.status().as_str()])
         .inc();
     resp
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+/// Rewrites a framework rejection (a bad query string or path, in plain text)
+/// as the JSON error every client of this API expects.
+async fn json_rejection(resp: Response, cell: CellId) -> Response {
+    let status = resp.status();
+    let code = match status.as_u16() {
+        404 => ErrorCode::NotFound,
+        405 => ErrorCode::MethodNotAllowed,
+        413 => ErrorCode::PayloadTooLarge,
+        401 => ErrorCode::Unauthorized,
+        _ => ErrorCode::BadRequest,
+    };
+    let text = match Limited::new(resp.into_body(), 4096).collect().await {
+        Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() {
+        status.to_string()
+    } else {
+        text
+    };
+    error_response(code, message, Some(cell), None)
 }
 
 async fn metrics(State(rep): State<Arc<Replica>>) -> Response {

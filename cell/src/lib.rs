@@ -109,7 +109,7 @@ pub async fn run(
     let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new())?);
     let committed = Arc::new(AtomicU64::new(0));
     let flush_gate = Arc::new(log_store::FlushGate::default());
-    let log_store = log_store::LogStore::new(
+    let (log_store, syncer) = log_store::LogStore::new(
         db.clone(),
         cfg.durability,
         metrics.clone(),
@@ -130,6 +130,7 @@ pub async fn run(
         cfg.node_id.0,
         &cfg.cluster_secret,
         cfg.raft.rpc_timeout,
+        cfg.raft.snapshot_rpc_timeout,
     );
     let raft = types::Raft::new(
         cfg.node_id.0,
@@ -214,9 +215,26 @@ pub async fn run(
         raft_task.abort();
     }
     sampler.abort();
+    let _ = sampler.await;
     if let Err(e) = rep.raft.shutdown().await {
         tracing::warn!("failed to shut Raft down cleanly: {e}");
     }
+    // RocksDB closes last, after everything that writes to it has stopped: a DB
+    // still open (or compacting) while the process exits can abort in its
+    // background threads.
+    let db = rep.db.clone();
+    drop(rep);
+    if !syncer.join(Duration::from_secs(2)).await {
+        tracing::warn!("the WAL syncer did not stop in time");
+    }
+    db.cancel_all_background_work(true);
+    if Arc::strong_count(&db) > 1 {
+        tracing::warn!(
+            refs = Arc::strong_count(&db),
+            "RocksDB is still referenced at shutdown"
+        );
+    }
+    drop(db);
     tracing::info!("replica stopped");
     outcome
 }

@@ -106,9 +106,9 @@ impl Syncer {
         durability: Durability,
         metrics: Arc<CellMetrics>,
         gate: Arc<FlushGate>,
-    ) -> Syncer {
+    ) -> (Syncer, SyncerHandle) {
         let (tx, rx) = mpsc::sync_channel::<LogFlushed<TypeConfig>>(SYNC_QUEUE_CAPACITY);
-        std::thread::Builder::new()
+        let join = std::thread::Builder::new()
             .name("wal-syncer".into())
             .spawn(move || {
                 // Ends when every sender (every LogStore clone) is dropped.
@@ -141,7 +141,28 @@ impl Syncer {
                 }
             })
             .expect("spawn the WAL syncer thread");
-        Syncer { tx }
+        (Syncer { tx }, SyncerHandle { join })
+    }
+}
+
+/// The syncer thread, kept by whoever must know it stopped (RocksDB may only
+/// close once it has): it ends when the last `LogStore` clone is dropped.
+pub struct SyncerHandle {
+    join: std::thread::JoinHandle<()>,
+}
+
+impl SyncerHandle {
+    /// Waits up to `timeout` for the thread to end; false if it is still running.
+    pub async fn join(self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.join.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = self.join.join();
+        true
     }
 }
 
@@ -162,14 +183,16 @@ impl LogStore {
         metrics: Arc<CellMetrics>,
         committed: Arc<AtomicU64>,
         gate: Arc<FlushGate>,
-    ) -> LogStore {
-        let syncer = Arc::new(Syncer::start(db.clone(), durability, metrics, gate));
-        LogStore {
+    ) -> (LogStore, SyncerHandle) {
+        let (syncer, handle) = Syncer::start(db.clone(), durability, metrics, gate);
+        let syncer = Arc::new(syncer);
+        let store = LogStore {
             db,
             syncer,
             durability,
             committed,
-        }
+        };
+        (store, handle)
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(

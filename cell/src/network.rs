@@ -10,7 +10,7 @@ use common::CellId;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
 };
@@ -37,6 +37,7 @@ pub fn http_client(connect_timeout: Duration) -> HttpClient {
     conn.set_nodelay(true);
     conn.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(8)
         .build(conn)
@@ -49,15 +50,27 @@ pub struct Network {
     secret: Arc<str>,
     cell: CellId,
     self_id: u64,
+    /// Upper bound of one AppendEntries or Vote RPC (openraft may ask for less).
+    rpc_timeout: Duration,
+    /// Upper bound of one snapshot chunk RPC.
+    snapshot_timeout: Duration,
 }
 
 impl Network {
-    pub fn new(cell: CellId, self_id: u64, secret: &str, connect_timeout: Duration) -> Network {
+    pub fn new(
+        cell: CellId,
+        self_id: u64,
+        secret: &str,
+        rpc_timeout: Duration,
+        snapshot_timeout: Duration,
+    ) -> Network {
         Network {
-            client: http_client(connect_timeout),
+            client: http_client(rpc_timeout),
             secret: Arc::from(format!("Bearer {secret}")),
             cell,
             self_id,
+            rpc_timeout,
+            snapshot_timeout,
         }
     }
 }
@@ -162,7 +175,11 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let timeout = option.hard_ttl();
+        let cap = match action {
+            RPCTypes::InstallSnapshot => self.net.snapshot_timeout,
+            _ => self.net.rpc_timeout,
+        };
+        let timeout = option.hard_ttl().min(cap);
         let res: Result<Resp, RaftError<u64, E>> = self
             .call(path, req, timeout)
             .await

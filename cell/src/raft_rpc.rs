@@ -189,6 +189,16 @@ async fn init(State(rep): State<Arc<Replica>>) -> Response {
             None,
         );
     }
+    // Check first: openraft logs an ERROR when asked to initialize twice, and
+    // a repeated init is a normal, idempotent operator action.
+    if rep.raft.is_initialized().await.unwrap_or(false) {
+        return error_response(
+            ErrorCode::AlreadyInitialized,
+            "this replica already belongs to an initialized cell".into(),
+            Some(rep.cfg.cell_id),
+            None,
+        );
+    }
     match rep.raft.initialize(members.clone()).await {
         Ok(()) => {
             tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialized the cell");

@@ -131,6 +131,20 @@ impl SnapshotDir {
         }
     }
 
+    /// Removes partial files a crash left behind (nothing builds or receives
+    /// snapshots before the replica has started).
+    pub fn remove_partial_files(&self) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let n = entry.file_name();
+            let n = n.to_string_lossy();
+            if n.starts_with("build-") || n.starts_with("incoming-") || n.ends_with(".tmp") {
+                std::fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The current snapshot's metadata and path, if there is one.
     pub fn current(&self) -> std::io::Result<Option<(SnapshotMeta, PathBuf)>> {
         match std::fs::read(self.dir.join("current.json")) {
@@ -168,10 +182,9 @@ impl SnapshotDir {
             let entry = entry?;
             let n = entry.file_name();
             let n = n.to_string_lossy();
-            if n != name
-                && n != "current.json"
-                && (n.starts_with("snap-") || n.starts_with("build-"))
-            {
+            // Only older complete snapshots: a `build-*` or `incoming-*` file may
+            // belong to a snapshot being built or received right now.
+            if n != name && n.starts_with("snap-") {
                 let _ = std::fs::remove_file(entry.path());
             }
         }

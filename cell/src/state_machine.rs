@@ -58,6 +58,7 @@ impl StateMachine {
         metrics: Arc<CellMetrics>,
     ) -> std::io::Result<StateMachine> {
         let snapshots = Arc::new(SnapshotDir::new(data_dir));
+        snapshots.remove_partial_files()?;
         let (mut applied, mut membership) = snapshot::read_sm_meta(&db)?;
         if let Some((meta, path)) = snapshots.current()? {
             if meta.last_log_id > applied {

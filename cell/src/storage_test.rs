@@ -21,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RocksBuilder 
         let dir = tempfile::tempdir().expect("create temp dir");
         let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).expect("open rocksdb");
         let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).expect("metrics"));
-        let log = LogStore::new(
+        let (log, _syncer) = LogStore::new(
             db.clone(),
             Durability::Fsync,
             metrics.clone(),

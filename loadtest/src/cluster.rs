@@ -82,9 +82,9 @@ pub struct RaftOptions {
 impl Default for RaftOptions {
     fn default() -> Self {
         RaftOptions {
-            heartbeat_interval: Duration::from_millis(100),
-            election_timeout_min: Duration::from_millis(400),
-            election_timeout_max: Duration::from_millis(800),
+            heartbeat_interval: Duration::from_millis(50),
+            election_timeout_min: Duration::from_millis(250),
+            election_timeout_max: Duration::from_millis(500),
             snapshot_logs_since_last: 100_000,
             logs_to_keep_after_snapshot: 10_000,
             snapshot_chunk_bytes: 4 << 20,
@@ -1259,7 +1259,7 @@ mod tests {
         assert_eq!(v["durability"].as_str(), Some("unsafe_no_fsync"));
         assert_eq!(v["request_timeout"].as_str(), Some("5000ms"));
         assert_eq!(v["raft"]["heartbeat_interval"].as_str(), Some("1500000ns"));
-        assert_eq!(v["raft"]["election_timeout_min"].as_str(), Some("400ms"));
+        assert_eq!(v["raft"]["election_timeout_min"].as_str(), Some("250ms"));
         assert_eq!(v["peers"][0]["node_id"].as_integer(), Some(1));
         assert!(
             text.contains("[[peers]]") && text.contains("[raft]"),
