@@ -85,6 +85,8 @@ pub fn free_disk_bytes(path: &Path) -> std::io::Result<u64> {
     #[allow(unsafe_code)]
     // SAFETY: statvfs returned 0, so it initialised the struct.
     let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some); u64 on Linux x86_64.
+    #[allow(clippy::unnecessary_cast)]
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
 }
 

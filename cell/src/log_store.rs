@@ -14,6 +14,10 @@
 //! The vote is written with `sync=true` before `save_vote` returns: a replica
 //! must never forget a vote (it could vote twice in a term after a crash).
 
+// openraft's `StorageError` is the error type its storage traits require; the
+// private helpers return it too rather than box it and convert back.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -160,6 +164,19 @@ impl SyncerHandle {
                 return false;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let _ = self.join.join();
+        true
+    }
+
+    /// Blocking form of [`SyncerHandle::join`], for code outside the runtime.
+    pub fn join_blocking(self, timeout: std::time::Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !self.join.is_finished() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let _ = self.join.join();
         true

@@ -112,6 +112,8 @@ fn bincode_reply<T: Serialize>(v: &T) -> Response {
     }
 }
 
+// The error is a ready response, returned once per refused request: size is irrelevant.
+#[allow(clippy::result_large_err)]
 fn decode_or_400<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     common::wire::decode(body).map_err(|e| {
         error_response(
