@@ -25,7 +25,7 @@ PEERS=()
 for i in 1 2 3; do API[$i]=127.0.0.1:$(free_port); RAFT[$i]=127.0.0.1:$(free_port); PEERS+=(--peer "$i=${API[$i]},${RAFT[$i]}"); done
 for i in 1 2 3; do
   "$BIN" --cell-id 1 --node-id $i --api-listen "${API[$i]}" --raft-listen "${RAFT[$i]}" --data-dir "$DIR/n$i" "${PEERS[@]}" >"$DIR/n$i.log" 2>&1 &
-  PIDS+=($!)
+  PIDS+=($!); disown
 done
 for t in $(seq 1 50); do curl -sf -o /dev/null "http://${API[1]}/metrics" && break; sleep 0.1; done
 curl -sf -X POST -H "Authorization: Bearer $CELLKV_ADMIN_TOKEN" "http://${RAFT[1]}/admin/init" >/dev/null

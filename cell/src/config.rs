@@ -115,6 +115,9 @@ pub struct CellConfig {
     pub shutdown_grace: Duration,
     /// Refuse to start, and report unhealthy, below this much free disk.
     pub min_free_disk_bytes: u64,
+    /// Async worker threads; default: one per CPU. Several replicas sharing a
+    /// small machine waste CPU on cross-thread wake-ups; fewer threads help there.
+    pub worker_threads: Option<usize>,
     pub raft: RaftConfig,
 }
 
@@ -137,6 +140,7 @@ impl Default for CellConfig {
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
             min_free_disk_bytes: 64 << 20,
+            worker_threads: None,
             raft: RaftConfig::default(),
         }
     }
@@ -236,6 +240,9 @@ impl CellConfig {
             || r.snapshot_chunk_bytes == 0
         {
             return bad("raft.snapshot_logs_since_last, raft.max_payload_entries and raft.snapshot_chunk_bytes must be positive".into());
+        }
+        if self.worker_threads == Some(0) {
+            return bad("worker_threads must be at least 1".into());
         }
         if self.max_object_bytes == 0 || self.max_object_bytes > (64 << 20) {
             return bad("max_object_bytes must be between 1 and 64 MiB".into());

@@ -69,6 +69,9 @@ fn load(cli: &Cli) -> anyhow::Result<CellConfig> {
     if let Some(v) = cli.raft_listen {
         cfg.raft_listen = v;
     }
+    if let Ok(v) = std::env::var("CELLKV_WORKER_THREADS") {
+        cfg.worker_threads = Some(v.parse().context("CELLKV_WORKER_THREADS is not a number")?);
+    }
     if let Some(v) = &cli.data_dir {
         cfg.data_dir = v.clone();
     }
@@ -109,9 +112,11 @@ fn main() -> anyhow::Result<()> {
     }));
     let cli = Cli::parse();
     let cfg = load(&cli).context("load configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.worker_threads {
+        rt.worker_threads(n);
+    }
+    let rt = rt.enable_all().build()?;
     rt.block_on(async move {
         let api = tokio::net::TcpListener::bind(cfg.api_listen)
             .await
