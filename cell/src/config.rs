@@ -274,11 +274,16 @@ impl CellConfig {
         Ok(())
     }
 
-    /// The largest Raft RPC body a peer may send: a full AppendEntries batch of
-    /// maximal objects, or one snapshot chunk, plus framing.
+    /// The largest Raft RPC body a peer may send or accept. Senders split an
+    /// AppendEntries batch that would be larger (openraft retries with fewer
+    /// entries), so this needs to fit only one maximal entry — a proposer
+    /// batch plus one object that overflowed it — or one snapshot chunk.
     pub fn max_raft_body_bytes(&self) -> usize {
-        let entries = self.raft.max_payload_entries * (self.max_object_bytes + 4096);
-        (entries.max(self.raft.snapshot_chunk_bytes) + (1 << 20)) as usize
+        let one_entry =
+            crate::proposer::MAX_BATCH_BYTES as u64 + 2 * self.max_object_bytes + (1 << 20);
+        one_entry
+            .max(32 << 20)
+            .max(self.raft.snapshot_chunk_bytes + (1 << 20)) as usize
     }
 }
 
@@ -333,6 +338,22 @@ mod tests {
         c.peers[0].node_id = NodeId(1);
         c.peers[0].raft_addr = "nope".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn raft_body_limit_fits_one_maximal_entry_but_stays_bounded() {
+        let mut c = valid();
+        let one_entry = crate::proposer::MAX_BATCH_BYTES as u64 + 2 * c.max_object_bytes;
+        assert!(c.max_raft_body_bytes() as u64 > one_entry);
+        assert!(
+            c.max_raft_body_bytes() <= 64 << 20,
+            "{}",
+            c.max_raft_body_bytes()
+        );
+        c.max_object_bytes = 64 << 20;
+        assert!(
+            c.max_raft_body_bytes() as u64 > crate::proposer::MAX_BATCH_BYTES as u64 + (128 << 20)
+        );
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub async fn run(
         &cfg.cluster_secret,
         cfg.raft.rpc_timeout,
         cfg.raft.snapshot_rpc_timeout,
+        cfg.max_raft_body_bytes(),
     );
     let raft = types::Raft::new(
         cfg.node_id.0,

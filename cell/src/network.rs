@@ -12,7 +12,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -54,6 +55,8 @@ pub struct Network {
     rpc_timeout: Duration,
     /// Upper bound of one snapshot chunk RPC.
     snapshot_timeout: Duration,
+    /// Largest request body a peer accepts (`CellConfig::max_raft_body_bytes`).
+    max_body: usize,
 }
 
 impl Network {
@@ -63,6 +66,7 @@ impl Network {
         secret: &str,
         rpc_timeout: Duration,
         snapshot_timeout: Duration,
+        max_body: usize,
     ) -> Network {
         Network {
             client: http_client(rpc_timeout),
@@ -71,6 +75,7 @@ impl Network {
             self_id,
             rpc_timeout,
             snapshot_timeout,
+            max_body,
         }
     }
 }
@@ -104,13 +109,12 @@ enum Failure {
 struct Msg(String);
 
 impl PeerClient {
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    async fn call<Resp: DeserializeOwned>(
         &self,
         path: &str,
-        req: &Req,
+        body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Resp, Failure> {
-        let body = common::wire::encode(req).map_err(|e| Failure::Other(e.to_string()))?;
         let request = http::Request::post(format!("{}{path}", self.base))
             .header(http::header::AUTHORIZATION, &*self.net.secret)
             .header(CELL_HEADER, self.net.cell.0.to_string())
@@ -175,13 +179,29 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let body = common::wire::encode(req)
+            .map_err(|e| self.map_err(Failure::Other(e.to_string()), action, option.hard_ttl()))?;
+        self.send(path, action, body, option).await
+    }
+
+    async fn send<Resp, E>(
+        &self,
+        path: &str,
+        action: RPCTypes,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<u64, ReplicaNode, RaftError<u64, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let cap = match action {
             RPCTypes::InstallSnapshot => self.net.snapshot_timeout,
             _ => self.net.rpc_timeout,
         };
         let timeout = option.hard_ttl().min(cap);
         let res: Result<Resp, RaftError<u64, E>> = self
-            .call(path, req, timeout)
+            .call(path, body, timeout)
             .await
             .map_err(|f| self.map_err(f, action, timeout))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
@@ -194,7 +214,21 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
-        self.rpc("/raft/append", RPCTypes::AppendEntries, &req, &option)
+        let entries = req.entries.len() as u64;
+        let body = common::wire::encode(&req).map_err(|e| {
+            self.map_err(
+                Failure::Other(e.to_string()),
+                RPCTypes::AppendEntries,
+                option.hard_ttl(),
+            )
+        })?;
+        if body.len() > self.net.max_body && entries > 1 {
+            // Too big for the peer's body limit: openraft retries with fewer entries.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        self.send("/raft/append", RPCTypes::AppendEntries, body, &option)
             .await
     }
 
