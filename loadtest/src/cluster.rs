@@ -11,46 +11,30 @@
 //!   data/          the replica's data_dir
 //! ```
 //!
-//! Every wait has a deadline and polls; nothing sleeps to synchronize. Dropping
-//! a [`ReplicaProc`] (or a [`LocalCell`]) SIGKILLs its process, and prints the
-//! log tail first when the thread is panicking.
+//! The process core (spawn, log, signals, Drop kill) is
+//! [`ManagedProcess`](crate::process::ManagedProcess); this module adds what
+//! makes it a replica. Every wait has a deadline and polls; nothing sleeps to
+//! synchronize. Dropping a [`ReplicaProc`] (or a [`LocalCell`]) SIGKILLs its
+//! process, and prints the log tail first when the thread is panicking.
 
-use std::collections::BTreeSet;
-use std::fs::OpenOptions;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{Client, ClientConfig};
+use crate::process::{ManagedProcess, ProcessSpec, POLL};
+// Where they were before the process core moved out; callers keep using them from here.
+pub use crate::process::{bin_dir, bin_path, free_port, BIN_DIR_ENV};
 
 /// Name of the replica binary.
 pub const CELL_BIN: &str = "cellkv-cell";
-/// Environment variable naming the directory that holds the binaries.
-pub const BIN_DIR_ENV: &str = "CELLKV_BIN_DIR";
-/// Poll period of every wait: short next to Raft's timings (100 ms heartbeats),
-/// long enough not to load a 2-core machine.
-const POLL: Duration = Duration::from_millis(25);
 /// Deadline of one `/health` or `/admin` call made by the harness. A stopped
 /// (SIGSTOP) replica costs this much per poll, so it stays short.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-/// Environment variables the replica reads that must come only from the
-/// harness, never leak in from the caller's shell.
-const SCRUBBED_ENV: [&str; 6] = [
-    "CELLKV_CONFIG",
-    "CELLKV_CLUSTER_SECRET",
-    "CELLKV_API_TOKEN",
-    "CELLKV_ADMIN_TOKEN",
-    "CELLKV_FAILPOINT",
-    "RUST_LOG",
-];
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How a replica makes writes durable (mirrors the cell's `durability` key).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,15 +126,18 @@ impl Default for CellOptions {
 }
 
 /// One member's addresses.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Peer {
     pub node_id: NodeId,
     pub api_addr: SocketAddr,
     pub raft_addr: SocketAddr,
 }
 
-/// Which replicas a cell has and where they listen.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which replicas a cell has and where they listen (persisted by
+/// `local::LocalLayout`, hence serde).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CellLayout {
     pub cell_id: CellId,
     pub peers: Vec<Peer>,
@@ -243,7 +230,7 @@ struct RaftConfigFile {
 }
 
 /// A duration as the cell's humantime parser reads it (`"100ms"`, `"1500ns"`).
-fn humantime(d: Duration) -> String {
+pub(crate) fn humantime(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns.is_multiple_of(1_000_000) {
         format!("{}ms", ns / 1_000_000)
@@ -303,126 +290,12 @@ pub fn replica_config_toml(
     };
     toml::to_string(&file).context("serialize the replica config as TOML")
 }
-
-// ---------------------------------------------------------------------------
-// Ports and binaries
-
-/// Ports handed out by this process, so two callers never get the same one.
-static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-/// Listen ports are picked from here up to the kernel's ephemeral range.
-const LOW_PORT: u16 = 10_000;
-
-/// The kernel's range for outgoing connections' local ports.
-fn ephemeral_port_range() -> (u16, u16) {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| {
-            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
-            Some((it.next()??, it.next()??))
-        })
-        .unwrap_or((32_768, 60_999))
-}
-
-fn try_claim(port: u16) -> bool {
-    let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-    if handed.contains(&port) || TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
-        return false;
-    }
-    handed.insert(port);
-    true
-}
-
-/// A loopback TCP port that is free now and was not handed out before by this
-/// process.
-///
-/// Ports are taken *below* the kernel's ephemeral range when it leaves room
-/// (the usual case): a replica that is killed and restarted must bind the same
-/// port again, and a port from the ephemeral range could meanwhile have become
-/// the local end of some outgoing connection. Falls back to binding port 0.
-pub fn free_port() -> std::io::Result<u16> {
-    let (eph_lo, _) = ephemeral_port_range();
-    if eph_lo > LOW_PORT + 1000 {
-        let span = u64::from(eph_lo - LOW_PORT);
-        // Start at a per-process pseudo-random point so concurrent test
-        // processes rarely probe the same ports.
-        let mut x = u64::from(std::process::id()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            ^ std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0);
-        for _ in 0..500 {
-            // xorshift64
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let port = LOW_PORT + (x % span) as u16;
-            if try_claim(port) {
-                return Ok(port);
-            }
-        }
-    }
-    for _ in 0..100 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-            .local_addr()?
-            .port();
-        let mut handed = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
-        if handed.insert(port) {
-            return Ok(port);
-        }
-    }
-    Err(std::io::Error::other("no free loopback port found"))
-}
-
-/// Directory of the built binaries: `$CELLKV_BIN_DIR`, else the profile dir of
-/// the running executable (`<target>/release` for both `<target>/release/deps/<test>`
-/// and `<target>/release/<bin>`).
-pub fn bin_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os(BIN_DIR_ENV) {
-        return Ok(PathBuf::from(d));
-    }
-    let exe = std::env::current_exe().context("find the running executable")?;
-    let mut dir = exe
-        .parent()
-        .with_context(|| format!("{} has no parent directory", exe.display()))?;
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir
-            .parent()
-            .with_context(|| format!("{} has no parent directory", dir.display()))?;
-    }
-    Ok(dir.to_owned())
-}
-
-/// Path of binary `name`, checked to exist.
-pub fn bin_path(name: &str) -> Result<PathBuf> {
-    let path = bin_dir()?.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it first (`cargo build --release --bins`) or set {BIN_DIR_ENV}",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 // ---------------------------------------------------------------------------
 // One replica process
 
-struct ProcState {
-    child: Option<Child>,
-    /// Exit status of the last run, once reaped.
-    last_exit: Option<ExitStatus>,
-    starts: u32,
-    /// Length of the log file when the current run started.
-    log_offset: u64,
-    /// The caller asked for (or is waiting for) this run's exit, so it is no crash.
-    exit_expected: bool,
-}
-
-/// One replica process: its config, log and data dir, and the running child.
-///
-/// Methods take `&self` (the child sits behind a mutex held only briefly, never
-/// across an await) so a harness can fault a replica while other tasks use the
-/// same cell.
+/// One replica process: its config, log and data dir around a
+/// [`ManagedProcess`]. Derefs to the process for starting, faulting and
+/// reading logs (`kill`, `terminate`, `stop_signal`, `restart`, `log_tail`...).
 pub struct ReplicaProc {
     cell_id: CellId,
     node_id: NodeId,
@@ -431,10 +304,7 @@ pub struct ReplicaProc {
     dir: PathBuf,
     data_dir: PathBuf,
     config_path: PathBuf,
-    log_path: PathBuf,
-    bin: PathBuf,
-    env: Vec<(String, String)>,
-    state: Mutex<ProcState>,
+    process: ManagedProcess,
 }
 
 impl ReplicaProc {
@@ -475,6 +345,14 @@ impl ReplicaProc {
             ("NO_COLOR".to_owned(), "1".to_owned()),
         ];
         env.extend(opts.env.iter().cloned());
+        let process = ManagedProcess::new(ProcessSpec {
+            label: format!("cell {} node {node}", layout.cell_id),
+            bin: bin.to_owned(),
+            args: vec!["--config".into(), config_path.clone().into()],
+            dir: dir.to_owned(),
+            log_path: dir.join("replica.log"),
+            env,
+        });
         Ok(ReplicaProc {
             cell_id: layout.cell_id,
             node_id: node,
@@ -483,224 +361,13 @@ impl ReplicaProc {
             dir: dir.to_owned(),
             data_dir: data_dir.to_owned(),
             config_path,
-            log_path: dir.join("replica.log"),
-            bin: bin.to_owned(),
-            env,
-            state: Mutex::new(ProcState {
-                child: None,
-                last_exit: None,
-                starts: 0,
-                log_offset: 0,
-                exit_expected: false,
-            }),
+            process,
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, ProcState> {
-        // A panic while holding it leaves the state usable: recover it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Starts the process (again: same config, ports and data dir).
-    pub fn start(&self) -> Result<()> {
-        self.start_with_env(&[])
-    }
-
-    /// Same as [`start`](Self::start); reads better after a kill.
-    pub fn restart(&self) -> Result<()> {
-        self.start_with_env(&[])
-    }
-
-    /// Starts the process with `extra` environment for this run only
-    /// (e.g. `CELLKV_FAILPOINT=abort_after_ack`).
-    pub fn start_with_env(&self, extra: &[(&str, &str)]) -> Result<()> {
-        let mut st = self.lock();
-        if let Some(child) = st.child.as_mut() {
-            match child.try_wait() {
-                Ok(None) => bail!("node {} is already running", self.node_id),
-                Ok(Some(status)) => {
-                    st.last_exit = Some(status);
-                    st.child = None;
-                }
-                Err(e) => return Err(e).context("check whether the replica is running"),
-            }
-        }
-        let mut log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        let offset = log.seek(SeekFrom::End(0))?;
-        let extra_desc: Vec<String> = extra.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        writeln!(
-            log,
-            "==== harness: start #{} of cell {} node {} {}====",
-            st.starts + 1,
-            self.cell_id,
-            self.node_id,
-            if extra.is_empty() {
-                String::new()
-            } else {
-                format!("with {} ", extra_desc.join(" "))
-            },
-        )?;
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config")
-            .arg(&self.config_path)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log));
-        for k in SCRUBBED_ENV {
-            cmd.env_remove(k);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        die_with_parent(&mut cmd);
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {}", self.bin.display()))?;
-        st.child = Some(child);
-        st.last_exit = None;
-        st.starts += 1;
-        st.log_offset = offset;
-        st.exit_expected = false;
-        Ok(())
-    }
-
-    /// SIGKILL and reap. Returns the exit status (also when it had already exited).
-    pub fn kill(&self) -> Result<ExitStatus> {
-        let mut st = self.lock();
-        match st.child.take() {
-            Some(mut child) => {
-                // Fails only if it was already reaped, which `take` rules out.
-                let _ = child.kill();
-                let status = child.wait().context("reap the killed replica")?;
-                st.last_exit = Some(status);
-                Ok(status)
-            }
-            None => st
-                .last_exit
-                .ok_or_else(|| anyhow!("node {} was never started", self.node_id)),
-        }
-    }
-
-    /// SIGTERM, then wait up to `timeout` for a graceful exit. If it is still
-    /// running then, SIGKILLs it and fails.
-    pub async fn terminate(&self, timeout: Duration) -> Result<ExitStatus> {
-        self.lock().exit_expected = true;
-        self.signal(libc::SIGTERM)?;
-        match self.wait_exit(timeout).await {
-            Ok(status) => Ok(status),
-            Err(e) => {
-                let _ = self.kill();
-                Err(e.context(format!("node {} ignored SIGTERM; killed it", self.node_id)))
-            }
-        }
-    }
-
-    /// Freezes the process (SIGSTOP): it holds its ports but answers nothing.
-    pub fn stop_signal(&self) -> Result<()> {
-        self.signal(libc::SIGSTOP)
-    }
-
-    /// Resumes a frozen process (SIGCONT).
-    pub fn cont(&self) -> Result<()> {
-        self.signal(libc::SIGCONT)
-    }
-
-    fn signal(&self, sig: libc::c_int) -> Result<()> {
-        let mut st = self.lock();
-        let Some(child) = st.child.as_mut() else {
-            bail!("node {} is not running", self.node_id);
-        };
-        if let Some(status) = child.try_wait()? {
-            st.child = None;
-            st.last_exit = Some(status);
-            bail!("node {} already exited ({status})", self.node_id);
-        }
-        send_signal(child.id(), sig)
-            .with_context(|| format!("send signal {sig} to node {}", self.node_id))
-    }
-
-    /// The exit status if the process has exited (reaping it), `None` while it runs.
-    pub fn exit_status(&self) -> Result<Option<ExitStatus>> {
-        let mut st = self.lock();
-        if let Some(child) = st.child.as_mut() {
-            if let Some(status) = child.try_wait()? {
-                st.child = None;
-                st.last_exit = Some(status);
-            } else {
-                return Ok(None);
-            }
-        }
-        Ok(st.last_exit)
-    }
-
-    /// True while the process runs (a frozen one counts as running).
-    pub fn is_running(&self) -> bool {
-        let mut st = self.lock();
-        match st.child.as_mut().map(|c| c.try_wait()) {
-            Some(Ok(None)) => true,
-            Some(Ok(Some(status))) => {
-                st.child = None;
-                st.last_exit = Some(status);
-                false
-            }
-            Some(Err(_)) | None => false,
-        }
-    }
-
-    /// Reaps a process that exited on its own since it was last checked: a
-    /// crash nobody asked for. Each exit is reported once.
-    fn unexpected_exit(&self) -> Option<ExitStatus> {
-        let mut st = self.lock();
-        if st.exit_expected {
-            return None;
-        }
-        let status = st.child.as_mut()?.try_wait().ok()??;
-        st.child = None;
-        st.last_exit = Some(status);
-        Some(status)
-    }
-
-    /// Waits up to `timeout` for the process to exit on its own.
-    pub async fn wait_exit(&self, timeout: Duration) -> Result<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        self.lock().exit_expected = true;
-        loop {
-            {
-                let mut st = self.lock();
-                let Some(child) = st.child.as_mut() else {
-                    return st
-                        .last_exit
-                        .ok_or_else(|| anyhow!("node {} was never started", self.node_id));
-                };
-                if let Some(status) = child.try_wait()? {
-                    st.child = None;
-                    st.last_exit = Some(status);
-                    return Ok(status);
-                }
-            }
-            if Instant::now() >= deadline {
-                self.lock().exit_expected = false;
-                bail!("node {} still running after {timeout:?}", self.node_id);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.lock().child.as_ref().map(Child::id)
-    }
-
-    /// How many times the process was started.
-    pub fn starts(&self) -> u32 {
-        self.lock().starts
+    /// The process itself (also reachable through `Deref`).
+    pub fn process(&self) -> &ManagedProcess {
+        &self.process
     }
 
     pub fn cell_id(&self) -> CellId {
@@ -741,101 +408,13 @@ impl ReplicaProc {
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }
-
-    pub fn log_path(&self) -> &Path {
-        &self.log_path
-    }
-
-    /// The whole log of every run (lossy UTF-8; empty if there is none yet).
-    pub fn log(&self) -> String {
-        std::fs::read(&self.log_path)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
-    }
-
-    /// The log written since the current (or last) run started.
-    pub fn log_since_start(&self) -> String {
-        let offset = self.lock().log_offset;
-        let mut out = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(&self.log_path) {
-            if f.seek(SeekFrom::Start(offset)).is_ok() {
-                let _ = f.read_to_end(&mut out);
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    /// The last `n` lines of the log.
-    pub fn log_tail(&self, n: usize) -> String {
-        let log = self.log();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-
-    /// Log lines at ERROR level (tracing's fmt layout: `<time> ERROR <msg>`).
-    pub fn error_lines(&self) -> Vec<String> {
-        self.log()
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1) == Some("ERROR"))
-            .map(str::to_owned)
-            .collect()
-    }
 }
 
-impl Drop for ReplicaProc {
-    fn drop(&mut self) {
-        let running = self.lock().child.is_some();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- cell {} node {} ({}; log {}) last 60 lines ----\n{}\n---- end node {} ----",
-                self.cell_id,
-                self.node_id,
-                if running { "running" } else { "not running" },
-                self.log_path.display(),
-                self.log_tail(60),
-                self.node_id,
-            );
-        }
-        if running {
-            let _ = self.kill();
-        }
-    }
-}
+impl std::ops::Deref for ReplicaProc {
+    type Target = ManagedProcess;
 
-/// Sends `sig` to `pid`.
-fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
-    let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
-    // SAFETY: kill(2) only takes integers. Callers pass the pid of a child they
-    // have not reaped yet (checked under the state lock), so it cannot name
-    // an unrelated process that reused the pid.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::kill(pid, sig) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    Ok(())
-}
-
-/// Makes the kernel SIGKILL the child when the thread that spawned it exits,
-/// so replicas die with a test process that is itself killed (Drop never runs
-/// then). Spawn from a thread that outlives the replica: a test's main thread,
-/// a runtime worker, not a short-lived `spawn_blocking` thread.
-fn die_with_parent(cmd: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the child between fork and exec and calls only
-    // async-signal-safe syscalls (prctl, getppid); it allocates nothing.
-    #[allow(unsafe_code)]
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if libc::getppid() as u32 != parent {
-                return Err(std::io::Error::other("parent exited during spawn"));
-            }
-            Ok(())
-        });
+    fn deref(&self) -> &ManagedProcess {
+        &self.process
     }
 }
 
@@ -875,7 +454,16 @@ impl LocalCell {
         layout: CellLayout,
         base_dir: &Path,
     ) -> Result<LocalCell> {
-        let bin = bin_path(CELL_BIN)?;
+        Self::spawn_with_binary(&bin_path(CELL_BIN)?, opts, layout, base_dir)
+    }
+
+    /// Like [`spawn_with_layout`](Self::spawn_with_layout) running `bin`.
+    pub fn spawn_with_binary(
+        bin: &Path,
+        opts: CellOptions,
+        layout: CellLayout,
+        base_dir: &Path,
+    ) -> Result<LocalCell> {
         let mut cell = LocalCell {
             client: Client::new(ClientConfig {
                 connect_timeout: Duration::from_millis(500),
@@ -890,7 +478,7 @@ impl LocalCell {
         };
         for p in &cell.layout.peers {
             let dir = base_dir.join(format!("c{}-n{}", cell.layout.cell_id, p.node_id));
-            let r = ReplicaProc::prepare(&bin, &cell.opts, &cell.layout, p.node_id, &dir)?;
+            let r = ReplicaProc::prepare(bin, &cell.opts, &cell.layout, p.node_id, &dir)?;
             // Pushed before start: if a later start fails, Drop kills the earlier ones.
             cell.replicas.push(r);
             cell.replicas.last().expect("just pushed").start()?;
@@ -1277,20 +865,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("node 9"), "{err}");
-    }
-
-    #[test]
-    fn free_ports_are_distinct_bindable_and_below_the_ephemeral_range() {
-        let (eph_lo, _) = ephemeral_port_range();
-        let ports: Vec<u16> = (0..50).map(|_| free_port().unwrap()).collect();
-        let distinct: BTreeSet<u16> = ports.iter().copied().collect();
-        assert_eq!(distinct.len(), ports.len());
-        for p in ports {
-            if eph_lo > LOW_PORT + 1000 {
-                assert!((LOW_PORT..eph_lo).contains(&p), "{p}");
-            }
-            TcpListener::bind((Ipv4Addr::LOCALHOST, p)).unwrap();
-        }
     }
 
     #[test]

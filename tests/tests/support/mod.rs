@@ -1,7 +1,8 @@
 //! Shared pieces of the whole-system tests: a temp dir kept when a test fails,
 //! a time bound per test, cell API helpers, a writer that follows the leader,
-//! full-range scans and a Prometheus text reader. Processes themselves are
-//! `loadtest::cluster`'s business.
+//! full-range scans, a Prometheus text reader, and a client of the router's
+//! public API. Processes themselves are `loadtest::cluster`'s (cells) and
+//! `loadtest::local`'s (router + cells) business.
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
@@ -13,11 +14,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use common::wire::{ScanItem, ScanPage};
+use http::Method;
 use loadtest::cluster::{CellOptions, LocalCell};
 use loadtest::http::{Client, ClientConfig, HttpError, Resp};
+use loadtest::local::{LocalCluster, LocalClusterOptions};
 
 /// Every test finishes within this, or fails with the replicas' logs.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
+/// The bound of a whole-cluster test (router + 3 cells, faults, recovery).
+pub const CLUSTER_TEST_LIMIT: Duration = Duration::from_secs(90);
 /// Keep every test's directory (replica logs and data) even when it passes.
 pub const KEEP_ENV: &str = "CELLKV_KEEP_TEST_DIRS";
 
@@ -54,14 +59,19 @@ impl Drop for TestDir {
 /// Runs a test body with the [`TEST_LIMIT`]. The body stays alive while the
 /// timeout panic unwinds, so its `LocalCell` prints the replicas' log tails.
 pub async fn bounded<F: Future>(fut: F) -> F::Output {
+    bounded_by(TEST_LIMIT, fut).await
+}
+
+/// [`bounded`] with another limit.
+pub async fn bounded_by<F: Future>(limit: Duration, fut: F) -> F::Output {
     let started = Instant::now();
     tokio::pin!(fut);
-    match tokio::time::timeout(TEST_LIMIT, &mut fut).await {
+    match tokio::time::timeout(limit, &mut fut).await {
         Ok(v) => {
             eprintln!("test body took {:.1?}", started.elapsed());
             v
         }
-        Err(_) => panic!("test exceeded its {TEST_LIMIT:?} limit"),
+        Err(_) => panic!("test exceeded its {limit:?} limit"),
     }
 }
 
@@ -76,6 +86,122 @@ pub async fn must_start(opts: CellOptions, dir: &Path) -> LocalCell {
         Ok(c) => c,
         Err(e) => panic!("start the cell: {e:#}"),
     }
+}
+
+/// Starts a router and its cells and waits until the router serves every
+/// cell; panics with context otherwise.
+pub async fn must_start_cluster(opts: LocalClusterOptions, dir: &Path) -> LocalCluster {
+    let t0 = Instant::now();
+    match LocalCluster::start(opts, dir).await {
+        Ok(c) => {
+            eprintln!(
+                "cluster of {} cells serving at {} after {:.1?}",
+                c.cells().len(),
+                c.router_url(),
+                t0.elapsed()
+            );
+            c
+        }
+        Err(e) => panic!("start the cluster: {e:#}"),
+    }
+}
+
+/// Fails if the router logged an ERROR line or any process of the cluster
+/// logged a panic.
+#[track_caller]
+pub fn assert_cluster_logs_clean(cluster: &LocalCluster) {
+    let errors = cluster.router().error_lines();
+    assert!(errors.is_empty(), "the router logged errors: {errors:#?}");
+    assert!(
+        !cluster.router().log().contains(" panic"),
+        "the router panicked"
+    );
+    for c in cluster.cells() {
+        assert_no_panics(c);
+    }
+}
+
+/// A client of the router's public API with one client token.
+#[derive(Clone)]
+pub struct PublicApi {
+    pub client: Client,
+    /// `http://host:port` of the router.
+    pub base: String,
+    /// `Bearer <token>`, or `None` to send no `Authorization` header.
+    pub auth: Option<String>,
+}
+
+impl PublicApi {
+    /// The cluster's router with the cluster's client token.
+    pub fn new(cluster: &LocalCluster) -> PublicApi {
+        PublicApi {
+            client: Client::new(ClientConfig {
+                request_timeout: Duration::from_secs(10),
+                ..ClientConfig::default()
+            }),
+            base: cluster.router_url(),
+            auth: Some(cluster.auth()),
+        }
+    }
+
+    /// The same router and pool with another token (`None`: no header).
+    pub fn with_token(&self, token: Option<&str>) -> PublicApi {
+        PublicApi {
+            auth: token.map(|t| format!("Bearer {t}")),
+            ..self.clone()
+        }
+    }
+
+    /// Sends `method path_and_query` with the token and `headers`.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Resp, HttpError> {
+        let mut h: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 1);
+        if let Some(a) = &self.auth {
+            h.push(("authorization", a.as_str()));
+        }
+        h.extend_from_slice(headers);
+        self.client
+            .request(method, &format!("{}{path_and_query}", self.base), &h, body)
+            .await
+    }
+
+    /// [`try_send`](Self::try_send) that panics on a transport error.
+    pub async fn must_send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Resp {
+        let m = method.clone();
+        self.try_send(method, path_and_query, headers, body)
+            .await
+            .unwrap_or_else(|e| panic!("{m} {path_and_query}: {e}"))
+    }
+
+    /// PUT that must succeed; checks `ETag`, `X-Cellkv-Version` and the JSON body.
+    pub async fn must_put(
+        &self,
+        bucket: &str,
+        key: &str,
+        value: impl Into<Bytes>,
+        extra: &[(&str, &str)],
+    ) -> (Stored, Resp) {
+        let resp = self
+            .must_send(Method::PUT, &obj_path(bucket, key), extra, value)
+            .await;
+        (Api::must_stored(&resp), resp)
+    }
+}
+
+/// `/v1/buckets/{bucket}/objects/{key}` (test keys are URL-safe).
+pub fn obj_path(bucket: &str, key: &str) -> String {
+    format!("/v1/buckets/{bucket}/objects/{key}")
 }
 
 /// Polls `f` every 25 ms until it yields `Some`, or panics after `timeout`.

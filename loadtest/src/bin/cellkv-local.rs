@@ -1,0 +1,155 @@
+//! `cellkv-local`: a whole cellkv cluster on loopback (a router in front of N
+//! cells × 3 replicas) in one directory, until Ctrl-C or SIGTERM. Started
+//! again on the same `--data-dir`, it brings the same cluster (ports, tokens,
+//! data) back. The work is `loadtest::local::LocalCluster`'s; this is the CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use loadtest::local::{LocalCluster, LocalClusterOptions, LocalLayout};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Cells of a fresh cluster when `--cells` is not given.
+const DEFAULT_CELLS: usize = 3;
+/// How often a running cluster is checked for processes that died.
+const CRASH_CHECK_PERIOD: Duration = Duration::from_secs(1);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cellkv-local",
+    version,
+    about = "Run a cellkv cluster on loopback: a router in front of N cells of 3 replicas.",
+    after_help = "Finds cellkv-cell and cellkv-router next to its own executable, or in $CELLKV_BIN_DIR."
+)]
+struct Cli {
+    /// Directory of the cluster (layout, logs, data). If it holds a cluster
+    /// already, that cluster is restarted with its data. Default: a fresh
+    /// temporary directory, kept after exit.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Number of cells [default: 3, or the number --data-dir holds].
+    #[arg(long, value_name = "N")]
+    cells: Option<usize>,
+    /// The router's port [default: the one --data-dir used before, else a free one].
+    #[arg(long, value_name = "ROUTER_PORT")]
+    port: Option<u16>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cellkv-local: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The cluster's processes are spawned from this (main) thread, which
+    // lives as long as they do: they die with it (see `process::ManagedProcess`).
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cellkv-local: failed to {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    // Installed first: a signal during start-up must not kill us half-way.
+    let mut term = signal(SignalKind::terminate()).context("install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("install the SIGINT handler")?;
+
+    let dir = match cli.data_dir {
+        Some(d) => d,
+        None => tempfile::Builder::new()
+            .prefix("cellkv-local-")
+            .tempdir()
+            .context("create a temporary directory")?
+            .keep(),
+    };
+    let existing = LocalLayout::load(&dir)?;
+    let cells = cli
+        .cells
+        .or(existing.as_ref().map(|l| l.cells.len()))
+        .unwrap_or(DEFAULT_CELLS);
+    println!(
+        "cellkv-local: {} {cells} cell(s) × 3 replicas and a router in {}",
+        if existing.is_some() {
+            "restarting"
+        } else {
+            "starting"
+        },
+        dir.display()
+    );
+    let opts = LocalClusterOptions {
+        cells,
+        router_port: cli.port,
+        ..LocalClusterOptions::default()
+    };
+    let t0 = Instant::now();
+    let cluster = tokio::select! {
+        r = LocalCluster::start(opts, &dir) => r.context("start the cluster")?,
+        // Dropping the half-started cluster kills what it had started.
+        _ = term.recv() => bail!("start the cluster: interrupted by SIGTERM"),
+        _ = int.recv() => bail!("start the cluster: interrupted by SIGINT"),
+    };
+    print_banner(&cluster, t0.elapsed());
+
+    let mut check = tokio::time::interval(CRASH_CHECK_PERIOD);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = check.tick() => {
+                if let Err(e) = cluster.check_no_crash() {
+                    eprintln!("cellkv-local: warning: {e:#}");
+                }
+            }
+        }
+    }
+    println!("cellkv-local: stopping (router first, then the replicas)");
+    cluster.stop().await.context("stop the cluster")?;
+    println!(
+        "cellkv-local: stopped. `cellkv-local --data-dir {}` brings it back with its data.",
+        dir.display()
+    );
+    Ok(())
+}
+
+fn print_banner(cluster: &LocalCluster, took: Duration) {
+    let url = cluster.router_url();
+    let token = cluster.token();
+    let object = format!("{url}/v1/buckets/demo/objects/hello.txt");
+    let dir = cluster.dir();
+    let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    println!("cellkv-local: ready in {took:.1?}");
+    println!("  router        {url}");
+    println!("  token         {token}");
+    println!("  cluster.json  {}", cluster.cluster_json_path().display());
+    println!("  data dir      {}", dir.display());
+    println!(
+        "  logs          {} and <cell>/replica.log, e.g. {}",
+        rel(cluster.router().log_path()),
+        cluster
+            .cells()
+            .first()
+            .map(|c| rel(c.replica(0).log_path()))
+            .unwrap_or_default()
+    );
+    println!();
+    println!("Try it:");
+    println!(
+        "  curl -sS -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: text/plain' --data-binary 'hello, cellkv' {object}"
+    );
+    println!("  curl -sS -H 'Authorization: Bearer {token}' {object}");
+    println!();
+    println!("Ctrl-C or SIGTERM stops the cluster.");
+}

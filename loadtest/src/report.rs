@@ -1,0 +1,641 @@
+//! The run's report: a serde `Report` (the JSON file), the terminal summary
+//! table, a self-contained HTML page (inline CSS and SVG; no script, no
+//! external URL) with per-cell timelines of throughput, errors and p99 with
+//! the faults shaded, and the one-line live progress. The numbers come from
+//! `stats` and `analysis`; this module only assembles and renders them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use common::CellId;
+use serde::{Deserialize, Serialize};
+
+use crate::analysis::{analyze, AnalysisResult};
+use crate::ledger::{LostWrite, Verification};
+use crate::scenario::{Mode, Scenario, SloResult};
+use crate::stats::{Phase, PhaseRow, Recorder, Scope, SecondStats};
+
+mod html;
+
+pub use html::render_html;
+
+/// Lost writes listed in the terminal table (all of them go to JSON and HTML).
+const TABLE_LOST_WRITES: usize = 20;
+
+/// One scope's per-second series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Timeline {
+    pub scope: Scope,
+    pub seconds: Vec<SecondStats>,
+}
+
+/// Everything a run produced, as written to the JSON report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// The scenario, token redacted.
+    pub scenario: Scenario,
+    pub duration_s: u32,
+    pub cells: Vec<CellId>,
+    pub phases: Vec<Phase>,
+    /// Per phase and scope (each cell, listings, all).
+    pub rows: Vec<PhaseRow>,
+    pub timelines: Vec<Timeline>,
+    pub analysis: AnalysisResult,
+    pub slo: Vec<SloResult>,
+    /// Acknowledged writes read back (0 when the check did not run).
+    pub writes_checked: u64,
+    pub lost_writes: Vec<LostWrite>,
+    /// Keys whose read-back failed, so could not be judged.
+    pub writes_unverified: u64,
+    /// Every SLO passed: the harness's exit status.
+    pub passed: bool,
+}
+
+impl Report {
+    /// Assembles the report of a finished run. `shares` are the cells' ring
+    /// shares (missing: equal shares); `verification` is the lost-write check,
+    /// `None` if it did not run (then the lost-write SLO fails).
+    pub fn build(
+        scenario: &Scenario,
+        rec: &Recorder,
+        cells: &[CellId],
+        shares: BTreeMap<CellId, f64>,
+        verification: Option<&Verification>,
+    ) -> Report {
+        let duration_s = scenario.duration_s().max(rec.end_second());
+        let phases = scenario.phases();
+        let mut analysis = analyze(rec, &scenario.analysis_input(cells, shares));
+        analysis.lost_writes = verification.map(|v| v.lost.len() as u64);
+        let slo = scenario.slo.evaluate(&analysis);
+        let mut scopes: Vec<Scope> = cells.iter().map(|&c| Scope::Cell(c)).collect();
+        for s in rec.scopes() {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        Report {
+            scenario: scenario.redacted(),
+            duration_s,
+            cells: cells.to_vec(),
+            rows: rec.phase_split(&phases),
+            phases,
+            timelines: scopes
+                .into_iter()
+                .map(|scope| Timeline {
+                    scope,
+                    seconds: rec.series(scope, duration_s),
+                })
+                .collect(),
+            passed: slo.iter().all(|r| r.pass),
+            slo,
+            analysis,
+            writes_checked: verification.map_or(0, |v| v.checked),
+            lost_writes: verification.map(|v| v.lost.clone()).unwrap_or_default(),
+            writes_unverified: verification.map_or(0, |v| v.unverified.len() as u64),
+        }
+    }
+
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Number formatting
+
+fn ms(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(v) if v < 10.0 => format!("{v:.2}"),
+        Some(v) if v < 100.0 => format!("{v:.1}"),
+        Some(v) => format!("{v:.0}"),
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{:.3}", v * 100.0))
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.4}"),
+    }
+}
+
+/// The error outcomes of a row, most frequent first: `503 cell_unavailable:12, timeout:3`.
+fn top_errors(outcomes: &BTreeMap<String, u64>, n: usize) -> String {
+    let mut errs: Vec<(&String, &u64)> = outcomes.iter().filter(|(k, _)| *k != "ok").collect();
+    errs.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    let mut out: Vec<String> = errs
+        .iter()
+        .take(n)
+        .map(|(k, c)| format!("{k}:{c}"))
+        .collect();
+    if errs.len() > n {
+        out.push(format!("+{} more", errs.len() - n));
+    }
+    out.join(", ")
+}
+
+fn mode_text(m: &Mode) -> String {
+    match m {
+        Mode::Closed { clients } => format!("closed loop, {clients} clients"),
+        Mode::Open {
+            rate,
+            max_in_flight,
+        } => format!("open loop, {rate}/s (max {max_in_flight} in flight)"),
+    }
+}
+
+fn slo_line(r: &SloResult) -> (String, String) {
+    let status = if r.pass { "PASS" } else { "FAIL" };
+    (status.to_owned(), num(r.actual))
+}
+
+// ---------------------------------------------------------------------------
+// Terminal
+
+/// The terminal summary: phases × scopes, isolation per fault, SLOs, lost
+/// writes and the verdict. Fixed-width columns, plain ASCII.
+pub fn render_table(r: &Report) -> String {
+    let mut o = String::new();
+    let s = &r.scenario;
+    let _ = writeln!(o, "scenario {}: {}", s.name, s.description);
+    let _ = writeln!(
+        o,
+        "seed {}, {}, {} s, cells {}",
+        s.seed,
+        mode_text(&s.mode),
+        r.duration_s,
+        r.cells
+            .iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "{:<30} {:<8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}  ERRORS",
+        "PHASE", "SCOPE", "REQS", "RPS", "AVAIL%", "P50ms", "P99ms", "P999ms"
+    );
+    for row in &r.rows {
+        let m = &row.summary;
+        let line = format!(
+            "{:<30} {:<8} {:>9} {:>8.1} {:>8} {:>8} {:>8} {:>8}  {}",
+            clip(&row.phase, 30),
+            row.scope.to_string(),
+            m.requests,
+            m.throughput_rps,
+            pct(m.availability),
+            ms(m.p50_ms),
+            ms(m.p99_ms),
+            ms(m.p999_ms),
+            top_errors(&m.outcomes, 2)
+        );
+        let _ = writeln!(o, "{}", line.trim_end());
+    }
+    for f in &r.analysis.faults {
+        let w = &f.window;
+        let _ = writeln!(o);
+        let _ = writeln!(o, "ISOLATION {} [{} s, {} s)", w.label, w.start_s, w.end_s);
+        for h in &f.healthy {
+            let _ = writeln!(
+                o,
+                "  healthy cell {:<4} avail {:>8}%  p99 {:>7} ms  baseline {:>7} ms  ratio {:>6}",
+                h.cell.to_string(),
+                pct(h.during.availability),
+                ms(h.during.p99_ms),
+                ms(h.baseline.p99_ms),
+                h.p99_ratio
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"))
+            );
+        }
+        for c in &f.faulted {
+            let _ = writeln!(
+                o,
+                "  faulted cell {:<4} avail {:>8}%  fast fails {:>7}  fast-fail p99 {:>7} ms  failure p99 {:>7} ms  detect {:>7} ms  recover {}",
+                c.cell.to_string(),
+                pct(c.during.availability),
+                c.fast_fails,
+                ms(c.fast_fail_p99_ms),
+                ms(c.failure_p99_ms),
+                ms(c.time_to_detect_ms),
+                c.time_to_recover_s
+                    .map_or_else(|| "never".to_owned(), |t| format!("{t} s"))
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  keys with errors {} of {} ({}%), bound {:.3}%",
+            f.keys.failed,
+            f.keys.touched,
+            pct(f.error_key_share),
+            f.error_key_bound * 100.0
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "SLO");
+    for sr in &r.slo {
+        let (status, actual) = slo_line(sr);
+        let _ = writeln!(
+            o,
+            "  {status:<4}  {:<24} {:>12} {:>12}  {}",
+            sr.name, sr.target, actual, sr.note
+        );
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(
+        o,
+        "LOST WRITES {} (read back {}, unverified {})",
+        r.lost_writes.len(),
+        r.writes_checked,
+        r.writes_unverified
+    );
+    for l in r.lost_writes.iter().take(TABLE_LOST_WRITES) {
+        let _ = writeln!(
+            o,
+            "  {:?} {}/{}: acked version {} etag {}, found {}",
+            l.kind,
+            l.bucket,
+            l.key,
+            l.acked.version,
+            l.acked.etag,
+            l.found.as_ref().map_or_else(
+                || "nothing".to_owned(),
+                |f| format!("version {} etag {}", f.version, f.etag)
+            )
+        );
+    }
+    if r.lost_writes.len() > TABLE_LOST_WRITES {
+        let _ = writeln!(
+            o,
+            "  ... {} more in the JSON report",
+            r.lost_writes.len() - TABLE_LOST_WRITES
+        );
+    }
+    let missed = r.slo.iter().filter(|s| !s.pass).count();
+    let _ = writeln!(o);
+    if r.passed {
+        let _ = writeln!(o, "RESULT PASS ({} SLOs met)", r.slo.len());
+    } else {
+        let _ = writeln!(o, "RESULT FAIL ({missed} of {} SLOs missed)", r.slo.len());
+    }
+    o
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut c: String = s.chars().take(n.saturating_sub(1)).collect();
+        c.push('~');
+        c
+    }
+}
+
+/// The live progress line for the last complete second before `elapsed`:
+/// `t=35s  998 req/s  errors 12 (1.20%)  p99 c1 2.10 c2 0.80! c3 2.31 ms`
+/// (`!` marks a cell with failures in that second).
+pub fn render_progress(elapsed: Duration, rec: &Recorder, cells: &[CellId]) -> String {
+    let t = u32::try_from(elapsed.as_secs()).unwrap_or(u32::MAX);
+    let s = t.saturating_sub(1);
+    let all = rec.window(Scope::All, s, s + 1);
+    let (n, f) = (all.requests(), all.failures());
+    let mut o = format!("t={t}s  {n} req/s  errors {f}");
+    if f > 0 {
+        let _ = write!(o, " ({:.2}%)", f as f64 * 100.0 / n as f64);
+    }
+    o.push_str("  p99");
+    for &c in cells {
+        let a = rec.window(Scope::Cell(c), s, s + 1);
+        let mark = if a.failures() > 0 { "!" } else { "" };
+        let _ = write!(o, " c{c} {}{mark}", ms(a.quantile_ms(0.99)));
+    }
+    o.push_str(" ms");
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{ReadBack, WriteLedger};
+    use crate::stats::{Outcome, Sample};
+    use crate::workload::OpType;
+
+    /// The kill-cell example run on a synthetic trace: cells 1 and 3 answer in
+    /// 2 ms; cell 2 in 3 ms, refused (0.6 ms) during its fault, slow for 2 s after.
+    fn synthetic(scenario: &Scenario) -> Recorder {
+        let f = &scenario.faults[0];
+        let (a, b) = (f.at_s, f.end_s());
+        let mut r = Recorder::new();
+        for s in 0..scenario.duration_s() {
+            for c in 1..=3u32 {
+                for i in 0..50u64 {
+                    let start = Duration::from_secs(u64::from(s)) + Duration::from_millis(i * 20);
+                    let (lat_us, outcome) = match c {
+                        2 if (a..b).contains(&s) => {
+                            (600, Outcome::from_status(503, Some("cell_unavailable")))
+                        }
+                        2 if (b..b + 2).contains(&s) => (30_000, Outcome::Ok),
+                        2 => (3000, Outcome::Ok),
+                        _ => (2000 + i * 10, Outcome::Ok),
+                    };
+                    r.record(&Sample {
+                        cell: Some(CellId(c)),
+                        op: if i % 2 == 0 {
+                            OpType::Read
+                        } else {
+                            OpType::Update
+                        },
+                        key: Some(u64::from(c) * 100 + i),
+                        start,
+                        end: start + Duration::from_micros(lat_us),
+                        outcome,
+                    });
+                }
+            }
+            // A listing each second, on no single cell; during the fault it fails.
+            let start = Duration::from_secs(u64::from(s));
+            r.record(&Sample {
+                cell: None,
+                op: OpType::Scan,
+                key: None,
+                start,
+                end: start + Duration::from_millis(5),
+                outcome: if (a..b).contains(&s) {
+                    Outcome::from_status(503, Some("cell_unavailable"))
+                } else {
+                    Outcome::Ok
+                },
+            });
+        }
+        r
+    }
+
+    fn cells() -> Vec<CellId> {
+        vec![CellId(1), CellId(2), CellId(3)]
+    }
+
+    fn must_report(lost: bool) -> Report {
+        let scenario =
+            Scenario::from_toml(include_str!("../../config/scenarios/kill-cell.toml")).unwrap();
+        let rec = synthetic(&scenario);
+        let mut ledger = WriteLedger::new();
+        ledger.record_ack("loadtest", "k0000000001", 10, "1-10-0");
+        ledger.record_ack("loadtest", "k0000000002", 12, "2-12-0");
+        let mut v = Verification::default();
+        v.push(
+            "loadtest",
+            "k0000000001",
+            ledger.check(
+                "loadtest",
+                "k0000000001",
+                &ReadBack::Found {
+                    version: 10,
+                    etag: "1-10-0".into(),
+                },
+            ),
+        );
+        let second = if lost {
+            ReadBack::Missing
+        } else {
+            ReadBack::Found {
+                version: 12,
+                etag: "2-12-0".into(),
+            }
+        };
+        v.push(
+            "loadtest",
+            "k0000000002",
+            ledger.check("loadtest", "k0000000002", &second),
+        );
+        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v))
+    }
+
+    #[test]
+    fn report_of_a_clean_kill_cell_run_passes() {
+        let r = must_report(false);
+        assert_eq!(r.duration_s, 75);
+        let failed: Vec<&SloResult> = r.slo.iter().filter(|s| !s.pass).collect();
+        assert!(failed.is_empty(), "{failed:#?}");
+        assert!(r.passed);
+        assert_eq!((r.writes_checked, r.lost_writes.len()), (2, 0));
+        // Timelines: 3 cells, listings, all; each 75 s long.
+        let scopes: Vec<Scope> = r.timelines.iter().map(|t| t.scope).collect();
+        assert_eq!(
+            scopes,
+            vec![
+                Scope::Cell(CellId(1)),
+                Scope::Cell(CellId(2)),
+                Scope::Cell(CellId(3)),
+                Scope::NoCell,
+                Scope::All
+            ]
+        );
+        assert!(r.timelines.iter().all(|t| t.seconds.len() == 75));
+        let f = &r.analysis.faults[0];
+        assert_eq!(f.faulted[0].time_to_recover_s, Some(2));
+        // JSON round trip.
+        let json = r.to_json().unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn a_lost_write_fails_the_run_and_is_listed() {
+        let r = must_report(true);
+        assert!(!r.passed);
+        let table = render_table(&r);
+        assert!(table.contains("LOST WRITES 1"), "{table}");
+        assert!(
+            table.contains("Missing loadtest/k0000000002: acked version 12"),
+            "{table}"
+        );
+        assert!(
+            table.contains("RESULT FAIL (1 of 7 SLOs missed)"),
+            "{table}"
+        );
+        assert!(render_html(&r).contains("k0000000002"));
+    }
+
+    #[test]
+    fn terminal_table_has_fixed_columns() {
+        let r = must_report(false);
+        let t = render_table(&r);
+        let header = t.lines().find(|l| l.starts_with("PHASE")).unwrap();
+        let reqs_end = header.find("REQS").unwrap() + 4;
+        // Every phase row right-aligns its request count under REQS.
+        let rows: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !l.starts_with("PHASE"))
+            .skip(1)
+            .take_while(|l| !l.is_empty())
+            .collect();
+        assert_eq!(rows.len(), r.rows.len());
+        for row in &rows {
+            assert!(row.as_bytes()[reqs_end - 1].is_ascii_digit(), "{row}");
+            assert_eq!(row.as_bytes().get(reqs_end), Some(&b' '), "{row}");
+        }
+        assert!(t.contains("ISOLATION kill_cell cell 2 [30 s, 45 s)"));
+        assert!(t.contains("faulted cell 2"));
+        assert!(t.contains("RESULT PASS (7 SLOs met)"));
+        assert!(t.contains("503 cell_unavailable:"));
+    }
+
+    #[test]
+    fn html_is_self_contained_with_an_svg_per_cell_and_the_faults() {
+        let r = must_report(false);
+        let html = render_html(&r);
+        assert!(html.starts_with("<!doctype html>"));
+        assert!(html.ends_with("</body></html>\n"));
+        // One SVG per timeline: each cell, listings, all.
+        assert_eq!(html.matches("<svg ").count(), r.timelines.len());
+        for c in 1..=3 {
+            assert!(html.contains(&format!("aria-label=\"timeline of cell {c}\"")));
+        }
+        // The fault is shaded and labelled on every timeline.
+        assert_eq!(
+            html.matches("<rect class=\"fault\"").count(),
+            r.timelines.len()
+        );
+        assert!(html.contains(">kill_cell cell 2</text>"));
+        assert!(html.contains("faulted: kill_cell cell 2"));
+        // Nothing external, nothing executable.
+        for banned in [
+            "http://", "https://", "<script", "src=", "href=", "url(", "@import",
+        ] {
+            assert!(!html.contains(banned), "contains {banned}");
+        }
+        // Balanced SVG and tables.
+        assert_eq!(
+            html.matches("<svg ").count(),
+            html.matches("</svg>").count()
+        );
+        assert_eq!(
+            html.matches("<table>").count(),
+            html.matches("</table>").count()
+        );
+    }
+
+    #[test]
+    fn html_escapes_scenario_text() {
+        let mut r = must_report(false);
+        r.scenario.description = "<b>bold</b> & \"quoted\"".into();
+        let html = render_html(&r);
+        assert!(html.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &quot;quoted&quot;"));
+        assert!(!html.contains("<b>bold"));
+    }
+
+    #[test]
+    fn progress_line_shows_rate_errors_and_per_cell_p99() {
+        let scenario =
+            Scenario::from_toml(include_str!("../../config/scenarios/kill-cell.toml")).unwrap();
+        let rec = synthetic(&scenario);
+        let line = render_progress(Duration::from_millis(35_400), &rec, &cells());
+        // Second 34 is in the fault: cell 2's 50 requests and the listing failed.
+        assert!(
+            line.starts_with("t=35s  151 req/s  errors 51 (33.77%)  p99 c1 "),
+            "{line}"
+        );
+        assert!(line.contains(" c2 0.60! "), "{line}");
+        let calm = render_progress(Duration::from_secs(10), &rec, &cells());
+        assert!(calm.contains("errors 0  p99"), "{calm}");
+        assert!(!calm.contains('!'), "{calm}");
+    }
+
+    /// Writes the report of a noisy synthetic kill-cell run to the temp dir,
+    /// to look at: `cargo test --release -p cellkv-loadtest --lib -- --ignored sample`.
+    #[test]
+    #[ignore = "writes a file to look at"]
+    fn sample_html_to_tmp() {
+        use crate::workload::Rng;
+        let scenario =
+            Scenario::from_toml(include_str!("../../config/scenarios/kill-cell.toml")).unwrap();
+        let (a, b) = (30, 45);
+        let mut rng = Rng::seed_from(1);
+        let mut rec = Recorder::new();
+        for s in 0..scenario.duration_s() {
+            for c in 1..=3u32 {
+                let n = 300 + rng.below(40);
+                for i in 0..n {
+                    let start = Duration::from_secs(u64::from(s))
+                        + Duration::from_micros(i * 1_000_000 / n);
+                    // Log-uniform 1..8 ms, a rare 40 ms outlier.
+                    let mut lat = 1000.0 * 8f64.powf(rng.next_f64());
+                    if rng.below(500) == 0 {
+                        lat = 40_000.0;
+                    }
+                    let outcome = match c {
+                        2 if s == a => {
+                            // Detection: the first 400 ms of the fault time out.
+                            if i * 1000 / n < 400 {
+                                lat = 1_000_000.0;
+                                Outcome::Timeout
+                            } else {
+                                lat = 400.0 + 200.0 * rng.next_f64();
+                                Outcome::from_status(503, Some("cell_unavailable"))
+                            }
+                        }
+                        2 if (a..b).contains(&s) => {
+                            lat = 400.0 + 200.0 * rng.next_f64();
+                            Outcome::from_status(503, Some("cell_unavailable"))
+                        }
+                        2 if (b..b + 3).contains(&s) => {
+                            lat *= 6.0;
+                            Outcome::Ok
+                        }
+                        _ => Outcome::Ok,
+                    };
+                    rec.record(&Sample {
+                        cell: Some(CellId(c)),
+                        op: if i % 20 == 0 {
+                            OpType::Update
+                        } else {
+                            OpType::Read
+                        },
+                        key: Some(u64::from(c) * 10_000 + rng.below(2000)),
+                        start,
+                        end: start + Duration::from_micros(lat as u64),
+                        outcome,
+                    });
+                }
+            }
+        }
+        let v = Verification {
+            checked: 1234,
+            kept: 1234,
+            ..Verification::default()
+        };
+        let r = Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v));
+        let dir = std::env::temp_dir();
+        std::fs::write(dir.join("cellkv-loadtest-sample.html"), render_html(&r)).unwrap();
+        std::fs::write(
+            dir.join("cellkv-loadtest-sample.json"),
+            r.to_json().unwrap(),
+        )
+        .unwrap();
+        std::fs::write(dir.join("cellkv-loadtest-sample.txt"), render_table(&r)).unwrap();
+    }
+
+    #[test]
+    fn number_formats() {
+        assert_eq!(ms(Some(1.234)), "1.23");
+        assert_eq!(ms(Some(12.34)), "12.3");
+        assert_eq!(ms(Some(1234.5)), "1234");
+        assert_eq!(ms(None), "-");
+        assert_eq!(pct(Some(0.9995)), "99.950");
+        let mut o = BTreeMap::new();
+        o.insert("ok".to_owned(), 10);
+        o.insert("timeout".to_owned(), 2);
+        o.insert("503 cell_unavailable".to_owned(), 7);
+        o.insert("connect".to_owned(), 1);
+        assert_eq!(
+            top_errors(&o, 2),
+            "503 cell_unavailable:7, timeout:2, +1 more"
+        );
+    }
+}
