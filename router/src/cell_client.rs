@@ -307,16 +307,29 @@ impl CellClient {
             .leader()
             .unwrap_or_else(|| self.rotate.fetch_add(1, Ordering::Relaxed) % n);
         let mut refused = vec![false; n];
+        // Replicas that said "no leader": during an election a stale follower
+        // still points at the deposed leader, which answers 503 no_leader.
+        let mut no_leader_from = vec![false; n];
         let mut backoff = BACKOFF_START;
         let mut hops = 0;
         let mut last = String::from("no attempt was made");
         // Why the next attempt is a retry; counted when it actually happens.
         let mut retry_reason: Option<&'static str> = None;
-        for attempt in 0..MAX_ATTEMPTS {
+        // Attempts made without waiting first. Retries after a back-off (an
+        // election in progress) are bounded by the deadline alone, so an
+        // election shorter than the deadline never fails a request.
+        let mut immediate = 0usize;
+        let mut backed_off = false;
+        for attempt in 0usize.. {
+            if !std::mem::take(&mut backed_off) {
+                immediate += 1;
+                if immediate > MAX_ATTEMPTS {
+                    break;
+                }
+            }
             if let Some(reason) = retry_reason.take() {
                 self.retry(reason);
             }
-            let last_attempt = attempt + 1 == MAX_ATTEMPTS;
             let now = Instant::now();
             let remaining = deadline.saturating_duration_since(now);
             if remaining.is_zero() {
@@ -339,13 +352,25 @@ impl CellClient {
                 Attempt::Answered(resp) => {
                     let status = resp.status;
                     if status == StatusCode::MISDIRECTED_REQUEST {
-                        hops += 1;
                         last = format!("node {} is not the leader", replica.node_id);
+                        let hint = self.resolve_hint(&resp).filter(|&i| i != target);
+                        if hint.is_some_and(|i| no_leader_from[i]) {
+                            // A stale hint at a replica that just said it has no
+                            // leader: an election is under way. Wait, try the next.
+                            retry_reason = Some("no_leader");
+                            self.forget_leader(target);
+                            tokio::time::sleep(backoff.min(remaining)).await;
+                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                            backed_off = true;
+                            target = self.next_replica(target, &refused);
+                            continue;
+                        }
+                        hops += 1;
                         if hops > MAX_LEADER_HOPS {
                             break;
                         }
                         retry_reason = Some("not_leader");
-                        match self.resolve_hint(&resp).filter(|&i| i != target) {
+                        match hint {
                             Some(i) => {
                                 self.set_leader(Some(i));
                                 target = i;
@@ -378,16 +403,18 @@ impl CellClient {
                             last = format!("node {} answered 503 {reason}", replica.node_id);
                             retry_reason = Some(reason);
                             self.forget_leader(target);
+                            if code == Some(ErrorCode::NoLeader) {
+                                no_leader_from[target] = true;
+                            }
                             // An election needs time; a replica going away or
                             // installing a snapshot does not: try the next one now.
-                            if !last_attempt
-                                && !matches!(
-                                    code,
-                                    Some(ErrorCode::ShuttingDown | ErrorCode::CellUnavailable)
-                                )
-                            {
+                            if !matches!(
+                                code,
+                                Some(ErrorCode::ShuttingDown | ErrorCode::CellUnavailable)
+                            ) {
                                 tokio::time::sleep(backoff.min(remaining)).await;
                                 backoff = (backoff * 2).min(BACKOFF_MAX);
+                                backed_off = true;
                             }
                             target = self.next_replica(target, &refused);
                             continue;
@@ -438,7 +465,7 @@ impl CellClient {
         }
         Err(RouteError::Unavailable {
             cell: self.id,
-            reason: format!("gave up after {MAX_ATTEMPTS} attempts; last: {last}"),
+            reason: format!("gave up after {MAX_ATTEMPTS} immediate attempts; last: {last}"),
         })
     }
 

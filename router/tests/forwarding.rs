@@ -850,3 +850,36 @@ async fn retries_a_write_the_cell_did_not_execute_during_an_election() {
     );
     r.must_stop().await;
 }
+
+#[tokio::test]
+async fn waits_out_an_election_with_stale_hints_until_the_deadline() {
+    let cell = FakeCell::must_start(1, 3).await;
+    let mut cfg = config(vec![cell.spec()]);
+    cfg.breaker.health_interval = Duration::from_secs(60);
+    cfg.breaker.health_timeout = Duration::from_secs(1);
+    let r = TestRouter::must_start(cfg).await;
+    // The deposed leader answers no_leader; both followers still point at it.
+    let deposed = (cell.replicas[0].state.node, cell.replicas[0].api_addr());
+    *cell.replicas[0].state.data_role.lock().unwrap() = DataRole::NoLeader;
+    for i in [1, 2] {
+        *cell.replicas[i].state.data_role.lock().unwrap() =
+            DataRole::NotLeader(Some(deposed.clone()));
+    }
+    // The election ends after 800 ms: longer than the six quick attempts the
+    // router used to give up after, shorter than its deadline.
+    let winner = cell.replicas[2].state.clone();
+    let election = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        *winner.data_role.lock().unwrap() = DataRole::Leader;
+    });
+    let t0 = std::time::Instant::now();
+    let put = must_call(Method::PUT, &r.url(&obj_path("photos", "k")), &[], b"v").await;
+    assert_eq!(put.status, StatusCode::OK, "{:?}", put.body);
+    assert!(
+        t0.elapsed() >= Duration::from_millis(800),
+        "served before the election ended?"
+    );
+    assert_eq!(cell.replicas[2].state.writes.load(Ordering::SeqCst), 1);
+    election.await.unwrap();
+    r.must_stop().await;
+}
