@@ -17,9 +17,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use common::{CellId, CellState, ErrorCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -196,15 +196,37 @@ async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, A
         }
     }
     let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("read request body: {e}"),
-        )),
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("read request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if buf.len() + data.len() > limit {
+            // A chunked body went over the limit. Read (and drop) a bounded
+            // amount more so the client, still sending, gets the 413 instead
+            // of a reset connection.
+            let drain = async {
+                let mut drained = 0usize;
+                while let Some(Ok(f)) = body.frame().await {
+                    drained += f.data_ref().map_or(0, |d| d.len());
+                    if drained > limit {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(BODY_DRAIN_TIMEOUT, drain).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&data);
     }
+    Ok(buf.freeze())
 }
+
+/// Longest time spent discarding the rest of an oversized chunked body.
+const BODY_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Turns a cell's answer into the public response.
 fn public_response(op: Op, cell: CellId, resp: CellResponse) -> Result<Response, ApiError> {
