@@ -268,6 +268,9 @@ async fn list_objects(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Response {
+    // Set once the request passed auth and validation and went to the cells:
+    // only then does the response carry the cells' ids (header and metric label).
+    let mut dispatched = false;
     let result = async {
         let principal = admit_client(&app, &headers)?;
         let Path(bucket) =
@@ -280,6 +283,7 @@ async fn list_objects(
                 format!("bad query: {}", e.body_text()),
             )
         })?;
+        dispatched = true;
         listing::list(app.proxy.clone(), &bucket, &q).await
     }
     .await;
@@ -287,11 +291,13 @@ async fn list_objects(
         Ok(page) => axum::Json(page).into_response(),
         Err(e) => e.into_response(),
     };
-    let ids: Vec<String> = app.proxy.cells().map(|c| c.id.to_string()).collect();
-    if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
-        resp.headers_mut().insert(HEADER_CELL, v);
+    if dispatched {
+        let ids: Vec<String> = app.proxy.cells().map(|c| c.id.to_string()).collect();
+        if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
+            resp.headers_mut().insert(HEADER_CELL, v);
+        }
+        resp.extensions_mut().insert(ServedBy::AllCells);
     }
-    resp.extensions_mut().insert(ServedBy::AllCells);
     resp
 }
 

@@ -883,3 +883,23 @@ async fn waits_out_an_election_with_stale_hints_until_the_deadline() {
     election.await.unwrap();
     r.must_stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_listing_names_no_cell() {
+    let cell = FakeCell::must_start(1, 1).await;
+    let r = TestRouter::must_start(config(vec![cell.spec()])).await;
+    let list = r.url("/v1/buckets/photos/objects");
+    // No token: refused before any cell is asked.
+    let refused = must_send(Method::GET, &list, &[], Bytes::new()).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.headers.get("x-cellkv-cell").is_none(),
+        "{:?}",
+        refused.headers
+    );
+    // A served listing names every cell it gathered from.
+    let served = must_call(Method::GET, &list, &[], b"").await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+    assert_eq!(served.headers.get("x-cellkv-cell").unwrap(), "1");
+    r.must_stop().await;
+}
