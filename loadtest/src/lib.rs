@@ -6,6 +6,7 @@
 
 pub mod analysis;
 pub mod cluster;
+pub mod driver;
 pub mod http;
 pub mod ledger;
 pub mod local;

@@ -1,0 +1,792 @@
+//! The load harness's driver: runs one [`Scenario`] end to end against a
+//! cluster (one it starts, one `cellkv-local` runs, or any router), injects
+//! its faults, reads every acknowledged write back and builds the [`Report`].
+//!
+//! ```text
+//! clients / open-loop dispatcher ──samples──▶ aggregator (Recorder, WriteLedger, progress)
+//! fault task (inject at at_s, undo at at_s + duration_s)
+//! ```
+//! Everything is bounded by the scenario's duration plus [`GRACE`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use common::{CellId, Ring};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::http::{Client, ClientConfig, HttpError, Resp};
+use crate::ledger::{ReadBack, Verification, WriteLedger};
+use crate::local::{ClusterInfo, LocalCluster, LocalClusterOptions, LocalLayout};
+use crate::report::{render_html, render_progress, render_table, Report};
+use crate::scenario::{FaultKind, Mode, Scenario, Target};
+use crate::stats::{OpenLoopSchedule, Outcome, Recorder, Sample};
+use crate::workload::{Op, OpGenerator, OpKind};
+
+/// Environment variable holding the client token of a `[target.router]` without `token`.
+pub const TOKEN_ENV: &str = "CELLKV_TOKEN";
+/// Time the load gets beyond the scenario's duration (requests in flight finish).
+pub const GRACE: Duration = Duration::from_secs(15);
+/// Capacity of the sample channel between the clients and the aggregator.
+const SAMPLE_CHANNEL: usize = 4096;
+/// Requests in flight while preloading and verifying.
+const SETUP_CONCURRENCY: usize = 16;
+/// Attempts per key while preloading and verifying (a fault may just have ended).
+const SETUP_ATTEMPTS: u32 = 5;
+const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(500);
+
+/// Why a run could not produce a verdict: a usage or setup problem (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct SetupError(#[from] anyhow::Error);
+
+/// Command-line options of `cellkv-loadtest run`.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub scenario: PathBuf,
+    /// Where the report (and a started cluster) go; default: a new temp dir.
+    pub out: Option<PathBuf>,
+    /// Replaces the scenario's seed.
+    pub seed: Option<u64>,
+}
+
+/// A finished run: the report and where it was written.
+pub struct RunOutcome {
+    pub report: Report,
+    pub out: PathBuf,
+    /// Faults that could not be injected or undone (the run is then not what
+    /// the scenario describes).
+    pub fault_errors: Vec<String>,
+}
+
+/// Runs the scenario: setup, load with faults, verification, report files.
+pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
+    // The error names the file and its cause already.
+    let mut scenario = Scenario::load(&opts.scenario).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(seed) = opts.seed {
+        scenario.seed = seed;
+    }
+    check_supported(&scenario)?;
+    let out = match &opts.out {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("create {}", d.display()))?;
+            d.clone()
+        }
+        None => tempfile::Builder::new()
+            .prefix("cellkv-loadtest-")
+            .tempdir()
+            .context("create a temporary directory")?
+            .keep(),
+    };
+    eprintln!(
+        "cellkv-loadtest: scenario {:?}, output in {}",
+        scenario.name,
+        out.display()
+    );
+
+    let target = TargetCluster::open(&scenario, &out).await?;
+    let client = Client::new(ClientConfig {
+        request_timeout: Duration::from_millis(scenario.request_timeout_ms),
+        pool_max_idle_per_host: concurrency(&scenario.mode).max(SETUP_CONCURRENCY),
+        ..ClientConfig::default()
+    });
+    let api = Arc::new(Api {
+        client,
+        base: target.url.clone(),
+        auth: target.auth.clone(),
+        ring: target.ring.clone(),
+    });
+    let mut ledger = WriteLedger::new();
+    if scenario.workload.preload {
+        preload(&api, &scenario, &mut ledger).await?;
+    }
+
+    let (rec, run_ledger, fault_errors) = load(&scenario, &api, &target).await?;
+    ledger.merge(&run_ledger);
+    let verification = verify(&api, &ledger).await;
+
+    let cells = if target.cells.is_empty() {
+        rec.cells().into_iter().collect()
+    } else {
+        target.cells.clone()
+    };
+    let report = Report::build(
+        &scenario,
+        &rec,
+        &cells,
+        target.shares.clone(),
+        Some(&verification),
+    );
+    write_reports(&report, &out)?;
+    println!("{}", render_table(&report));
+    println!("report: {}", out.join("report.html").display());
+    if let Some(local) = &target.local {
+        if let Err(e) = local.check_no_crash() {
+            eprintln!("cellkv-loadtest: warning: {e:#}");
+        }
+    }
+    Ok(RunOutcome {
+        report,
+        out,
+        fault_errors,
+    })
+}
+
+/// Refuses what the harness cannot do, before starting anything.
+fn check_supported(s: &Scenario) -> Result<()> {
+    let mut why: Vec<String> = s
+        .unsupported_faults()
+        .into_iter()
+        .map(|(i, r)| format!("fault {} ({}): {r}", i + 1, s.faults[i].kind.as_str()))
+        .collect();
+    for (i, f) in s.faults.iter().enumerate() {
+        if f.kind == FaultKind::SlowCell {
+            why.push(format!(
+                "fault {} (slow_cell): needs a delaying proxy between the router and the cell, not built yet",
+                i + 1
+            ));
+        }
+    }
+    if !s.faults.is_empty() && !matches!(s.target, Target::StartLocal(_)) {
+        why.push(
+            "faults need a cluster the harness started itself (`start_local`): it cannot restart \
+             processes of a cluster it does not own"
+                .to_owned(),
+        );
+    }
+    if let Target::StartLocal(l) = &s.target {
+        for (i, f) in s.faults.iter().enumerate() {
+            if let Some(c) = f.cell {
+                if c.0 == 0 || c.0 > l.cells {
+                    why.push(format!(
+                        "fault {}: no cell {c} among 1..={}",
+                        i + 1,
+                        l.cells
+                    ));
+                }
+            }
+        }
+    }
+    if !why.is_empty() {
+        bail!("unsupported scenario:\n  {}", why.join("\n  "));
+    }
+    Ok(())
+}
+
+fn concurrency(mode: &Mode) -> usize {
+    match mode {
+        Mode::Closed { clients } => *clients as usize,
+        Mode::Open { max_in_flight, .. } => *max_in_flight as usize,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Target
+
+/// The cluster under test.
+struct TargetCluster {
+    url: String,
+    auth: String,
+    ring: Option<Ring>,
+    /// Empty when unknown (a bare router): the cells seen in answers are used.
+    cells: Vec<CellId>,
+    shares: BTreeMap<CellId, f64>,
+    /// Set when the harness started the cluster (faults need it).
+    local: Option<LocalCluster>,
+}
+
+impl TargetCluster {
+    async fn open(s: &Scenario, out: &Path) -> Result<TargetCluster> {
+        match &s.target {
+            Target::StartLocal(l) => {
+                let dir = out.join("cluster");
+                if dir.join(crate::local::LAYOUT_FILE).exists() {
+                    bail!(
+                        "{} holds a cluster from an earlier run: use a fresh --out",
+                        dir.display()
+                    );
+                }
+                eprintln!(
+                    "cellkv-loadtest: starting {} cell(s) × 3 replicas and a router in {}",
+                    l.cells,
+                    dir.display()
+                );
+                let opts = LocalClusterOptions {
+                    cells: l.cells as usize,
+                    ..LocalClusterOptions::default()
+                };
+                let cluster = LocalCluster::start(opts, &dir)
+                    .await
+                    .context("start the local cluster")?;
+                let ring = cluster.cell_map().ring().context("the cluster's ring")?;
+                Ok(TargetCluster {
+                    url: cluster.router_url(),
+                    auth: cluster.auth(),
+                    cells: cluster.cells().iter().map(|c| c.cell_id()).collect(),
+                    shares: ring.shares(),
+                    ring: Some(ring),
+                    local: Some(cluster),
+                })
+            }
+            Target::ClusterFile(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("read {}", path.display()))?;
+                let info: ClusterInfo = serde_json::from_str(&text)
+                    .with_context(|| format!("parse {}", path.display()))?;
+                let ring = LocalLayout::load(&info.dir)?
+                    .map(|l| l.cell_map().ring())
+                    .transpose()
+                    .context("the cluster's ring")?;
+                Ok(TargetCluster {
+                    url: info.router.url.trim_end_matches('/').to_owned(),
+                    auth: format!("Bearer {}", info.token),
+                    cells: info.cells.iter().map(|c| c.id).collect(),
+                    shares: ring.as_ref().map(Ring::shares).unwrap_or_default(),
+                    ring,
+                    local: None,
+                })
+            }
+            Target::Router(r) => {
+                let token = match &r.token {
+                    Some(t) => t.clone(),
+                    None => std::env::var(TOKEN_ENV).with_context(|| {
+                        format!("[target.router] has no token and ${TOKEN_ENV} is not set")
+                    })?,
+                };
+                Ok(TargetCluster {
+                    url: r.url.trim_end_matches('/').to_owned(),
+                    auth: format!("Bearer {token}"),
+                    ring: None,
+                    cells: Vec::new(),
+                    shares: BTreeMap::new(),
+                    local: None,
+                })
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Requests
+
+/// The public API as the load sees it.
+struct Api {
+    client: Client,
+    base: String,
+    auth: String,
+    ring: Option<Ring>,
+}
+
+/// An acknowledged write, for the ledger.
+struct Ack {
+    bucket: String,
+    key: String,
+    version: u64,
+    etag: String,
+}
+
+/// One finished operation, sent to the aggregator.
+struct Done {
+    sample: Sample,
+    ack: Option<Ack>,
+}
+
+impl Api {
+    fn object_url(&self, bucket: &str, key: &str) -> String {
+        format!("{}/v1/buckets/{bucket}/objects/{key}", self.base)
+    }
+
+    async fn get(&self, bucket: &str, key: &str) -> Result<Resp, HttpError> {
+        let auth = [("authorization", self.auth.as_str())];
+        self.client.get(&self.object_url(bucket, key), &auth).await
+    }
+
+    async fn put(
+        &self,
+        bucket: &str,
+        key: &str,
+        len: u32,
+        cond: Option<(&str, &str)>,
+    ) -> Result<Resp, HttpError> {
+        let mut headers = vec![("authorization", self.auth.as_str())];
+        headers.extend(cond);
+        let body = Bytes::from(vec![b'v'; len as usize]);
+        self.client
+            .put(&self.object_url(bucket, key), &headers, body)
+            .await
+    }
+
+    async fn scan(&self, bucket: &str, start_after: &str, limit: u32) -> Result<Resp, HttpError> {
+        let url = format!(
+            "{}/v1/buckets/{bucket}/objects?start_after={start_after}&limit={limit}",
+            self.base
+        );
+        let auth = [("authorization", self.auth.as_str())];
+        self.client.get(&url, &auth).await
+    }
+
+    /// Runs one operation; the result's last answer decides the outcome.
+    async fn execute(&self, op: &Op) -> (Result<Resp, HttpError>, bool) {
+        let (b, k) = (op.bucket.as_str(), op.key.as_str());
+        match op.kind {
+            OpKind::Read => (self.get(b, k).await, false),
+            OpKind::Update => (self.put(b, k, op.value_len, None).await, true),
+            OpKind::Insert => {
+                let cond = Some(("if-none-match", "*"));
+                (self.put(b, k, op.value_len, cond).await, true)
+            }
+            OpKind::Scan { limit } => (self.scan(b, k, limit).await, false),
+            OpKind::ReadModifyWrite => match self.get(b, k).await {
+                Ok(r) if r.is_success() => {
+                    let Some(etag) = r.header("etag").map(str::to_owned) else {
+                        return (Ok(r), false);
+                    };
+                    let cond = Some(("if-match", etag.as_str()));
+                    (self.put(b, k, op.value_len, cond).await, true)
+                }
+                other => (other, false),
+            },
+        }
+    }
+
+    /// Runs `op` (intended to start at `start`, an offset from `t0`) and classifies it.
+    async fn run_op(&self, op: &Op, t0: Instant, start: Duration) -> Done {
+        let (res, write) = self.execute(op).await;
+        let end = t0.elapsed();
+        let cell = match (op.kind, &res) {
+            (OpKind::Scan { .. }, _) => None,
+            (_, Ok(r)) => cell_header(r).or_else(|| self.ring_cell(op)),
+            _ => self.ring_cell(op),
+        };
+        let (outcome, ack) = match &res {
+            Ok(r) => {
+                let ack = (write && r.is_success())
+                    .then(|| ack_of(r, &op.bucket, &op.key))
+                    .flatten();
+                (
+                    Outcome::from_status(r.status, r.error_code().as_deref()),
+                    ack,
+                )
+            }
+            Err(e) => (classify(e), None),
+        };
+        Done {
+            sample: Sample {
+                cell,
+                op: op.kind.op_type(),
+                key: Some(op.key_id),
+                start,
+                end,
+                outcome,
+            },
+            ack,
+        }
+    }
+
+    fn ring_cell(&self, op: &Op) -> Option<CellId> {
+        self.ring.as_ref().map(|r| r.cell_for(&op.bucket, &op.key))
+    }
+}
+
+fn classify(e: &HttpError) -> Outcome {
+    if e.is_timeout() {
+        Outcome::Timeout
+    } else if e.is_connect() {
+        Outcome::Connect
+    } else {
+        Outcome::Transport
+    }
+}
+
+fn cell_header(r: &Resp) -> Option<CellId> {
+    r.header("x-cellkv-cell")?.trim().parse().ok().map(CellId)
+}
+
+fn ack_of(r: &Resp, bucket: &str, key: &str) -> Option<Ack> {
+    Some(Ack {
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        version: r.header("x-cellkv-version")?.trim().parse().ok()?,
+        etag: r.header("etag")?.to_owned(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Preload and verification
+
+/// Runs `f` on every item with [`SETUP_CONCURRENCY`] workers; returns the results in order.
+async fn for_each<T, R, F, Fut>(api: &Arc<Api>, items: Vec<T>, f: F) -> Vec<R>
+where
+    T: Send + Sync + 'static,
+    R: Send + 'static,
+    F: Fn(Arc<Api>, &T) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = R> + Send,
+{
+    let items = Arc::new(items);
+    let next = Arc::new(AtomicUsize::new(0));
+    let f = Arc::new(f);
+    let mut set = JoinSet::new();
+    for _ in 0..SETUP_CONCURRENCY {
+        let (items, next, f, api) = (items.clone(), next.clone(), f.clone(), api.clone());
+        set.spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                out.push((i, f(api.clone(), item).await));
+            }
+            out
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(r) = set.join_next().await {
+        all.extend(r.expect("a setup worker panicked"));
+    }
+    all.sort_unstable_by_key(|(i, _)| *i);
+    all.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Writes every initial key (recording the acks); fails if one cannot be written.
+async fn preload(api: &Arc<Api>, s: &Scenario, ledger: &mut WriteLedger) -> Result<()> {
+    let started = Instant::now();
+    let keys: Vec<(String, String)> = s
+        .workload
+        .initial_keys()
+        .map(|(_, b, k)| (b.to_owned(), k))
+        .collect();
+    let len = match s.workload.value_bytes {
+        crate::workload::ValueSize::Fixed(n) => n,
+        crate::workload::ValueSize::Range { min, max } => {
+            ((u64::from(min) + u64::from(max)) / 2) as u32
+        }
+    };
+    eprintln!("cellkv-loadtest: preloading {} keys", keys.len());
+    let results = for_each(api, keys, move |api, (b, k): &(String, String)| {
+        let (b, k) = (b.clone(), k.clone());
+        async move {
+            let mut last = String::new();
+            for _ in 0..SETUP_ATTEMPTS {
+                match api.put(&b, &k, len, None).await {
+                    Ok(r) if r.is_success() => {
+                        return ack_of(&r, &b, &k).ok_or_else(|| {
+                            format!("PUT {b}/{k}: no X-Cellkv-Version or ETag in the answer")
+                        })
+                    }
+                    Ok(r) => last = format!("{} {}", r.status, r.text()),
+                    Err(e) => last = e.to_string(),
+                }
+                tokio::time::sleep(SETUP_RETRY_PAUSE).await;
+            }
+            Err(format!("PUT {b}/{k}: {last}"))
+        }
+    })
+    .await;
+    for r in results {
+        let a = r.map_err(anyhow::Error::msg).context("preload")?;
+        ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
+    }
+    eprintln!("cellkv-loadtest: preloaded in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+/// Reads every acknowledged key back and judges it.
+async fn verify(api: &Arc<Api>, ledger: &WriteLedger) -> Verification {
+    let started = Instant::now();
+    let keys: Vec<(String, String)> = ledger
+        .keys()
+        .into_iter()
+        .map(|(b, k)| (b.to_owned(), k.to_owned()))
+        .collect();
+    eprintln!(
+        "cellkv-loadtest: reading {} acknowledged keys back",
+        keys.len()
+    );
+    let reads = for_each(api, keys.clone(), |api, (b, k): &(String, String)| {
+        let (b, k) = (b.clone(), k.clone());
+        async move { read_back(&api, &b, &k).await }
+    })
+    .await;
+    let mut v = Verification::default();
+    for ((b, k), read) in keys.iter().zip(reads) {
+        v.push(b, k, ledger.check(b, k, &read));
+    }
+    eprintln!(
+        "cellkv-loadtest: verified in {:.1?}: {} kept, {} lost, {} unverified",
+        started.elapsed(),
+        v.kept,
+        v.lost.len(),
+        v.unverified.len()
+    );
+    v
+}
+
+async fn read_back(api: &Api, b: &str, k: &str) -> ReadBack {
+    let mut last = String::new();
+    for _ in 0..SETUP_ATTEMPTS {
+        match api.get(b, k).await {
+            Ok(r) if r.is_success() => {
+                let version = r.header("x-cellkv-version").and_then(|v| v.parse().ok());
+                match (version, r.header("etag")) {
+                    (Some(version), Some(etag)) => {
+                        return ReadBack::Found {
+                            version,
+                            etag: etag.to_owned(),
+                        }
+                    }
+                    _ => last = "200 without X-Cellkv-Version or ETag".to_owned(),
+                }
+            }
+            Ok(r) if r.status == 404 => return ReadBack::Missing,
+            Ok(r) => last = format!("{} {}", r.status, r.error_code().unwrap_or_default()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(SETUP_RETRY_PAUSE).await;
+    }
+    ReadBack::Failed(last)
+}
+
+// ---------------------------------------------------------------------------
+// Load, faults, aggregation
+
+/// Offers the load for the scenario's duration while the faults run; returns
+/// what the aggregator collected and the faults' errors.
+async fn load(
+    s: &Scenario,
+    api: &Arc<Api>,
+    target: &TargetCluster,
+) -> Result<(Recorder, WriteLedger, Vec<String>)> {
+    let duration = Duration::from_secs(u64::from(s.duration_s()));
+    let gen = OpGenerator::new(&s.workload, s.seed).context("workload")?;
+    let (tx, rx) = mpsc::channel::<Done>(SAMPLE_CHANNEL);
+    let t0 = Instant::now();
+    let end = t0 + duration;
+    let cells = target.cells.clone();
+    let aggregator = tokio::spawn(aggregate(rx, t0, cells));
+    let mut load = JoinSet::new();
+    match s.mode {
+        Mode::Closed { clients } => {
+            for i in 0..clients {
+                let mut g = gen.fork(u64::from(i), u64::from(clients))?;
+                let (api, tx) = (api.clone(), tx.clone());
+                load.spawn(async move {
+                    while Instant::now() < end {
+                        let op = g.next_op();
+                        let done = api.run_op(&op, t0, t0.elapsed()).await;
+                        if tx.send(done).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        Mode::Open {
+            rate,
+            max_in_flight,
+        } => {
+            let schedule = OpenLoopSchedule::new(rate)?;
+            let mut g = gen.fork(0, 1)?;
+            let (api, tx) = (api.clone(), tx.clone());
+            load.spawn(async move {
+                let slots = Arc::new(Semaphore::new(max_in_flight as usize));
+                let mut in_flight = JoinSet::new();
+                for i in 0u64.. {
+                    let intended = schedule.intended_at(t0, i);
+                    if intended >= end {
+                        break;
+                    }
+                    tokio::time::sleep_until(intended.into()).await;
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let op = g.next_op();
+                    let (api, tx) = (api.clone(), tx.clone());
+                    in_flight.spawn(async move {
+                        let done = api.run_op(&op, t0, schedule.intended(i)).await;
+                        drop(slot);
+                        let _ = tx.send(done).await;
+                    });
+                    while in_flight.try_join_next().is_some() {}
+                }
+                while in_flight.join_next().await.is_some() {}
+            });
+        }
+    }
+    drop(tx);
+
+    let fault_errors = match &target.local {
+        Some(cluster) => run_faults(s, cluster, t0).await,
+        None => Vec::new(),
+    };
+    let bounded = tokio::time::timeout_at((end + GRACE).into(), async {
+        while load.join_next().await.is_some() {}
+    })
+    .await;
+    if bounded.is_err() {
+        eprintln!(
+            "cellkv-loadtest: warning: requests still in flight {GRACE:?} after the end; abandoned"
+        );
+        load.abort_all();
+        while load.join_next().await.is_some() {}
+    }
+    let (rec, ledger) = aggregator.await.context("the aggregator task failed")?;
+    Ok((rec, ledger, fault_errors))
+}
+
+/// Owns the recorder and the ledger; prints progress once a second.
+async fn aggregate(
+    mut rx: mpsc::Receiver<Done>,
+    t0: Instant,
+    cells: Vec<CellId>,
+) -> (Recorder, WriteLedger) {
+    let mut rec = Recorder::new();
+    let mut ledger = WriteLedger::new();
+    let mut tick =
+        tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            d = rx.recv() => {
+                let Some(d) = d else { break };
+                rec.record(&d.sample);
+                if let Some(a) = d.ack {
+                    ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
+                }
+            }
+            _ = tick.tick() => {
+                let cells = if cells.is_empty() { rec.cells().into_iter().collect() } else { cells.clone() };
+                eprintln!("{}", render_progress(t0.elapsed(), &rec, &cells));
+            }
+        }
+    }
+    (rec, ledger)
+}
+
+/// One step of the fault schedule.
+enum Step {
+    Inject(usize),
+    Undo(usize),
+}
+
+/// Injects and undoes every fault on time; returns what failed.
+async fn run_faults(s: &Scenario, cluster: &LocalCluster, t0: Instant) -> Vec<String> {
+    let mut steps: Vec<(u32, u8, Step)> = Vec::new();
+    for (i, f) in s.faults.iter().enumerate() {
+        let end = f.at_s + f.duration_s();
+        // At one instant, undo before injecting (a cell comes back before the
+        // next fault), except a fault's own undo after its inject.
+        steps.push((f.at_s, 1, Step::Inject(i)));
+        steps.push((end, if end == f.at_s { 2 } else { 0 }, Step::Undo(i)));
+    }
+    steps.sort_by_key(|(t, o, _)| (*t, *o));
+    let mut killed_leader: Vec<Option<usize>> = vec![None; s.faults.len()];
+    let mut errors = Vec::new();
+    for (at, _, step) in steps {
+        tokio::time::sleep_until((t0 + Duration::from_secs(u64::from(at))).into()).await;
+        let (i, what, r) = match step {
+            Step::Inject(i) => (
+                i,
+                "inject",
+                inject(s, cluster, i, &mut killed_leader[i]).await,
+            ),
+            Step::Undo(i) => (i, "undo", undo(s, cluster, i, killed_leader[i])),
+        };
+        let label = s.faults[i].label();
+        match r {
+            Ok(()) => eprintln!("cellkv-loadtest: t={at}s {what} {label}"),
+            Err(e) => {
+                let msg = format!("t={at}s {what} {label}: {e:#}");
+                eprintln!("cellkv-loadtest: error: {msg}");
+                errors.push(msg);
+            }
+        }
+    }
+    errors
+}
+
+async fn inject(
+    s: &Scenario,
+    cluster: &LocalCluster,
+    i: usize,
+    killed_leader: &mut Option<usize>,
+) -> Result<()> {
+    let f = &s.faults[i];
+    match f.kind {
+        FaultKind::KillLeader => {
+            let cell = cluster.cell(fault_cell(f)?);
+            let leader = cell
+                .leader()
+                .await
+                .context("no replica reports itself leader")?;
+            cell.replica(leader).kill()?;
+            *killed_leader = Some(leader);
+        }
+        FaultKind::KillCell => cluster.cell(fault_cell(f)?).kill_all()?,
+        FaultKind::FreezeCell => {
+            for r in cluster.cell(fault_cell(f)?).replicas() {
+                r.stop_signal()?;
+            }
+        }
+        FaultKind::RestartRouter => {
+            let router = cluster.router();
+            router
+                .terminate(router.shutdown_grace() + Duration::from_secs(5))
+                .await?;
+        }
+        FaultKind::SlowCell | FaultKind::DrainCell | FaultKind::AddCell => {
+            bail!("{} is not supported", f.kind.as_str())
+        }
+    }
+    Ok(())
+}
+
+fn undo(
+    s: &Scenario,
+    cluster: &LocalCluster,
+    i: usize,
+    killed_leader: Option<usize>,
+) -> Result<()> {
+    let f = &s.faults[i];
+    match f.kind {
+        FaultKind::KillLeader => {
+            if let Some(l) = killed_leader {
+                cluster.cell(fault_cell(f)?).replica(l).restart()?;
+            }
+        }
+        FaultKind::KillCell => {
+            for r in cluster.cell(fault_cell(f)?).replicas() {
+                if !r.is_running() {
+                    r.restart()?;
+                }
+            }
+        }
+        FaultKind::FreezeCell => {
+            for r in cluster.cell(fault_cell(f)?).replicas() {
+                r.cont()?;
+            }
+        }
+        FaultKind::RestartRouter => {
+            if !cluster.router().is_running() {
+                cluster.router().start()?;
+            }
+        }
+        FaultKind::SlowCell | FaultKind::DrainCell | FaultKind::AddCell => {}
+    }
+    cluster.write_cluster_json()?;
+    Ok(())
+}
+
+fn fault_cell(f: &crate::scenario::Fault) -> Result<CellId> {
+    f.cell
+        .with_context(|| format!("{} names no cell", f.kind.as_str()))
+}
+
+fn write_reports(r: &Report, out: &Path) -> Result<()> {
+    let json = r.to_json().context("serialize the report")?;
+    std::fs::write(out.join("report.json"), json).context("write report.json")?;
+    std::fs::write(out.join("report.html"), render_html(r)).context("write report.html")?;
+    Ok(())
+}
