@@ -7,6 +7,7 @@ pub mod error;
 pub mod ids;
 pub mod names;
 pub mod ring;
+pub mod secret;
 pub mod wire;
 
 pub use cell_map::{CellMap, CellMapError, CellSpec, CellState, ReplicaSpec};

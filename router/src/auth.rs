@@ -156,20 +156,12 @@ impl Authenticator {
             .ok_or(AuthError::Missing)?;
         let mut found = None;
         for (secret, principal) in &self.clients {
-            if ct_eq(token, secret) {
+            if common::secret::ct_eq(token, secret) {
                 found = Some(principal);
             }
         }
         found.cloned().ok_or(AuthError::Invalid)
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
