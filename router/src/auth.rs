@@ -207,10 +207,9 @@ mod tests {
         assert!(BucketPattern::Any.matches("anything"));
     }
 
-    #[test]
-    fn authenticate_finds_the_right_token() {
-        let now = Instant::now();
-        let auth = Authenticator::new(
+    /// A read-only token for every bucket and a read-write token for `photos` and `logs-*`.
+    fn reader_and_writer(now: Instant) -> Authenticator {
+        Authenticator::new(
             &[
                 cfg("reader", "reader-token-0123456789", &["*"], Access::Read),
                 cfg(
@@ -221,7 +220,13 @@ mod tests {
                 ),
             ],
             now,
-        );
+        )
+    }
+
+    #[test]
+    fn authenticate_finds_the_right_token() {
+        let now = Instant::now();
+        let auth = reader_and_writer(now);
         assert_eq!(
             auth.authenticate(&HeaderMap::new()).unwrap_err(),
             AuthError::Missing
@@ -252,18 +257,7 @@ mod tests {
     #[test]
     fn scope_and_access() {
         let now = Instant::now();
-        let auth = Authenticator::new(
-            &[
-                cfg("reader", "reader-token-0123456789", &["*"], Access::Read),
-                cfg(
-                    "writer",
-                    "writer-token-0123456789",
-                    &["photos", "logs-*"],
-                    Access::ReadWrite,
-                ),
-            ],
-            now,
-        );
+        let auth = reader_and_writer(now);
         let r = auth
             .authenticate(&headers("Bearer reader-token-0123456789"))
             .unwrap();
