@@ -10,10 +10,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ids::{CellId, NodeId};
-use crate::ring::{Ring, RingError, MAX_TOTAL_WEIGHT};
+use crate::ownership::{RangeOwner, RoutingError, RoutingTable};
+use crate::ring::{HashRange, Ring, RingError, MAX_TOTAL_WEIGHT};
 
 /// The whole cluster layout at one epoch. A newer map has a larger epoch.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CellMap {
     /// Version of the map; bumped on every change.
@@ -21,6 +22,26 @@ pub struct CellMap {
     /// Every cell of the cluster, in any order.
     #[serde(default)]
     pub cells: Vec<CellSpec>,
+    /// Explicit ownership of the hash space, written by the control plane
+    /// (`[start, cell]` rows, sorted, the first at 0). Empty in a static map:
+    /// then ownership is the weighted ring of `cells`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub owners: Vec<RangeOwner>,
+    /// Ranges being handed between cells right now (informational: the cells
+    /// themselves refuse what they must not serve).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moving: Vec<MovingRange>,
+}
+
+/// A range in the middle of a migration job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MovingRange {
+    pub range: HashRange,
+    pub from: CellId,
+    pub to: CellId,
+    /// The migration job moving it.
+    pub job: String,
 }
 
 /// One cell: its placement weight, its replicas and its routing state.
@@ -45,11 +66,14 @@ pub struct ReplicaSpec {
     pub node_id: NodeId,
     /// `"host:port"` of the replica's cell API.
     pub api_addr: String,
+    /// `"host:port"` of the replica's control port (Raft RPC and `/admin/*`).
+    /// Only the control plane uses it; routers never do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_addr: Option<String>,
 }
 
-/// How routers treat a cell. No state moves keys: every cell in the map owns
-/// its ring ranges whatever its state; only a new map with different weights
-/// or membership moves data.
+/// How routers treat a cell. No state moves keys: ownership changes only
+/// through migration jobs, which rewrite the map's `owners`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellState {
@@ -60,6 +84,8 @@ pub enum CellState {
     Isolated,
     /// Being emptied by a rebalance to a map without it; still serves its keys.
     Draining,
+    /// Drained: owns no range any more and may be removed.
+    Empty,
 }
 
 impl fmt::Display for CellState {
@@ -68,6 +94,7 @@ impl fmt::Display for CellState {
             CellState::Active => "active",
             CellState::Isolated => "isolated",
             CellState::Draining => "draining",
+            CellState::Empty => "empty",
         })
     }
 }
@@ -91,6 +118,10 @@ pub enum CellMapError {
     NoReplicas(CellId),
     #[error("cell {cell} lists node {node} more than once; node ids must be unique within a cell")]
     DuplicateNode { cell: CellId, node: NodeId },
+    #[error("ownership table: {0}")]
+    Owners(#[from] RoutingError),
+    #[error("the ownership table gives hashes to cell {0}, which is not in the map")]
+    UnknownOwner(CellId),
     #[error(
         "cell {cell} node {node} has api_addr {addr:?}, which is not \"host:port\" \
          (e.g. \"10.0.0.5:7000\", \"[::1]:7000\" or \"cell1-a.internal:7000\"): {reason}"
@@ -146,6 +177,12 @@ impl CellMap {
                 max: MAX_TOTAL_WEIGHT,
             });
         }
+        if !self.owners.is_empty() {
+            let t = RoutingTable::from_owners(&self.owners)?;
+            if let Some(c) = t.owners().into_iter().find(|c| !ids.contains(c)) {
+                return Err(CellMapError::UnknownOwner(c));
+            }
+        }
         Ok(())
     }
 
@@ -156,6 +193,29 @@ impl CellMap {
     pub fn ring(&self) -> Result<Ring, RingError> {
         let cells: Vec<(CellId, u32)> = self.cells.iter().map(|c| (c.id, c.weight)).collect();
         Ring::new(&cells)
+    }
+
+    /// Where routers send each hash: the explicit `owners` table if the map
+    /// has one, else the weighted ring of every cell.
+    pub fn routing(&self) -> Result<RoutingTable, CellMapError> {
+        if self.owners.is_empty() {
+            let ring = self.ring().map_err(|_| CellMapError::NoCells)?;
+            Ok(RoutingTable::from_ring(&ring))
+        } else {
+            Ok(RoutingTable::from_owners(&self.owners)?)
+        }
+    }
+
+    /// The ring a rebalance aims at: every cell that is not draining, empty
+    /// or isolated-and-empty, with its weight. `None` if no cell qualifies.
+    pub fn target_ring(&self) -> Option<Ring> {
+        let cells: Vec<(CellId, u32)> = self
+            .cells
+            .iter()
+            .filter(|c| matches!(c.state, CellState::Active | CellState::Isolated))
+            .map(|c| (c.id, c.weight))
+            .collect();
+        Ring::new(&cells).ok()
     }
 
     /// The spec of cell `id`, if the map has it.
@@ -212,6 +272,7 @@ mod tests {
         ReplicaSpec {
             node_id: NodeId(node),
             api_addr: addr.to_string(),
+            control_addr: None,
         }
     }
 
@@ -230,6 +291,7 @@ mod tests {
         CellMap {
             epoch: 7,
             cells: vec![cell(1), cell(2), cell(3)],
+            ..CellMap::default()
         }
     }
 
@@ -400,7 +462,7 @@ mod tests {
         assert!(m.cell(CellId(4)).is_none());
         let empty = CellMap {
             epoch: 1,
-            cells: vec![],
+            ..CellMap::default()
         };
         assert_eq!(empty.ring(), Err(RingError::Empty));
     }

@@ -30,6 +30,12 @@ pub enum ErrorCode {
     Internal,
     MethodNotAllowed,
     AlreadyInitialized,
+    /// The cell does not own the key's range (any more): retry at `moved.owner`
+    /// if given, else refresh the cell map. Never reaches router clients.
+    Moved,
+    /// The key's range is being handed to another cell this very moment:
+    /// retry shortly (Retry-After). Writes only, except in the final sealed instant.
+    RangeMoving,
 }
 
 impl ErrorCode {
@@ -44,10 +50,13 @@ impl ErrorCode {
             ErrorCode::AlreadyInitialized => 409,
             ErrorCode::PreconditionFailed => 412,
             ErrorCode::PayloadTooLarge => 413,
-            ErrorCode::NotLeader => 421,
+            ErrorCode::NotLeader | ErrorCode::Moved => 421,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal | ErrorCode::StorageError => 500,
-            ErrorCode::CellUnavailable | ErrorCode::NoLeader | ErrorCode::ShuttingDown => 503,
+            ErrorCode::CellUnavailable
+            | ErrorCode::NoLeader
+            | ErrorCode::ShuttingDown
+            | ErrorCode::RangeMoving => 503,
             ErrorCode::Timeout => 504,
         }
     }
@@ -72,6 +81,8 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::AlreadyInitialized => "already_initialized",
+            ErrorCode::Moved => "moved",
+            ErrorCode::RangeMoving => "range_moving",
         }
     }
 }
@@ -92,6 +103,18 @@ pub struct ErrorDetail {
     pub cell: Option<CellId>,
     #[serde(default)]
     pub leader: Option<LeaderHint>,
+    /// Set on `moved` errors: who owns the range now, as of which epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<MovedHint>,
+}
+
+/// Where a range went, carried by `moved` errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedHint {
+    /// The new owner, when the refusing cell knows it.
+    pub owner: Option<CellId>,
+    /// The ownership epoch of the refusing cell's record.
+    pub epoch: u64,
 }
 
 /// The whole JSON body of an error response.
@@ -129,6 +152,7 @@ mod tests {
                     node_id: NodeId(2),
                     api_addr: "127.0.0.1:1".into(),
                 }),
+                moved: None,
             },
         };
         let v: serde_json::Value = serde_json::to_value(&body).unwrap();

@@ -6,11 +6,13 @@ pub mod cell_map;
 pub mod error;
 pub mod ids;
 pub mod names;
+pub mod ownership;
 pub mod ring;
 pub mod secret;
 pub mod wire;
 
 pub use cell_map::{CellMap, CellMapError, CellSpec, CellState, ReplicaSpec};
-pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint};
+pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint, MovedHint};
 pub use ids::{CellId, NodeId};
+pub use ownership::{RangeOwner, RoutingTable};
 pub use ring::{key_hash, HashRange, Ring, RingError};

@@ -61,6 +61,37 @@ pub struct ScanPage {
     pub applied_index: u64,
 }
 
+/// Objects (and deletions) the control plane copies into a cell's incoming
+/// ranges (`POST /admin/ingest`, bincode body). Each item keeps the metadata
+/// (etag, version, modified time) it had at the source, so a moved object is
+/// indistinguishable from the original. Applied through the destination's
+/// Raft log as one entry; refused as a whole if any key is outside a range
+/// the cell has in state `incoming`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestBatch {
+    /// The job doing the copy, for logs.
+    pub job: String,
+    pub items: Vec<ScanItem>,
+    /// `(bucket, key)` to delete (present at the destination, gone at the source).
+    pub deletes: Vec<(String, String)>,
+}
+
+/// What an ingest did (JSON).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestResult {
+    pub stored: u64,
+    pub deleted: u64,
+}
+
+/// Keys and bytes a cell holds in one hash range (`POST /admin/range-stats`, JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RangeStats {
+    pub range: HashRange,
+    pub keys: u64,
+    /// Sum of object value sizes.
+    pub bytes: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty body")]

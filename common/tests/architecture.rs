@@ -3,7 +3,9 @@
 //! - `cell` never depends on `router`, and `router` never on `cell`;
 //! - `common` stays pure: no RocksDB, openraft, HTTP server or async runtime;
 //! - `loadtest` (and so the tests and `cellkv-local`) drives cells and routers
-//!   as processes over HTTP and links neither.
+//!   as processes over HTTP and links neither;
+//! - `control` talks to cells and routers over HTTP only: it never links
+//!   `cell` or `router`, and neither links it.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -63,11 +65,32 @@ fn assert_none(deps: &BTreeMap<String, Vec<String>>, krate: &str, forbidden: &[&
 #[test]
 fn crates_depend_one_way() {
     let deps = dependencies();
-    assert_none(&deps, "cellkv-cell", &["cellkv-router", "cellkv-loadtest"]);
+    assert_none(
+        &deps,
+        "cellkv-cell",
+        &["cellkv-router", "cellkv-loadtest", "cellkv-control"],
+    );
     assert_none(
         &deps,
         "cellkv-router",
-        &["cellkv-cell", "cellkv-loadtest", "rocksdb", "openraft"],
+        &[
+            "cellkv-cell",
+            "cellkv-loadtest",
+            "cellkv-control",
+            "rocksdb",
+            "openraft",
+        ],
+    );
+    assert_none(
+        &deps,
+        "cellkv-control",
+        &[
+            "cellkv-cell",
+            "cellkv-router",
+            "cellkv-loadtest",
+            "rocksdb",
+            "openraft",
+        ],
     );
     assert_none(
         &deps,
@@ -76,6 +99,7 @@ fn crates_depend_one_way() {
             "cellkv-cell",
             "cellkv-router",
             "cellkv-loadtest",
+            "cellkv-control",
             "rocksdb",
             "openraft",
             "hyper",
@@ -98,4 +122,5 @@ fn the_checker_sees_real_edges() {
     assert!(deps["cellkv-cell"].iter().any(|d| d == "cellkv-common"));
     assert!(deps["cellkv-cell"].iter().any(|d| d == "rocksdb"));
     assert!(deps["cellkv-router"].iter().any(|d| d == "cellkv-common"));
+    assert!(deps["cellkv-control"].iter().any(|d| d == "cellkv-common"));
 }
