@@ -5,7 +5,12 @@
 //! linearizable via the read barrier unless `?read=stale` asks otherwise.
 //!
 //! One request path: auth → handler → (Raft | read barrier) → RocksDB → response.
-//! Every error is `{"error": {"code", "message", "cell", "leader"?}}`.
+//! Every error is `{"error": {"code", "message", "cell", "leader"?, "moved"?}}`.
+//!
+//! Range ownership (`common::ownership`): writes are checked when applied
+//! (the state machine answers `RangeMoving`/`Moved`), reads after the read
+//! barrier against the applied table, listings skip what the cell does not
+//! list; `/internal/v1/scan` is never filtered.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,8 +23,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use common::ownership::Access;
 use common::wire::{ListEntry, ListPage, ObjectMeta, ScanItem, ScanPage};
-use common::{CellId, ErrorBody, ErrorCode, ErrorDetail, HashRange, LeaderHint, NodeId};
+use common::{CellId, ErrorBody, ErrorCode, ErrorDetail, HashRange, LeaderHint, MovedHint, NodeId};
 use http_body_util::{BodyExt, Limited};
 use rocksdb::{Direction, IteratorMode, ReadOptions};
 use serde::Deserialize;
@@ -77,8 +83,20 @@ pub fn error_response(
     cell: Option<CellId>,
     leader: Option<LeaderHint>,
 ) -> Response {
+    error_response_moved(code, message, cell, leader, None)
+}
+
+/// [`error_response`] with the `moved` hint of a `moved` error.
+pub fn error_response_moved(
+    code: ErrorCode,
+    message: String,
+    cell: Option<CellId>,
+    leader: Option<LeaderHint>,
+    moved: Option<MovedHint>,
+) -> Response {
     let status =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let moved_owner = moved.as_ref().and_then(|m| m.owner);
     let mut resp = (
         status,
         Json(ErrorBody {
@@ -87,6 +105,7 @@ pub fn error_response(
                 message,
                 cell,
                 leader: leader.clone(),
+                moved,
             },
         }),
     )
@@ -96,6 +115,14 @@ pub fn error_response(
         if let Ok(v) = HeaderValue::from_str(&l.api_addr) {
             h.insert(HEADER_LEADER, v);
         }
+    }
+    // A HEAD answer has no body: the code (and a moved owner) also travel as headers.
+    h.insert(
+        "x-cellkv-error-code",
+        HeaderValue::from_static(code.as_str()),
+    );
+    if let Some(owner) = moved_owner {
+        h.insert("x-cellkv-moved-owner", HeaderValue::from(owner.0));
     }
     if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
         h.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -109,6 +136,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: String,
     leader: Option<LeaderHint>,
+    moved: Option<MovedHint>,
 }
 
 impl ApiError {
@@ -117,7 +145,65 @@ impl ApiError {
             code,
             message: message.into(),
             leader: None,
+            moved: None,
         }
+    }
+
+    /// 503 `range_moving`: the range is being handed over; retry shortly.
+    pub fn range_moving(what: &str) -> ApiError {
+        ApiError::new(
+            ErrorCode::RangeMoving,
+            format!(
+                "the key's range is being moved to another cell; {what} refused, retry shortly"
+            ),
+        )
+    }
+
+    /// 421 `moved`: the cell does not own the key's range.
+    pub fn moved(owner: Option<CellId>, epoch: u64) -> ApiError {
+        let message = match owner {
+            Some(c) => format!("the key's range is owned by cell {c} (ownership epoch {epoch})"),
+            None => format!(
+                "this cell does not own the key's range (ownership epoch {epoch}); refresh the cell map"
+            ),
+        };
+        ApiError {
+            moved: Some(MovedHint { owner, epoch }),
+            ..ApiError::new(ErrorCode::Moved, message)
+        }
+    }
+}
+
+/// Counts a refusal for ownership reasons and turns it into the error to answer with.
+fn refused(rep: &Replica, e: ApiError) -> ApiError {
+    if matches!(e.code, ErrorCode::RangeMoving | ErrorCode::Moved) {
+        rep.metrics
+            .refusals_total
+            .with_label_values(&[e.code.as_str()])
+            .inc();
+    }
+    e
+}
+
+/// Whether a read of `bucket/key` may be served under the applied ownership table.
+fn check_read(rep: &Replica, bucket: &str, key: &str) -> Result<(), ApiError> {
+    let table = rep.sm.ownership();
+    if !table.managed {
+        return Ok(());
+    }
+    match table.access(common::ring::key_hash(bucket, key)) {
+        Access::Serve | Access::ReadOnly => Ok(()),
+        Access::Moving => Err(refused(rep, ApiError::range_moving("read"))),
+        Access::Moved { to, epoch } => Err(refused(rep, ApiError::moved(to, epoch))),
+    }
+}
+
+/// The error of a write the state machine refused for ownership reasons, if it did.
+fn write_refused(rep: &Replica, res: &OpResult) -> Option<ApiError> {
+    match res {
+        OpResult::RangeMoving => Some(refused(rep, ApiError::range_moving("write"))),
+        OpResult::Moved { owner, epoch } => Some(refused(rep, ApiError::moved(*owner, *epoch))),
+        _ => None,
     }
 }
 
@@ -135,6 +221,7 @@ fn leader_hint(leader: Option<(u64, ReplicaNode)>) -> ApiError {
                 node_id: NodeId(id),
                 api_addr: node.api_addr,
             }),
+            moved: None,
         },
         None => ApiError::new(
             ErrorCode::NoLeader,
@@ -225,10 +312,10 @@ async fn observe(State(rep): State<Arc<Replica>>, req: Request, next: Next) -> R
     } else {
         next.run(req).await
     };
-    if let Some(PendingError(code, message, leader)) =
+    if let Some(PendingError(code, message, leader, moved)) =
         resp.extensions_mut().remove::<PendingError>()
     {
-        resp = error_response(code, message, Some(rep.cfg.cell_id), leader);
+        resp = error_response_moved(code, message, Some(rep.cfg.cell_id), leader, moved);
     } else if resp.status().is_client_error() && !is_json(&resp) {
         resp = json_rejection(resp, rep.cfg.cell_id).await;
     }
@@ -370,6 +457,7 @@ async fn read_object(
 ) -> ApiResult {
     validate(bucket, key)?;
     read_gate(rep, q.stale()?).await?;
+    check_read(rep, bucket, key)?;
     let pkey = common::ring::placement_key(bucket, key);
     let Some(buf) = rep
         .db
@@ -535,7 +623,11 @@ async fn put_object(
         condition: cond,
         modified_ms: now_ms(),
     };
-    match propose(&rep, cmd).await? {
+    let res = propose(&rep, cmd).await?;
+    if let Some(e) = write_refused(&rep, &res) {
+        return Err(e);
+    }
+    match res {
         OpResult::Stored(meta) => {
             let mut resp = Json(
                 serde_json::json!({"etag": meta.etag, "version": meta.version, "size": meta.size}),
@@ -579,7 +671,7 @@ async fn delete_object(
             "If-None-Match is not allowed on DELETE",
         ));
     }
-    match propose(
+    let res = propose(
         &rep,
         WriteOp::Delete {
             bucket: bucket.clone(),
@@ -587,8 +679,11 @@ async fn delete_object(
             condition: cond,
         },
     )
-    .await?
-    {
+    .await?;
+    if let Some(e) = write_refused(&rep, &res) {
+        return Err(e);
+    }
+    match res {
         OpResult::Deleted { version } => {
             let mut resp = StatusCode::NO_CONTENT.into_response();
             resp.headers_mut()
@@ -658,6 +753,7 @@ async fn list_objects(
         Some(sa) if sa.as_str() >= q.prefix.as_str() => common::ring::placement_key(&bucket, sa),
         _ => key_prefix.clone(),
     };
+    let table = rep.sm.ownership();
     let cf = db::cf(&rep.db, CF_OBJECTS);
     let mut out = Vec::new();
     let mut more = false;
@@ -671,6 +767,9 @@ async fn list_objects(
         }
         let key = std::str::from_utf8(&k[bucket_prefix.len()..]).map_err(storage)?;
         if q.start_after.as_deref() == Some(key) {
+            continue;
+        }
+        if table.managed && !table.lists(common::ring::key_hash(&bucket, key)) {
             continue;
         }
         if out.len() == limit {
@@ -707,6 +806,8 @@ pub struct ScanQuery {
     limit: Option<usize>,
     max_bytes: Option<usize>,
     read: Option<String>,
+    /// `false`: metadata only (every value empty), for comparing two cells' contents.
+    values: Option<bool>,
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
@@ -720,7 +821,8 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// A page of every object whose placement hash is in `[start, end]`, values
-/// included, read from one consistent RocksDB snapshot. The basis of moving data between cells.
+/// included unless `values=false`, read from one consistent RocksDB snapshot.
+/// The basis of moving data between cells; never filtered by ownership.
 async fn scan(State(rep): State<Arc<Replica>>, Query(q): Query<ScanQuery>) -> ApiResult {
     if q.start > q.end {
         return Err(ApiError::new(ErrorCode::BadRequest, "start must be <= end"));
@@ -746,6 +848,7 @@ async fn scan(State(rep): State<Arc<Replica>>, Query(q): Query<ScanQuery>) -> Ap
     )
     .await?;
     let applied_index = rep.sm.applied_index.load(Ordering::Acquire);
+    let with_values = q.values.unwrap_or(true);
     let rep2 = rep.clone();
     let range = HashRange {
         start: q.start,
@@ -790,13 +893,18 @@ async fn scan(State(rep): State<Arc<Replica>>, Query(q): Query<ScanQuery>) -> Ap
             let (meta, value) = objects::decode_object(&buf).map_err(storage)?;
             let (bucket, key) =
                 objects::split_placement_key(pkey).ok_or_else(|| storage("bad placement key"))?;
-            bytes += value.len() + pkey.len();
+            let value = if with_values {
+                value.to_vec()
+            } else {
+                Vec::new()
+            };
+            bytes += value.len() + pkey.len() + meta.etag.len() + 32;
             items.push(ScanItem {
                 hash,
                 bucket: bucket.into(),
                 key: key.into(),
                 meta,
-                value: value.to_vec(),
+                value,
             });
         }
         Ok(ScanPage {
@@ -829,13 +937,17 @@ fn prev_key(items: &[ScanItem]) -> Vec<u8> {
 /// Handlers do not know their cell; `observe` turns this marker into the full
 /// JSON error (with the cell id) so every error body is built in one place.
 #[derive(Clone)]
-struct PendingError(ErrorCode, String, Option<LeaderHint>);
+struct PendingError(ErrorCode, String, Option<LeaderHint>, Option<MovedHint>);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        resp.extensions_mut()
-            .insert(PendingError(self.code, self.message, self.leader));
+        resp.extensions_mut().insert(PendingError(
+            self.code,
+            self.message,
+            self.leader,
+            self.moved,
+        ));
         resp
     }
 }

@@ -22,9 +22,9 @@ pub const CF_LOG: &str = "log";
 pub const CF_RAFT_META: &str = "raft_meta";
 /// Objects, keyed by the placement key `[bucket len][bucket][key]` (sorted listing).
 pub const CF_OBJECTS: &str = "objects";
-/// Index `[xxh3 hash BE][placement key]` → empty, for hash-range scans.
+/// Index `[xxh3 hash BE][placement key]` → value size (u64 LE; empty in older stores), for hash-range scans and range stats.
 pub const CF_BY_HASH: &str = "by_hash";
-/// State-machine bookkeeping: last applied log id and membership.
+/// State-machine bookkeeping: last applied log id, membership and the ownership table.
 pub const CF_SM_META: &str = "sm_meta";
 
 pub const ALL_CFS: [&str; 5] = [CF_LOG, CF_RAFT_META, CF_OBJECTS, CF_BY_HASH, CF_SM_META];

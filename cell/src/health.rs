@@ -29,6 +29,18 @@ pub struct DiskHealth {
     pub rocksdb_background_errors: u64,
 }
 
+/// The cell's applied ownership record, summarized.
+#[derive(Serialize)]
+pub struct OwnershipHealth {
+    /// False until the first ownership op: the cell serves every hash.
+    pub managed: bool,
+    pub epoch: u64,
+    /// Fraction of the hash space the cell answers for (owned, fenced or sealed).
+    pub owned_share: f64,
+    /// Rows of the record (ranges in any state).
+    pub ranges: usize,
+}
+
 #[derive(Serialize)]
 pub struct Health {
     pub cell_id: u32,
@@ -55,6 +67,7 @@ pub struct Health {
     pub installing_snapshot: bool,
     pub shutting_down: bool,
     pub disk: DiskHealth,
+    pub ownership: OwnershipHealth,
 }
 
 fn role(s: ServerState) -> &'static str {
@@ -163,6 +176,20 @@ pub fn snapshot_health(rep: &Replica) -> Health {
         installing_snapshot: loading,
         shutting_down,
         disk,
+        ownership: ownership_health(&rep.sm.ownership()),
+    }
+}
+
+fn ownership_health(t: &common::ownership::OwnershipTable) -> OwnershipHealth {
+    OwnershipHealth {
+        managed: t.managed,
+        epoch: t.epoch,
+        owned_share: t
+            .owned_ranges()
+            .iter()
+            .map(common::HashRange::len_fraction)
+            .sum(),
+        ranges: t.entries.len(),
     }
 }
 

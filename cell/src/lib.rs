@@ -11,6 +11,7 @@
 //!                  state_machine (objects::decide) ─▶ RocksDB; snapshot files
 //! ```
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;

@@ -45,6 +45,9 @@ pub struct CellMetrics {
     pub rocksdb_memtable_bytes: IntGaugeVec,
     pub rocksdb_estimated_keys: IntGaugeVec,
     pub disk_free_bytes: Gauge,
+    pub refusals_total: IntCounterVec,
+    pub ingested_objects_total: IntCounter,
+    pub purged_objects_total: IntCounter,
 }
 
 impl CellMetrics {
@@ -249,6 +252,30 @@ impl CellMetrics {
                 Gauge::new(
                     "cellkv_cell_disk_free_bytes",
                     "Free bytes on the data dir's disk",
+                )?,
+            )?,
+            refusals_total: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cellkv_cell_ownership_refusals_total",
+                        "Client requests refused because of range ownership, by reason (range_moving, moved)",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            ingested_objects_total: reg(
+                r,
+                IntCounter::new(
+                    "cellkv_cell_ingested_objects_total",
+                    "Objects stored by ingest entries applied on this replica",
+                )?,
+            )?,
+            purged_objects_total: reg(
+                r,
+                IntCounter::new(
+                    "cellkv_cell_purged_objects_total",
+                    "Objects deleted by purge entries applied on this replica",
                 )?,
             )?,
             registry: registry.clone(),

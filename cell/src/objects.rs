@@ -2,6 +2,7 @@
 //! and the current object decide the outcome, and how an object is laid out
 //! on disk. `state_machine` applies what `decide` returns.
 
+use common::ownership::Access;
 use common::wire::ObjectMeta;
 use common::CellId;
 
@@ -93,6 +94,17 @@ pub fn decide(
     }
 }
 
+/// Whether a client write may be applied under `access` (checked at apply
+/// time, so it is deterministic on every replica): `None` when it may, else
+/// the refusal to answer with.
+pub fn write_refusal(access: Access) -> Option<OpResult> {
+    match access {
+        Access::Serve => None,
+        Access::ReadOnly | Access::Moving => Some(OpResult::RangeMoving),
+        Access::Moved { to, epoch } => Some(OpResult::Moved { owner: to, epoch }),
+    }
+}
+
 /// Stored layout: `[format=1][meta len u32 LE][bincode meta][value bytes]`.
 pub fn encode_object(meta: &ObjectMeta, value: &[u8]) -> Vec<u8> {
     let m = bincode::serde::encode_to_vec(meta, bincode::config::standard())
@@ -146,6 +158,17 @@ pub fn hash_index_key(hash: u64, pkey: &[u8]) -> Vec<u8> {
     k.extend_from_slice(&hash.to_be_bytes());
     k.extend_from_slice(pkey);
     k
+}
+
+/// The `by_hash` index value of an object: its value size (u64 LE), so range
+/// statistics need no point lookup per key. Older stores wrote an empty value.
+pub fn hash_index_value(size: u64) -> [u8; 8] {
+    size.to_le_bytes()
+}
+
+/// The value size recorded in a `by_hash` index value, if there is one.
+pub fn decode_hash_index_value(v: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(v.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ async fn run(
         metrics.proposal_batch_ops.observe(batch.len() as f64);
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
         sent_at = Some(gate.flushed());
-        let sent = raft.client_write_ff(Request { ops }).await;
+        let sent = raft.client_write_ff(Request::Ops(ops)).await;
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let outcome = match sent {

@@ -32,9 +32,11 @@ pub fn router(rep: Arc<Replica>) -> Router {
     let admin = Router::new()
         .route("/admin/init", post(init))
         .route("/admin/membership", get(membership))
+        .merge(crate::admin::routes(&rep))
         .layer(middleware::from_fn_with_state(rep.clone(), require_admin));
-    raft.merge(admin)
-        .layer(DefaultBodyLimit::max(rep.cfg.max_raft_body_bytes()))
+    // The admin routes set tighter body limits of their own (inner layers win).
+    raft.layer(DefaultBodyLimit::max(rep.cfg.max_raft_body_bytes()))
+        .merge(admin)
         .with_state(rep)
 }
 

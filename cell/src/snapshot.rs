@@ -2,9 +2,11 @@
 //! column family, streamed to peers in chunks by openraft, verified and loaded
 //! back into RocksDB on install. The state is never serialized in memory whole.
 //!
-//! File layout: `CKVSNAP1`, then records `[u32 klen][key][u32 vlen][value]`
+//! File layout: `CKVSNAP2`, then records `[u32 klen][key][u32 vlen][value]`
 //! (little-endian lengths), then `[u32 0xFFFFFFFF][u64 count][u64 xxh3]` where
-//! xxh3 covers every record byte. `snapshots/current.json` names the current
+//! xxh3 covers every record byte. The first record has an empty key (no
+//! placement key is empty) and carries the cell's `OwnershipTable`; the
+//! others are objects. `CKVSNAP1` files (no table: an unmanaged cell) still load. `snapshots/current.json` names the current
 //! file and its `SnapshotMeta`; both are replaced by write-fsync-rename.
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -13,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use common::ownership::OwnershipTable;
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
@@ -22,13 +25,17 @@ use crate::db::{self, CF_BY_HASH, CF_OBJECTS, CF_SM_META, KEY_SPACE_END};
 use crate::objects;
 use crate::types::{LogId, SnapshotMeta, StoredMembership};
 
-const MAGIC: &[u8; 8] = b"CKVSNAP1";
+const MAGIC: &[u8; 8] = b"CKVSNAP2";
+/// Files written before snapshots carried the ownership table.
+const MAGIC_V1: &[u8; 8] = b"CKVSNAP1";
 const TRAILER_MARK: u32 = u32::MAX;
 /// Records per RocksDB write batch while loading a snapshot: bounds memory, keeps batches efficient.
 const LOAD_BATCH_BYTES: usize = 8 << 20;
 
 pub const SM_KEY_APPLIED: &[u8] = b"last_applied";
 pub const SM_KEY_MEMBERSHIP: &[u8] = b"membership";
+/// The cell's `OwnershipTable` (absent: unmanaged).
+pub const SM_KEY_OWNERSHIP: &[u8] = b"ownership";
 
 /// A snapshot file handle that remembers its path (openraft hands us back only the handle).
 pub struct SnapshotFile {
@@ -216,8 +223,20 @@ pub fn read_sm_meta(db: &DB) -> std::io::Result<(Option<LogId>, StoredMembership
     Ok((applied, membership))
 }
 
-/// Writes the objects of a consistent RocksDB snapshot to `path`; returns the
-/// applied log id and membership the file corresponds to. Blocking: run off the async workers.
+/// Reads the ownership table stored in the state machine (default: unmanaged).
+pub fn read_ownership(db: &DB) -> std::io::Result<OwnershipTable> {
+    match db
+        .get_pinned_cf(db::cf(db, CF_SM_META), SM_KEY_OWNERSHIP)
+        .map_err(std::io::Error::other)?
+    {
+        Some(b) => crate::log_store::decode(&b),
+        None => Ok(OwnershipTable::default()),
+    }
+}
+
+/// Writes the ownership table and objects of a consistent RocksDB snapshot to
+/// `path`; returns the applied log id and membership the file corresponds to
+/// and the number of objects. Blocking: run off the async workers.
 pub fn build_file(db: &DB, path: &Path) -> std::io::Result<(Option<LogId>, StoredMembership, u64)> {
     let snap = db.snapshot();
     let cf_meta = db::cf(db, CF_SM_META);
@@ -230,15 +249,17 @@ pub fn build_file(db: &DB, path: &Path) -> std::io::Result<(Option<LogId>, Store
         Some(b) => crate::log_store::decode(&b)?,
         None => StoredMembership::default(),
     };
+    let ownership: OwnershipTable = match get(SM_KEY_OWNERSHIP)? {
+        Some(b) => crate::log_store::decode(&b)?,
+        None => OwnershipTable::default(),
+    };
     let f = std::fs::File::create(path)?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     w.write_all(MAGIC)?;
     let mut hasher = Xxh3::new();
     let mut count = 0u64;
-    let cf = db::cf(db, CF_OBJECTS);
-    for item in snap.iterator_cf(cf, IteratorMode::Start) {
-        let (k, v) = item.map_err(std::io::Error::other)?;
-        for part in [&k[..], &v[..]] {
+    let mut record = |k: &[u8], v: &[u8]| -> std::io::Result<()> {
+        for part in [k, v] {
             let len = (part.len() as u32).to_le_bytes();
             hasher.update(&len);
             hasher.update(part);
@@ -246,13 +267,21 @@ pub fn build_file(db: &DB, path: &Path) -> std::io::Result<(Option<LogId>, Store
             w.write_all(part)?;
         }
         count += 1;
+        Ok(())
+    };
+    record(b"", &crate::log_store::encode(&ownership)?)?;
+    let cf = db::cf(db, CF_OBJECTS);
+    for item in snap.iterator_cf(cf, IteratorMode::Start) {
+        let (k, v) = item.map_err(std::io::Error::other)?;
+        record(&k, &v)?;
     }
+    let objects = count - 1;
     w.write_all(&TRAILER_MARK.to_le_bytes())?;
     w.write_all(&count.to_le_bytes())?;
     w.write_all(&hasher.digest().to_le_bytes())?;
     let f = w.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
-    Ok((applied, membership, count))
+    Ok((applied, membership, objects))
 }
 
 /// Visits every record of a snapshot file, then checks its trailer.
@@ -269,7 +298,7 @@ fn for_each_record(
     let mut r = BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
     let mut magic = [0u8; 8];
     r.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    if &magic != MAGIC && &magic != MAGIC_V1 {
         return Err(corrupt("bad magic"));
     }
     let mut hasher = Xxh3::new();
@@ -314,15 +343,16 @@ pub fn verify_file(path: &Path) -> std::io::Result<u64> {
     for_each_record(path, |_, _| Ok(()))
 }
 
-/// Replaces the state machine's objects with the file's, then records `applied`
-/// and `membership` in the same final (synced) batch. Idempotent: a crash midway
-/// leaves the old applied id, so the load is redone at the next start.
+/// Replaces the state machine's objects with the file's, then records `applied`,
+/// `membership` and the file's ownership table in the same final (synced)
+/// batch. Idempotent: a crash midway leaves the old applied id, so the load is
+/// redone at the next start. Returns the number of objects and the table.
 pub fn load_file(
     db: &Arc<DB>,
     path: &Path,
     applied: Option<LogId>,
     membership: &StoredMembership,
-) -> std::io::Result<u64> {
+) -> std::io::Result<(u64, OwnershipTable)> {
     verify_file(path)?;
     let cf_obj = db::cf(db, CF_OBJECTS);
     let cf_hash = db::cf(db, CF_BY_HASH);
@@ -333,16 +363,25 @@ pub fn load_file(
     wipe.delete_range_cf(cf_hash, &b""[..], &KEY_SPACE_END[..]);
     db.write(wipe).map_err(io)?;
     let mut batch = WriteBatch::default();
-    let count = for_each_record(path, |k, v| {
-        let (bucket, key) = objects::split_placement_key(&k).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "bad placement key in snapshot",
-            )
-        })?;
+    let mut ownership = OwnershipTable::default();
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let mut objects_loaded = 0u64;
+    for_each_record(path, |k, v| {
+        if k.is_empty() {
+            ownership = crate::log_store::decode(&v)?;
+            return Ok(());
+        }
+        let (bucket, key) =
+            objects::split_placement_key(&k).ok_or_else(|| bad("bad placement key in snapshot"))?;
         let hash = common::ring::key_hash(bucket, key);
-        batch.put_cf(cf_hash, objects::hash_index_key(hash, &k), b"");
+        let (meta, _) = objects::decode_object(&v).map_err(|e| bad(&e.to_string()))?;
+        batch.put_cf(
+            cf_hash,
+            objects::hash_index_key(hash, &k),
+            objects::hash_index_value(meta.size),
+        );
         batch.put_cf(cf_obj, &k, &v);
+        objects_loaded += 1;
         if batch.size_in_bytes() >= LOAD_BATCH_BYTES {
             db.write(std::mem::take(&mut batch)).map_err(io)?;
         }
@@ -354,10 +393,15 @@ pub fn load_file(
         SM_KEY_MEMBERSHIP,
         crate::log_store::encode(membership)?,
     );
+    batch.put_cf(
+        cf_meta,
+        SM_KEY_OWNERSHIP,
+        crate::log_store::encode(&ownership)?,
+    );
     let mut sync = WriteOptions::default();
     sync.set_sync(true);
     db.write_opt(batch, &sync).map_err(io)?;
-    Ok(count)
+    Ok((objects_loaded, ownership))
 }
 
 #[cfg(test)]
@@ -372,12 +416,35 @@ mod tests {
         let cf = db::cf(&db, CF_OBJECTS);
         for i in 0..1000u32 {
             let pk = common::ring::placement_key("bkt", &format!("k{i}"));
-            db.put_cf(cf, &pk, vec![i as u8; 100]).unwrap();
+            let meta = common::wire::ObjectMeta {
+                version: u64::from(i),
+                etag: format!("1-{i}-0"),
+                size: 100,
+                content_type: None,
+                modified_ms: 1,
+            };
+            db.put_cf(cf, &pk, objects::encode_object(&meta, &[i as u8; 100]))
+                .unwrap();
         }
+        // The ownership table travels with the objects.
+        let mut table = OwnershipTable::default();
+        table
+            .apply(&common::ownership::OwnershipOp::Assign {
+                epoch: 4,
+                owned: vec![common::HashRange { start: 0, end: 99 }],
+            })
+            .unwrap();
+        db.put_cf(
+            db::cf(&db, CF_SM_META),
+            SM_KEY_OWNERSHIP,
+            crate::log_store::encode(&table).unwrap(),
+        )
+        .unwrap();
         let f = dir.path().join("s.bin");
         let (applied, _, count) = build_file(&db, &f).unwrap();
         assert_eq!((applied, count), (None, 1000));
-        assert_eq!(verify_file(&f).unwrap(), 1000);
+        // Objects plus the ownership record.
+        assert_eq!(verify_file(&f).unwrap(), 1001);
 
         let db2 = db::open(&dir.path().join("b"), CellId(1), NodeId(2), 0).unwrap();
         // Stale data in the target must disappear.
@@ -388,10 +455,18 @@ mod tests {
         )
         .unwrap();
         let applied = Some(LogId::new(openraft::CommittedLeaderId::new(3, 1), 77));
+        assert_eq!(read_ownership(&db2).unwrap(), OwnershipTable::default());
         assert_eq!(
             load_file(&db2, &f, applied, &StoredMembership::default()).unwrap(),
-            1000
+            (1000, table.clone())
         );
+        assert_eq!(read_ownership(&db2).unwrap(), table);
+        // The by_hash index records each object's size.
+        let sizes: u64 = db2
+            .iterator_cf(db::cf(&db2, CF_BY_HASH), IteratorMode::Start)
+            .map(|kv| objects::decode_hash_index_value(&kv.unwrap().1).unwrap())
+            .sum();
+        assert_eq!(sizes, 100 * 1000);
         let cf2 = db::cf(&db2, CF_OBJECTS);
         assert_eq!(db2.iterator_cf(cf2, IteratorMode::Start).count(), 1000);
         assert_eq!(

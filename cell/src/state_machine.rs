@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
-use common::wire::ObjectMeta;
-use common::CellId;
+use common::ownership::OwnershipTable;
+use common::wire::{IngestBatch, IngestResult, ObjectMeta};
+use common::{CellId, HashRange};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use rocksdb::{WriteBatch, DB};
@@ -16,10 +17,16 @@ use rocksdb::{WriteBatch, DB};
 use crate::db::{self, CF_BY_HASH, CF_OBJECTS, CF_SM_META};
 use crate::metrics::CellMetrics;
 use crate::objects::{self, Mutation};
-use crate::snapshot::{self, SnapshotDir, SnapshotFile, SM_KEY_APPLIED, SM_KEY_MEMBERSHIP};
-use crate::types::{
-    Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, WriteOp,
+use crate::snapshot::{
+    self, SnapshotDir, SnapshotFile, SM_KEY_APPLIED, SM_KEY_MEMBERSHIP, SM_KEY_OWNERSHIP,
 };
+use crate::types::{
+    Entry, IngestRefused, LogId, OpResult, Request, Response, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig, WriteOp,
+};
+
+/// Most objects one purge entry deletes: bounds the entry's apply time and write batch.
+pub const MAX_PURGE_LIMIT: u64 = 10_000;
 
 /// What the API needs to know about the state machine without owning it.
 #[derive(Default)]
@@ -28,6 +35,25 @@ pub struct SmShared {
     pub applied_index: AtomicU64,
     /// True while a received snapshot replaces the state: reads must not be served.
     pub loading: AtomicBool,
+    /// The applied ownership table. Readers clone the `Arc` (one uncontended
+    /// read lock per request); the state machine swaps in a new table after
+    /// the RocksDB write that persisted it, so a reader never sees a table
+    /// newer than the data beside it.
+    ownership: RwLock<Arc<OwnershipTable>>,
+}
+
+impl SmShared {
+    /// The ownership table as of the last applied entry.
+    pub fn ownership(&self) -> Arc<OwnershipTable> {
+        self.ownership
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_ownership(&self, t: OwnershipTable) {
+        *self.ownership.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(t);
+    }
 }
 
 pub struct StateMachine {
@@ -38,6 +64,29 @@ pub struct StateMachine {
     metrics: Arc<CellMetrics>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
+    /// The ownership record as of `last_applied` (changes are applied here
+    /// first, persisted with the entry's batch, then published to `shared`).
+    ownership: OwnershipTable,
+}
+
+/// Writes of the entries applied since the last commit, not yet in RocksDB.
+struct Pending {
+    batch: WriteBatch,
+    /// Objects written earlier in this batch: later ops must see them.
+    overlay: HashMap<Vec<u8>, Option<ObjectMeta>>,
+    membership_changed: bool,
+    ownership_changed: bool,
+}
+
+impl Pending {
+    fn new() -> Pending {
+        Pending {
+            batch: WriteBatch::default(),
+            overlay: HashMap::new(),
+            membership_changed: false,
+            ownership_changed: false,
+        }
+    }
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
@@ -68,10 +117,13 @@ impl StateMachine {
                 membership = meta.last_membership.clone();
             }
         }
+        let ownership = snapshot::read_ownership(&db)?;
+        shared.set_ownership(ownership.clone());
         shared
             .applied_index
             .store(applied.map(|l| l.index).unwrap_or(0), Ordering::Release);
         Ok(StateMachine {
+            ownership,
             db,
             cell,
             snapshots,
@@ -110,83 +162,48 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let cf_obj = db::cf(&self.db, CF_OBJECTS);
-        let cf_hash = db::cf(&self.db, CF_BY_HASH);
-        let cf_meta = db::cf(&self.db, CF_SM_META);
-        let mut batch = WriteBatch::default();
-        // Objects written earlier in this batch: later ops must see them.
-        let mut overlay: HashMap<Vec<u8>, Option<ObjectMeta>> = HashMap::new();
+        let mut p = Pending::new();
         let mut out = Vec::new();
-        let mut membership_changed = false;
         for entry in entries {
-            self.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => out.push(Response::None),
+            let index = entry.log_id.index;
+            let resp = match entry.payload {
+                EntryPayload::Blank => Response::None,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    membership_changed = true;
-                    out.push(Response::None);
+                    p.membership_changed = true;
+                    Response::None
                 }
-                EntryPayload::Normal(req) => {
-                    let mut results = Vec::with_capacity(req.ops.len());
-                    for (sub, op) in req.ops.iter().enumerate() {
-                        let (bucket, key) = op.bucket_key();
-                        let pkey = common::ring::placement_key(bucket, key);
-                        let current = match overlay.get(&pkey) {
-                            Some(m) => m.clone(),
-                            None if objects::needs_current(op) => {
-                                read_meta(&self.db, &pkey).map_err(sm_err)?
-                            }
-                            None => None,
-                        };
-                        let (res, mutation) = objects::decide(
-                            op,
-                            current.as_ref(),
-                            entry.log_id.index,
-                            sub,
-                            self.cell,
-                        );
-                        let hash_key =
-                            || objects::hash_index_key(common::ring::key_hash(bucket, key), &pkey);
-                        match mutation {
-                            Mutation::None => {}
-                            Mutation::Put { meta } => {
-                                let WriteOp::Put { value, .. } = op else {
-                                    unreachable!("decide returns Put only for put ops")
-                                };
-                                batch.put_cf(cf_obj, &pkey, objects::encode_object(&meta, value));
-                                batch.put_cf(cf_hash, hash_key(), b"");
-                                overlay.insert(pkey, Some(meta));
-                            }
-                            Mutation::Delete => {
-                                batch.delete_cf(cf_obj, &pkey);
-                                batch.delete_cf(cf_hash, hash_key());
-                                overlay.insert(pkey, None);
-                            }
+                EntryPayload::Normal(Request::Ops(ops)) => {
+                    Response::Ops(self.apply_ops(&ops, index, &mut p)?)
+                }
+                EntryPayload::Normal(Request::Ownership(op)) => {
+                    let mut t = self.ownership.clone();
+                    match t.apply(&op) {
+                        Ok(()) => {
+                            tracing::info!(?op, epoch = t.epoch, "applied an ownership change");
+                            self.ownership = t.clone();
+                            p.ownership_changed = true;
+                            Response::Ownership(Ok(t))
                         }
-                        results.push(res);
+                        Err(e) => Response::Ownership(Err(e)),
                     }
-                    out.push(Response::Ops(results));
                 }
-            }
+                EntryPayload::Normal(Request::Ingest(batch)) => {
+                    Response::Ingest(self.apply_ingest(&batch, &mut p)?)
+                }
+                EntryPayload::Normal(Request::Purge { range, limit }) => {
+                    // A purge reads the by_hash index: first write what the
+                    // entries before it in this batch changed.
+                    let before = std::mem::replace(&mut p, Pending::new());
+                    self.commit(before)?;
+                    let (deleted, more) = self.apply_purge(range, limit, &mut p)?;
+                    Response::Purge { deleted, more }
+                }
+            };
+            self.last_applied = Some(entry.log_id);
+            out.push(resp);
         }
-        batch.put_cf(
-            cf_meta,
-            SM_KEY_APPLIED,
-            crate::log_store::encode(&self.last_applied).map_err(sm_err)?,
-        );
-        if membership_changed {
-            batch.put_cf(
-                cf_meta,
-                SM_KEY_MEMBERSHIP,
-                crate::log_store::encode(&self.membership).map_err(sm_err)?,
-            );
-        }
-        // No sync: the Raft log is the durable record and is re-applied after a crash.
-        self.db.write(batch).map_err(sm_err)?;
-        let idx = self.last_applied.map(|l| l.index).unwrap_or(0);
-        self.shared.applied_index.store(idx, Ordering::Release);
-        self.metrics.applied_index.set(idx as i64);
+        self.commit(p)?;
         Ok(out)
     }
 
@@ -217,7 +234,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshots.clone();
         let meta2 = meta.clone();
         self.shared.loading.store(true, Ordering::Release);
-        let res = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+        let res = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, OwnershipTable)> {
             snapshot::verify_file(&incoming)?;
             // Promote first: if we crash while loading, the next start reloads this file.
             let path = dir.promote(&incoming, &meta2)?;
@@ -226,7 +243,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         .await
         .map_err(|e| snap_err(std::io::Error::other(e)));
         self.shared.loading.store(false, Ordering::Release);
-        let count = res?.map_err(snap_err)?;
+        let (count, ownership) = res?.map_err(snap_err)?;
+        self.ownership = ownership.clone();
+        self.shared.set_ownership(ownership);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         let idx = self.last_applied.map(|l| l.index).unwrap_or(0);
@@ -246,6 +265,222 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(file),
         }))
+    }
+}
+
+// openraft's `StorageError` is what every storage method returns; boxing it
+// here would only add a conversion on the way out.
+#[allow(clippy::result_large_err)]
+impl StateMachine {
+    /// Writes `p` with the applied log id (and membership and ownership if
+    /// they changed) in one batch, then publishes the new state to the API.
+    fn commit(&mut self, p: Pending) -> Result<(), StorageError> {
+        let cf_meta = db::cf(&self.db, CF_SM_META);
+        let mut batch = p.batch;
+        batch.put_cf(
+            cf_meta,
+            SM_KEY_APPLIED,
+            crate::log_store::encode(&self.last_applied).map_err(sm_err)?,
+        );
+        if p.membership_changed {
+            batch.put_cf(
+                cf_meta,
+                SM_KEY_MEMBERSHIP,
+                crate::log_store::encode(&self.membership).map_err(sm_err)?,
+            );
+        }
+        if p.ownership_changed {
+            batch.put_cf(
+                cf_meta,
+                SM_KEY_OWNERSHIP,
+                crate::log_store::encode(&self.ownership).map_err(sm_err)?,
+            );
+        }
+        // No sync: the Raft log is the durable record and is re-applied after a crash.
+        self.db.write(batch).map_err(sm_err)?;
+        if p.ownership_changed {
+            self.shared.set_ownership(self.ownership.clone());
+        }
+        let idx = self.last_applied.map(|l| l.index).unwrap_or(0);
+        self.shared.applied_index.store(idx, Ordering::Release);
+        self.metrics.applied_index.set(idx as i64);
+        Ok(())
+    }
+
+    /// The current metadata of `pkey`, seeing this batch's earlier writes.
+    fn current(
+        &self,
+        p: &Pending,
+        pkey: &[u8],
+        needed: bool,
+    ) -> Result<Option<ObjectMeta>, StorageError> {
+        match p.overlay.get(pkey) {
+            Some(m) => Ok(m.clone()),
+            None if needed => read_meta(&self.db, pkey).map_err(sm_err),
+            None => Ok(None),
+        }
+    }
+
+    /// Client writes: each is checked against the ownership table, then decided by `objects::decide`.
+    fn apply_ops(
+        &self,
+        ops: &[WriteOp],
+        index: u64,
+        p: &mut Pending,
+    ) -> Result<Vec<OpResult>, StorageError> {
+        let cf_obj = db::cf(&self.db, CF_OBJECTS);
+        let cf_hash = db::cf(&self.db, CF_BY_HASH);
+        let mut results = Vec::with_capacity(ops.len());
+        for (sub, op) in ops.iter().enumerate() {
+            let (bucket, key) = op.bucket_key();
+            let hash = common::ring::key_hash(bucket, key);
+            if let Some(refused) = objects::write_refusal(self.ownership.access(hash)) {
+                results.push(refused);
+                continue;
+            }
+            let pkey = common::ring::placement_key(bucket, key);
+            let current = self.current(p, &pkey, objects::needs_current(op))?;
+            let (res, mutation) = objects::decide(op, current.as_ref(), index, sub, self.cell);
+            match mutation {
+                Mutation::None => {}
+                Mutation::Put { meta } => {
+                    let WriteOp::Put { value, .. } = op else {
+                        unreachable!("decide returns Put only for put ops")
+                    };
+                    p.batch
+                        .put_cf(cf_obj, &pkey, objects::encode_object(&meta, value));
+                    p.batch.put_cf(
+                        cf_hash,
+                        objects::hash_index_key(hash, &pkey),
+                        objects::hash_index_value(value.len() as u64),
+                    );
+                    p.overlay.insert(pkey, Some(meta));
+                }
+                Mutation::Delete => {
+                    p.batch.delete_cf(cf_obj, &pkey);
+                    p.batch
+                        .delete_cf(cf_hash, objects::hash_index_key(hash, &pkey));
+                    p.overlay.insert(pkey, None);
+                }
+            }
+            results.push(res);
+        }
+        Ok(results)
+    }
+
+    /// Stores copied objects with their metadata unchanged and deletes the
+    /// listed keys, all or nothing: refused if any key is outside an incoming range.
+    fn apply_ingest(
+        &self,
+        b: &IngestBatch,
+        p: &mut Pending,
+    ) -> Result<Result<IngestResult, IngestRefused>, StorageError> {
+        let keys = b
+            .items
+            .iter()
+            .map(|i| (i.bucket.as_str(), i.key.as_str()))
+            .chain(b.deletes.iter().map(|(b, k)| (b.as_str(), k.as_str())));
+        for (bucket, key) in keys {
+            let hash = common::ring::key_hash(bucket, key);
+            if !self.ownership.accepts_ingest(hash) {
+                return Ok(Err(IngestRefused {
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    hash,
+                    epoch: self.ownership.epoch,
+                }));
+            }
+        }
+        let cf_obj = db::cf(&self.db, CF_OBJECTS);
+        let cf_hash = db::cf(&self.db, CF_BY_HASH);
+        let mut res = IngestResult::default();
+        for item in &b.items {
+            let hash = common::ring::key_hash(&item.bucket, &item.key);
+            let pkey = common::ring::placement_key(&item.bucket, &item.key);
+            p.batch.put_cf(
+                cf_obj,
+                &pkey,
+                objects::encode_object(&item.meta, &item.value),
+            );
+            p.batch.put_cf(
+                cf_hash,
+                objects::hash_index_key(hash, &pkey),
+                objects::hash_index_value(item.value.len() as u64),
+            );
+            p.overlay.insert(pkey, Some(item.meta.clone()));
+            res.stored += 1;
+        }
+        for (bucket, key) in &b.deletes {
+            let pkey = common::ring::placement_key(bucket, key);
+            if self.current(p, &pkey, true)?.is_some() {
+                let hash = common::ring::key_hash(bucket, key);
+                p.batch.delete_cf(cf_obj, &pkey);
+                p.batch
+                    .delete_cf(cf_hash, objects::hash_index_key(hash, &pkey));
+                p.overlay.insert(pkey, None);
+                res.deleted += 1;
+            }
+        }
+        self.metrics.ingested_objects_total.inc_by(res.stored);
+        Ok(Ok(res))
+    }
+
+    /// Deletes, in hash order, up to `limit` objects of `range` whose hash the
+    /// cell `may_purge`. Reads RocksDB as of the previous entry (the caller
+    /// committed everything before), so every replica deletes the same keys.
+    fn apply_purge(
+        &self,
+        range: HashRange,
+        limit: u64,
+        p: &mut Pending,
+    ) -> Result<(u64, bool), StorageError> {
+        let limit = limit.min(MAX_PURGE_LIMIT);
+        let table = &self.ownership;
+        let cf_obj = db::cf(&self.db, CF_OBJECTS);
+        let cf_hash = db::cf(&self.db, CF_BY_HASH);
+        let mut it = self.db.raw_iterator_cf(cf_hash);
+        it.seek(range.start.to_be_bytes());
+        let (mut deleted, mut more) = (0u64, false);
+        while let Some(k) = it.key().map(<[u8]>::to_vec) {
+            let Some(hash) = k
+                .get(..8)
+                .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+            else {
+                return Err(sm_err(std::io::Error::other("short by_hash key")));
+            };
+            if hash > range.end {
+                break;
+            }
+            if !table.may_purge(hash) {
+                // Skip the whole row that keeps this hash (owned, fenced or incoming).
+                let row_end = table
+                    .entries
+                    .iter()
+                    .find(|e| e.range.contains(hash))
+                    .map(|e| e.range.end);
+                match row_end {
+                    Some(end) if end < range.end => {
+                        it.seek((end + 1).to_be_bytes());
+                        continue;
+                    }
+                    // The rest of the range is kept (or the cell is unmanaged).
+                    _ => break,
+                }
+            }
+            if deleted == limit {
+                more = true;
+                break;
+            }
+            let pkey = k[8..].to_vec();
+            p.batch.delete_cf(cf_obj, &pkey);
+            p.batch.delete_cf(cf_hash, &k);
+            p.overlay.insert(pkey, None);
+            deleted += 1;
+            it.next();
+        }
+        it.status().map_err(sm_err)?;
+        self.metrics.purged_objects_total.inc_by(deleted);
+        Ok((deleted, more))
     }
 }
 
@@ -295,5 +530,417 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             meta,
             snapshot: Box::new(file),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::ownership::{Access, OwnershipError, OwnershipOp};
+    use common::wire::ScanItem;
+    use common::NodeId;
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use tokio::io::AsyncWriteExt;
+
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::types::Condition;
+
+    struct Replica {
+        sm: StateMachine,
+        shared: Arc<SmShared>,
+        db: Arc<DB>,
+        next: u64,
+    }
+
+    fn open(dir: &std::path::Path) -> Replica {
+        let db = crate::db::open(dir, CellId(1), NodeId(1), 0).unwrap();
+        let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).unwrap());
+        let shared = Arc::new(SmShared::default());
+        let sm = StateMachine::open(db.clone(), dir, CellId(1), shared.clone(), metrics).unwrap();
+        let next = sm.last_applied.map_or(1, |l| l.index + 1);
+        Replica {
+            sm,
+            shared,
+            db,
+            next,
+        }
+    }
+
+    fn entry(index: u64, req: Request) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(req),
+        }
+    }
+
+    impl Replica {
+        /// Applies `reqs` as one apply call (one batch); returns their responses.
+        async fn apply_all(&mut self, reqs: Vec<Request>) -> Vec<Response> {
+            let entries: Vec<Entry> = reqs
+                .into_iter()
+                .map(|r| {
+                    self.next += 1;
+                    entry(self.next - 1, r)
+                })
+                .collect();
+            self.sm.apply(entries).await.unwrap()
+        }
+
+        async fn apply(&mut self, req: Request) -> Response {
+            self.apply_all(vec![req]).await.pop().unwrap()
+        }
+
+        async fn own(&mut self, op: OwnershipOp) -> OwnershipTable {
+            match self.apply(Request::Ownership(op)).await {
+                Response::Ownership(Ok(t)) => t,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        fn meta(&self, bucket: &str, key: &str) -> Option<ObjectMeta> {
+            read_meta(&self.db, &common::ring::placement_key(bucket, key)).unwrap()
+        }
+
+        fn keys(&self) -> Vec<Vec<u8>> {
+            self.db
+                .iterator_cf(db::cf(&self.db, CF_OBJECTS), rocksdb::IteratorMode::Start)
+                .map(|kv| kv.unwrap().0.to_vec())
+                .collect()
+        }
+    }
+
+    fn put(key: &str) -> WriteOp {
+        WriteOp::Put {
+            bucket: "b".into(),
+            key: key.into(),
+            value: key.as_bytes().to_vec(),
+            content_type: None,
+            condition: Condition::None,
+            modified_ms: 7,
+        }
+    }
+
+    fn one(h: u64) -> HashRange {
+        HashRange { start: h, end: h }
+    }
+
+    fn hash(key: &str) -> u64 {
+        common::ring::key_hash("b", key)
+    }
+
+    #[tokio::test]
+    async fn writes_are_checked_against_ownership_when_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path());
+        // Unmanaged: everything is served.
+        assert!(matches!(
+            r.apply(Request::Ops(vec![put("k")])).await,
+            Response::Ops(v) if matches!(v[0], OpResult::Stored(_))
+        ));
+        r.own(OwnershipOp::Assign {
+            epoch: 1,
+            owned: vec![HashRange::FULL],
+        })
+        .await;
+        let h = hash("k");
+        // A fence and a write in the same batch: the write after the fence is refused.
+        let out = r
+            .apply_all(vec![
+                Request::Ops(vec![put("k")]),
+                Request::Ownership(OwnershipOp::Fence {
+                    epoch: 2,
+                    ranges: vec![one(h)],
+                    seal: false,
+                }),
+                Request::Ops(vec![put("k"), put("other")]),
+            ])
+            .await;
+        assert!(matches!(&out[0], Response::Ops(v) if matches!(v[0], OpResult::Stored(_))));
+        let Response::Ops(v) = &out[2] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(v[0], OpResult::RangeMoving);
+        assert!(matches!(v[1], OpResult::Stored(_)), "{v:?}");
+        assert_eq!(r.shared.ownership().access(h), Access::ReadOnly);
+        let delete = WriteOp::Delete {
+            bucket: "b".into(),
+            key: "k".into(),
+            condition: Condition::None,
+        };
+        r.own(OwnershipOp::Fence {
+            epoch: 2,
+            ranges: vec![one(h)],
+            seal: true,
+        })
+        .await;
+        assert_eq!(
+            r.apply(Request::Ops(vec![delete.clone()])).await,
+            Response::Ops(vec![OpResult::RangeMoving])
+        );
+        r.own(OwnershipOp::Release {
+            epoch: 3,
+            ranges: vec![one(h)],
+            to: CellId(2),
+        })
+        .await;
+        assert_eq!(
+            r.apply(Request::Ops(vec![delete])).await,
+            Response::Ops(vec![OpResult::Moved {
+                owner: Some(CellId(2)),
+                epoch: 3
+            }])
+        );
+        // The object is still there (refused writes changed nothing).
+        assert_eq!(r.meta("b", "k").unwrap().version, 3);
+        // A refused op changes nothing and says why.
+        let before = r.shared.ownership();
+        assert!(matches!(
+            r.apply(Request::Ownership(OwnershipOp::Own {
+                epoch: 3,
+                ranges: vec![one(h)]
+            }))
+            .await,
+            Response::Ownership(Err(OwnershipError::WrongState { .. }))
+        ));
+        assert!(matches!(
+            r.apply(Request::Ownership(OwnershipOp::Unfence {
+                epoch: 1,
+                ranges: vec![one(h)]
+            }))
+            .await,
+            Response::Ownership(Err(OwnershipError::StaleEpoch { .. }))
+        ));
+        assert_eq!(r.shared.ownership(), before);
+        // Persisted with the entries, and loaded again at open.
+        assert_eq!(snapshot::read_ownership(&r.db).unwrap(), *before);
+        drop(r);
+        let r = open(dir.path());
+        assert_eq!(r.shared.ownership(), before);
+        assert_eq!(r.sm.ownership, *before);
+    }
+
+    fn item(key: &str, etag: &str) -> ScanItem {
+        ScanItem {
+            hash: hash(key),
+            bucket: "b".into(),
+            key: key.into(),
+            meta: ObjectMeta {
+                version: 99,
+                etag: etag.into(),
+                size: 3,
+                content_type: Some("text/plain".into()),
+                modified_ms: 12345,
+            },
+            value: b"abc".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn ingest_keeps_metadata_and_is_refused_as_a_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path());
+        // Unmanaged cells accept no ingest.
+        let batch = IngestBatch {
+            job: "j".into(),
+            items: vec![item("in", "5-1-0")],
+            deletes: vec![],
+        };
+        assert!(matches!(
+            r.apply(Request::Ingest(batch.clone())).await,
+            Response::Ingest(Err(_))
+        ));
+        r.own(OwnershipOp::Assign {
+            epoch: 1,
+            owned: vec![],
+        })
+        .await;
+        r.own(OwnershipOp::Prepare {
+            epoch: 2,
+            ranges: vec![one(hash("in")), one(hash("gone"))],
+        })
+        .await;
+        // One key outside the incoming ranges: nothing at all is applied.
+        let mixed = IngestBatch {
+            job: "j".into(),
+            items: vec![item("in", "5-1-0"), item("out", "5-2-0")],
+            deletes: vec![],
+        };
+        match r.apply(Request::Ingest(mixed)).await {
+            Response::Ingest(Err(refused)) => {
+                assert_eq!((refused.key.as_str(), refused.epoch), ("out", 2))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.meta("b", "in").is_none());
+        assert_eq!(
+            r.apply(Request::Ingest(batch)).await,
+            Response::Ingest(Ok(IngestResult {
+                stored: 1,
+                deleted: 0
+            }))
+        );
+        assert_eq!(r.meta("b", "in").unwrap(), item("in", "5-1-0").meta);
+        // Deleting keys that exist (and ignoring those that do not).
+        let del = IngestBatch {
+            job: "j".into(),
+            items: vec![item("gone", "5-3-0")],
+            deletes: vec![("b".into(), "in".into()), ("b".into(), "gone".into())],
+        };
+        assert_eq!(
+            r.apply(Request::Ingest(del)).await,
+            Response::Ingest(Ok(IngestResult {
+                stored: 1,
+                deleted: 2
+            }))
+        );
+        assert!(r.keys().is_empty());
+        // Clients are refused in incoming ranges.
+        assert_eq!(
+            r.apply(Request::Ops(vec![put("in")])).await,
+            Response::Ops(vec![OpResult::Moved {
+                owner: None,
+                epoch: 2
+            }])
+        );
+    }
+
+    #[tokio::test]
+    async fn purge_deletes_only_purgeable_keys_the_same_on_every_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(&dir.path().join("a"));
+        let mut b = open(&dir.path().join("b"));
+        let keys: Vec<String> = (0..200).map(|i| format!("key-{i}")).collect();
+        let mid = u64::MAX / 2;
+        let kept: BTreeSet<String> = keys.iter().filter(|k| hash(k) <= mid).cloned().collect();
+        for r in [&mut a, &mut b] {
+            // Writes and the ownership change in one batch, then purge pages
+            // in the same batch as more writes: the purge must see them.
+            r.apply_all(vec![
+                Request::Ops(keys[..150].iter().map(|k| put(k)).collect()),
+                Request::Ownership(OwnershipOp::Assign {
+                    epoch: 1,
+                    owned: vec![HashRange { start: 0, end: mid }],
+                }),
+            ])
+            .await;
+            // Writes to what the cell no longer owns are refused.
+            let out = r
+                .apply(Request::Ops(keys[150..].iter().map(|k| put(k)).collect()))
+                .await;
+            let Response::Ops(v) = out else {
+                panic!("{out:?}")
+            };
+            for (k, o) in keys[150..].iter().zip(v) {
+                assert_eq!(
+                    matches!(o, OpResult::Stored(_)),
+                    kept.contains(k),
+                    "{k}: {o:?}"
+                );
+            }
+        }
+        let mut pages = Vec::new();
+        loop {
+            let (ra, rb) = (
+                a.apply(Request::Purge {
+                    range: HashRange::FULL,
+                    limit: 7,
+                })
+                .await,
+                b.apply(Request::Purge {
+                    range: HashRange::FULL,
+                    limit: 7,
+                })
+                .await,
+            );
+            assert_eq!(ra, rb);
+            assert_eq!(a.keys(), b.keys(), "replicas diverged");
+            let Response::Purge { deleted, more } = ra else {
+                panic!("{ra:?}")
+            };
+            assert!(deleted <= 7);
+            pages.push(deleted);
+            if !more {
+                break;
+            }
+        }
+        let left: BTreeSet<String> = a
+            .keys()
+            .iter()
+            .map(|k| objects::split_placement_key(k).unwrap().1.to_owned())
+            .collect();
+        assert_eq!(left, kept);
+        let purged: u64 = pages.iter().sum();
+        let unowned_written = keys[..150].iter().filter(|k| !kept.contains(*k)).count();
+        assert_eq!(purged as usize, unowned_written);
+        // Nothing more to purge; the by_hash index follows the objects.
+        assert_eq!(
+            a.apply(Request::Purge {
+                range: HashRange::FULL,
+                limit: 7
+            })
+            .await,
+            Response::Purge {
+                deleted: 0,
+                more: false
+            }
+        );
+        let indexed =
+            a.db.iterator_cf(db::cf(&a.db, CF_BY_HASH), rocksdb::IteratorMode::Start)
+                .count();
+        assert_eq!(indexed, kept.len());
+    }
+
+    #[tokio::test]
+    async fn unmanaged_cells_never_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = open(dir.path());
+        r.apply(Request::Ops(vec![put("a"), put("b")])).await;
+        assert_eq!(
+            r.apply(Request::Purge {
+                range: HashRange::FULL,
+                limit: 100
+            })
+            .await,
+            Response::Purge {
+                deleted: 0,
+                more: false
+            }
+        );
+        assert_eq!(r.keys().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn snapshots_carry_the_ownership_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = open(&dir.path().join("a"));
+        a.apply(Request::Ops(vec![put("x"), put("y")])).await;
+        let table = a
+            .own(OwnershipOp::Assign {
+                epoch: 5,
+                owned: vec![HashRange { start: 10, end: 20 }],
+            })
+            .await;
+        let snap =
+            a.sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+        let bytes = std::fs::read(snap.snapshot.path()).unwrap();
+
+        let mut b = open(&dir.path().join("b"));
+        assert!(!b.shared.ownership().managed);
+        let mut file = b.sm.begin_receiving_snapshot().await.unwrap();
+        file.write_all(&bytes).await.unwrap();
+        b.sm.install_snapshot(&snap.meta, file).await.unwrap();
+        assert_eq!(*b.shared.ownership(), table);
+        assert_eq!(b.sm.ownership, table);
+        assert_eq!(b.keys(), a.keys());
+        assert_eq!(snapshot::read_ownership(&b.db).unwrap(), table);
+        // And after a restart.
+        drop(b);
+        let b = open(&dir.path().join("b"));
+        assert_eq!(*b.shared.ownership(), table);
     }
 }

@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use common::wire::ObjectMeta;
+use common::ownership::{OwnershipError, OwnershipOp, OwnershipTable};
+use common::wire::{IngestBatch, IngestResult, ObjectMeta};
+use common::{CellId, HashRange};
 use serde::{Deserialize, Serialize};
 
 /// A replica as the cell's membership records it: where its API and Raft RPC live.
@@ -73,28 +75,68 @@ impl WriteOp {
     }
 }
 
-/// One Raft log entry: concurrent client writes batched by `proposer` so that
-/// one append (one fsync per replica) commits all of them. Applied in order.
+/// One Raft log entry. Client writes are batched by `proposer` (many ops, one
+/// append, one fsync per replica); the control plane's operations on ranges
+/// are entries of their own. Applied in log order, so an ownership change
+/// takes effect between two client batches, never inside one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Request {
-    pub ops: Vec<WriteOp>,
+pub enum Request {
+    /// Concurrent client writes, each checked against the ownership table when applied.
+    Ops(Vec<WriteOp>),
+    /// A change of the cell's ownership record (`POST /admin/ownership`).
+    Ownership(OwnershipOp),
+    /// Objects copied from another cell into incoming ranges (`POST /admin/ingest`).
+    Ingest(IngestBatch),
+    /// Deletes up to `limit` objects in `range` whose hash the cell `may_purge`.
+    Purge { range: HashRange, limit: u64 },
 }
 
-/// The outcome of applying one log entry: one result per op.
+/// The outcome of applying one log entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// A blank or membership entry: nothing for a client.
     None,
+    /// One result per op of a [`Request::Ops`].
     Ops(Vec<OpResult>),
+    /// The table after the op, or why it was refused (nothing changed).
+    Ownership(Result<OwnershipTable, OwnershipError>),
+    /// What the ingest stored, or the first key that was outside an incoming range
+    /// (then nothing was applied).
+    Ingest(Result<IngestResult, IngestRefused>),
+    Purge {
+        deleted: u64,
+        more: bool,
+    },
+}
+
+/// Why an ingest was refused as a whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestRefused {
+    pub bucket: String,
+    pub key: String,
+    pub hash: u64,
+    /// The cell's ownership epoch when it refused.
+    pub epoch: u64,
 }
 
 /// The outcome of one write operation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     Stored(ObjectMeta),
-    Deleted { version: u64 },
+    Deleted {
+        version: u64,
+    },
     NotFound,
-    PreconditionFailed { current_etag: Option<String> },
+    PreconditionFailed {
+        current_etag: Option<String>,
+    },
+    /// The key's range is being handed over (write-fenced or sealed): retry shortly.
+    RangeMoving,
+    /// The cell does not own the key's range: ask `owner` (if known) or refresh the map.
+    Moved {
+        owner: Option<CellId>,
+        epoch: u64,
+    },
 }
 
 pub type SnapshotData = crate::snapshot::SnapshotFile;
