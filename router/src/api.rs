@@ -3,8 +3,11 @@
 //! input limits and the mapping of cell answers to public responses; the
 //! forwarding itself is `proxy`'s.
 //!
-//! One request path: observe (metrics, span) → auth (401) → rate limit (429)
-//! → names (400) → scope (403) → size (413) → proxy → response.
+//! One request path: observe (metrics, span, epoch header) → auth (401) →
+//! rate limit (429) → names (400) → scope (403) → size (413) → proxy →
+//! response. Each request routes with one topology snapshot (the proxy may
+//! move it to a newer one when a cell answers `moved`); its epoch is sent
+//! back in `X-Cellkv-Epoch`.
 
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
@@ -26,8 +29,9 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
 use crate::breaker::BreakerState;
-use crate::error::{ApiError, ServedBy, HEADER_CELL, HEADER_VERSION};
+use crate::error::{ApiError, ServedBy, HEADER_CELL, HEADER_EPOCH, HEADER_VERSION};
 use crate::listing::{self, ListQuery};
+use crate::map_watch::{ControlStatus, MapWatcher};
 use crate::metrics::{RouterMetrics, CELL_ALL, CELL_NONE};
 use crate::proxy::Proxy;
 use crate::request::{CellRequest, CellResponse, Op};
@@ -38,8 +42,14 @@ pub struct App {
     pub auth: Authenticator,
     pub metrics: Arc<RouterMetrics>,
     pub max_object_bytes: u64,
-    pub epoch: u64,
+    /// The map watcher, with `[control]`.
+    pub watcher: Option<Arc<MapWatcher>>,
 }
+
+/// The epoch of the map that routed a response (a response extension read
+/// by `observe`); responses without one get the current epoch.
+#[derive(Clone, Copy, Debug)]
+struct RoutedEpoch(u64);
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
@@ -67,7 +77,13 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     let op = Op::of(req.method(), req.uri().path());
     let start = StdInstant::now();
     let span = tracing::info_span!("request", op = op.as_str(), cell = tracing::field::Empty);
-    let resp = next.run(req).instrument(span).await;
+    let mut resp = next.run(req).instrument(span).await;
+    let epoch = resp
+        .extensions()
+        .get::<RoutedEpoch>()
+        .map_or_else(|| app.proxy.epoch(), |e| e.0);
+    resp.headers_mut()
+        .insert(HEADER_EPOCH, HeaderValue::from(epoch));
     let cell = match resp.extensions().get::<ServedBy>() {
         Some(ServedBy::Cell(c)) => c.to_string(),
         Some(ServedBy::AllCells) => CELL_ALL.to_string(),
@@ -123,14 +139,23 @@ async fn object(
             return ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed").into_response()
         }
     };
-    match object_op(&app, op, method, &uri, &headers, path, body).await {
+    let mut epoch = None;
+    let mut resp = match object_op(&app, &mut epoch, op, method, &uri, &headers, path, body).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
+    };
+    if let Some(e) = epoch {
+        resp.extensions_mut().insert(RoutedEpoch(e));
     }
+    resp
 }
 
+/// Serves one object request; sets `epoch` to the epoch of the map that
+/// routed it (last), once it was routed.
+#[allow(clippy::too_many_arguments)]
 async fn object_op(
     app: &App,
+    epoch: &mut Option<u64>,
     op: Op,
     method: Method,
     uri: &Uri,
@@ -143,7 +168,9 @@ async fn object_op(
         path.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad path: {e}")))?;
     common::names::validate_bucket(&bucket)?;
     common::names::validate_key(&key)?;
-    let cell = app.proxy.cell_for(&bucket, &key);
+    let topo = app.proxy.topology();
+    *epoch = Some(topo.epoch());
+    let cell = topo.owner(&bucket, &key);
     tracing::Span::current().record("cell", cell.0);
     principal
         .authorize(&bucket, !op.is_read())
@@ -170,8 +197,12 @@ async fn object_op(
         headers: forwarded,
         body,
     };
-    let resp = app.proxy.forward(cell, &req).await?;
-    public_response(op, cell, resp)
+    let fwd = app.proxy.forward_key(topo, &bucket, &key, &req).await;
+    *epoch = Some(fwd.epoch);
+    if fwd.cell != cell {
+        tracing::Span::current().record("cell", fwd.cell.0);
+    }
+    public_response(op, fwd.cell, fwd.result?)
 }
 
 /// Reads a PUT body, refusing more than `max` bytes: early from
@@ -271,6 +302,7 @@ async fn list_objects(
     // Set once the request passed auth and validation and went to the cells:
     // only then does the response carry the cells' ids (header and metric label).
     let mut dispatched = false;
+    let topo = app.proxy.topology();
     let result = async {
         let principal = admit_client(&app, &headers)?;
         let Path(bucket) =
@@ -284,7 +316,7 @@ async fn list_objects(
             )
         })?;
         dispatched = true;
-        listing::list(app.proxy.clone(), &bucket, &q).await
+        listing::list(app.proxy.clone(), topo.clone(), &bucket, &q).await
     }
     .await;
     let mut resp = match result {
@@ -292,12 +324,13 @@ async fn list_objects(
         Err(e) => e.into_response(),
     };
     if dispatched {
-        let ids: Vec<String> = app.proxy.cells().map(|c| c.id.to_string()).collect();
+        let ids: Vec<String> = topo.listed_cells().map(|c| c.id.to_string()).collect();
         if let Ok(v) = HeaderValue::from_str(&ids.join(",")) {
             resp.headers_mut().insert(HEADER_CELL, v);
         }
         resp.extensions_mut().insert(ServedBy::AllCells);
     }
+    resp.extensions_mut().insert(RoutedEpoch(topo.epoch()));
     resp
 }
 
@@ -308,7 +341,11 @@ async fn healthz() -> Response {
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
+    /// Epoch of the cell map the router routes with now.
     epoch: u64,
+    /// The map watcher's view of the control cell; absent without `[control]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    control: Option<ControlStatus>,
     cells: Vec<CellReadiness>,
 }
 
@@ -324,25 +361,26 @@ struct CellReadiness {
     queued: usize,
 }
 
-/// 200 when at least one cell can serve: not isolated, breaker closed, and
-/// a health round has found its leader.
+/// 200 when at least one cell can serve: not isolated or empty, breaker
+/// closed, and a health round has found its leader.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let mut ready = false;
-    let cells: Vec<CellReadiness> = app
-        .proxy
+    let topo = app.proxy.topology();
+    let cells: Vec<CellReadiness> = topo
         .cells()
         .map(|c| {
             let breaker = c.breaker_state();
             let healthy = c.last_health();
-            ready |= c.state != CellState::Isolated
+            let state = c.state();
+            ready |= !matches!(state, CellState::Isolated | CellState::Empty)
                 && breaker == BreakerState::Closed
                 && healthy == Some(true);
             CellReadiness {
                 id: c.id,
-                state: c.state,
+                state,
                 breaker: breaker.as_str(),
                 healthy,
-                leader: c.leader_addr().map(String::from),
+                leader: c.leader_addr(),
                 in_flight: c.bulkhead.in_flight(),
                 queued: c.bulkhead.queued(),
             }
@@ -355,7 +393,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     };
     let body = Readiness {
         ready,
-        epoch: app.epoch,
+        epoch: topo.epoch(),
+        control: app.watcher.as_ref().map(|w| w.status()),
         cells,
     };
     (status, axum::Json(body)).into_response()

@@ -6,19 +6,23 @@
 //!
 //! ```text
 //!  attempt at leader (or any replica) ──▶ answer ─────────────────────────▶ done
+//!     │ 421 moved / 503 range_moving ───▶ done: the proxy re-routes (another cell)
 //!     │ 421 not_leader + hint ──────────▶ cache hint, retry at once (≤ 3 hops)
 //!     │ 503 no_leader / shutting_down ──▶ back off briefly, next replica
 //!     │ connect refused (nothing sent) ─▶ next replica; all refused: unavailable
 //!     │ sent, then the connection broke ▶ read: next replica │ write: outcome unknown
 //!     └ deadline passed mid-attempt ────▶ 504 timeout (a write's outcome is unknown)
 //! ```
+//!
+//! A map swap may change a cell's replicas and state in place (`update`);
+//! each request works on the replica list it started with.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{CellId, CellSpec, CellState, ErrorBody, ErrorCode, ReplicaSpec};
+use common::{CellId, CellSpec, CellState, ErrorBody, ErrorCode, NodeId, ReplicaSpec};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -80,11 +84,16 @@ pub struct CellClient {
     pub id: CellId,
     /// The `cell` metric label (the id as text).
     pub label: String,
-    pub state: CellState,
-    replicas: Vec<ReplicaSpec>,
-    /// Index of the replica believed to lead. A std RwLock: read by every
-    /// request, written only when the leader changes; never held across an await.
-    leader: RwLock<Option<usize>>,
+    /// Routing state from the cell map; a map swap may change it (`update`).
+    /// std RwLocks here and below: read by every request, written rarely,
+    /// never held across an await.
+    state: RwLock<CellState>,
+    /// The replicas, replaced whole by a map swap; a request keeps the
+    /// snapshot it started with.
+    replicas: RwLock<Arc<[ReplicaSpec]>>,
+    /// The node believed to lead. By node id, not index, so a changed
+    /// replica list never makes it name the wrong replica.
+    leader: RwLock<Option<NodeId>>,
     /// Rotates the first replica tried while no leader is known.
     rotate: AtomicUsize,
     /// A std mutex: every breaker call is a few comparisons, never awaits.
@@ -125,8 +134,8 @@ impl CellClient {
         CellClient {
             id: spec.id,
             label,
-            state: spec.state,
-            replicas: spec.replicas.clone(),
+            state: RwLock::new(spec.state),
+            replicas: RwLock::new(spec.replicas.clone().into()),
             leader: RwLock::new(None),
             rotate: AtomicUsize::new(0),
             breaker: Mutex::new(Breaker::new(&cfg.breaker, Instant::now())),
@@ -143,31 +152,73 @@ impl CellClient {
         }
     }
 
-    pub fn replicas(&self) -> &[ReplicaSpec] {
-        &self.replicas
+    /// The current replica list (a cheap snapshot).
+    pub fn replicas(&self) -> Arc<[ReplicaSpec]> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
-    /// The replica believed to lead, if any.
-    pub fn leader(&self) -> Option<usize> {
+    /// The cell's routing state in the current map.
+    pub fn state(&self) -> CellState {
+        *self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a newer map's spec of this cell: its state and replica list.
+    /// Breaker, bulkhead and (if its node is still listed) the cached leader
+    /// are kept. Returns whether anything changed.
+    pub fn update(&self, spec: &CellSpec) -> bool {
+        let mut changed = false;
+        {
+            let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+            if *st != spec.state {
+                tracing::info!(cell = %self.id, from = %*st, to = %spec.state, "cell state changed");
+                *st = spec.state;
+                changed = true;
+            }
+        }
+        let mut reps = self.replicas.write().unwrap_or_else(|e| e.into_inner());
+        if reps[..] != spec.replicas[..] {
+            tracing::info!(cell = %self.id, replicas = spec.replicas.len(), "cell replica list changed");
+            *reps = spec.replicas.clone().into();
+            let mut l = self.leader.write().unwrap_or_else(|e| e.into_inner());
+            if l.is_some_and(|n| !reps.iter().any(|r| r.node_id == n)) {
+                *l = None;
+            }
+            changed = true;
+        }
+        changed
+    }
+
+    /// The node believed to lead, if any.
+    pub fn leader(&self) -> Option<NodeId> {
         *self.leader.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn leader_addr(&self) -> Option<&str> {
-        self.leader().map(|i| self.replicas[i].api_addr.as_str())
+    /// The believed leader's index in `reps`, if it is listed there.
+    fn leader_index(&self, reps: &[ReplicaSpec]) -> Option<usize> {
+        let node = self.leader()?;
+        reps.iter().position(|r| r.node_id == node)
     }
 
-    pub fn set_leader(&self, idx: Option<usize>) {
+    pub fn leader_addr(&self) -> Option<String> {
+        let reps = self.replicas();
+        self.leader_index(&reps).map(|i| reps[i].api_addr.clone())
+    }
+
+    pub fn set_leader(&self, node: Option<NodeId>) {
         let mut l = self.leader.write().unwrap_or_else(|e| e.into_inner());
-        if *l != idx {
-            tracing::debug!(cell = %self.id, leader = ?idx.map(|i| &self.replicas[i].api_addr), "leader cache updated");
-            *l = idx;
+        if *l != node {
+            tracing::debug!(cell = %self.id, leader = ?node, "leader cache updated");
+            *l = node;
         }
     }
 
-    /// Forgets the cached leader if it is `idx` (it just failed us).
-    fn forget_leader(&self, idx: usize) {
+    /// Forgets the cached leader if it is `node` (it just failed us).
+    fn forget_leader(&self, node: NodeId) {
         let mut l = self.leader.write().unwrap_or_else(|e| e.into_inner());
-        if *l == Some(idx) {
+        if *l == Some(node) {
             *l = None;
         }
     }
@@ -210,7 +261,7 @@ impl CellClient {
     /// Whether this cell may take requests: not isolated, breaker allowing.
     /// No I/O, no waiting: this is the fast-fail path.
     pub fn admit(&self) -> Result<Admit, RouteError> {
-        if self.state == CellState::Isolated {
+        if self.state() == CellState::Isolated {
             return Err(RouteError::Isolated { cell: self.id });
         }
         self.with_breaker(|b, now| b.admit(now))
@@ -234,7 +285,7 @@ impl CellClient {
 
     /// Feeds one health round: `leader` is the replica that reported itself
     /// leader with a quorum (the cell is healthy iff there is one).
-    pub fn on_health(&self, leader: Option<usize>) {
+    pub fn on_health(&self, leader: Option<NodeId>) {
         let healthy = leader.is_some();
         if leader.is_some() {
             self.set_leader(leader);
@@ -258,8 +309,8 @@ impl CellClient {
             .inc();
     }
 
-    fn next_replica(&self, from: usize, refused: &[bool]) -> usize {
-        let n = self.replicas.len();
+    fn next_replica(from: usize, refused: &[bool]) -> usize {
+        let n = refused.len();
         (1..=n)
             .map(|d| (from + d) % n)
             .find(|&i| !refused[i])
@@ -269,13 +320,13 @@ impl CellClient {
     /// The replica a `not_leader` answer points at, if it is one of ours.
     /// Hints naming an address outside the cell map are ignored: the router's
     /// cell token is never sent to an address the operator did not list.
-    fn resolve_hint(&self, resp: &CellResponse) -> Option<usize> {
+    fn resolve_hint(reps: &[ReplicaSpec], resp: &CellResponse) -> Option<usize> {
         if let Some(addr) = resp
             .headers
             .get(HEADER_LEADER)
             .and_then(|v| v.to_str().ok())
         {
-            if let Some(i) = self.replicas.iter().position(|r| r.api_addr == addr) {
+            if let Some(i) = reps.iter().position(|r| r.api_addr == addr) {
                 return Some(i);
             }
         }
@@ -283,10 +334,9 @@ impl CellClient {
             .ok()?
             .error
             .leader?;
-        self.replicas
-            .iter()
+        reps.iter()
             .position(|r| r.api_addr == hint.api_addr)
-            .or_else(|| self.replicas.iter().position(|r| r.node_id == hint.node_id))
+            .or_else(|| reps.iter().position(|r| r.node_id == hint.node_id))
     }
 
     /// Carries `req` to the cell's leader before `deadline`.
@@ -294,17 +344,20 @@ impl CellClient {
     /// Retries only what is safe: reads always; writes only after an answer
     /// proving they were not executed (421, 503 `no_leader`/`shutting_down`/
     /// `cell_unavailable`) or a refused connection. A write whose attempt
-    /// timed out or broke after sending is never retried.
+    /// timed out or broke after sending is never retried. A leader's
+    /// `moved` or `range_moving` answer is returned as it is: the range is
+    /// not this cell's to serve now, which the proxy handles.
     pub async fn send(
         &self,
         http: &HttpClient,
         req: &CellRequest,
         deadline: Instant,
     ) -> Result<CellResponse, RouteError> {
-        let n = self.replicas.len();
+        let reps = self.replicas();
+        let n = reps.len();
         let read = req.op.is_read();
         let mut target = self
-            .leader()
+            .leader_index(&reps)
             .unwrap_or_else(|| self.rotate.fetch_add(1, Ordering::Relaxed) % n);
         let mut refused = vec![false; n];
         // Replicas that said "no leader": during an election a stale follower
@@ -347,22 +400,30 @@ impl CellClient {
                     }
                 });
             }
-            let replica = &self.replicas[target];
+            let replica = &reps[target];
             match self.attempt(http, replica, req, remaining).await {
                 Attempt::Answered(resp) => {
                     let status = resp.status;
+                    if matches!(
+                        resp.error_code(),
+                        Some(ErrorCode::Moved | ErrorCode::RangeMoving)
+                    ) {
+                        // Only a leader checks ownership: remember it.
+                        self.set_leader(Some(replica.node_id));
+                        return Ok(resp);
+                    }
                     if status == StatusCode::MISDIRECTED_REQUEST {
                         last = format!("node {} is not the leader", replica.node_id);
-                        let hint = self.resolve_hint(&resp).filter(|&i| i != target);
+                        let hint = Self::resolve_hint(&reps, &resp).filter(|&i| i != target);
                         if hint.is_some_and(|i| no_leader_from[i]) {
                             // A stale hint at a replica that just said it has no
                             // leader: an election is under way. Wait, try the next.
                             retry_reason = Some("no_leader");
-                            self.forget_leader(target);
+                            self.forget_leader(replica.node_id);
                             tokio::time::sleep(backoff.min(remaining)).await;
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                             backed_off = true;
-                            target = self.next_replica(target, &refused);
+                            target = Self::next_replica(target, &refused);
                             continue;
                         }
                         hops += 1;
@@ -372,20 +433,18 @@ impl CellClient {
                         retry_reason = Some("not_leader");
                         match hint {
                             Some(i) => {
-                                self.set_leader(Some(i));
+                                self.set_leader(Some(reps[i].node_id));
                                 target = i;
                             }
                             None => {
-                                self.forget_leader(target);
-                                target = self.next_replica(target, &refused);
+                                self.forget_leader(replica.node_id);
+                                target = Self::next_replica(target, &refused);
                             }
                         }
                         continue;
                     }
                     if status == StatusCode::SERVICE_UNAVAILABLE {
-                        let code = serde_json::from_slice::<ErrorBody>(&resp.body)
-                            .ok()
-                            .map(|b| b.error.code);
+                        let code = resp.error_code();
                         let not_executed = matches!(
                             code,
                             Some(
@@ -402,7 +461,7 @@ impl CellClient {
                             };
                             last = format!("node {} answered 503 {reason}", replica.node_id);
                             retry_reason = Some(reason);
-                            self.forget_leader(target);
+                            self.forget_leader(replica.node_id);
                             if code == Some(ErrorCode::NoLeader) {
                                 no_leader_from[target] = true;
                             }
@@ -416,7 +475,7 @@ impl CellClient {
                                 backoff = (backoff * 2).min(BACKOFF_MAX);
                                 backed_off = true;
                             }
-                            target = self.next_replica(target, &refused);
+                            target = Self::next_replica(target, &refused);
                             continue;
                         }
                     }
@@ -425,7 +484,7 @@ impl CellClient {
                         tracing::error!(cell = %self.id, node = %replica.node_id, "cell refused the router's cell_api_token; check that it matches the cells' api_token");
                     } else {
                         // Only a leader executes (or refuses) requests: remember it.
-                        self.set_leader(Some(target));
+                        self.set_leader(Some(replica.node_id));
                     }
                     return Ok(resp);
                 }
@@ -435,7 +494,7 @@ impl CellClient {
                         replica.node_id, replica.api_addr
                     );
                     refused[target] = true;
-                    self.forget_leader(target);
+                    self.forget_leader(replica.node_id);
                     if refused.iter().all(|&r| r) {
                         return Err(RouteError::Unavailable {
                             cell: self.id,
@@ -443,7 +502,7 @@ impl CellClient {
                         });
                     }
                     retry_reason = Some("connect_error");
-                    target = self.next_replica(target, &refused);
+                    target = Self::next_replica(target, &refused);
                 }
                 Attempt::Broken(e) => {
                     if !read {
@@ -451,9 +510,9 @@ impl CellClient {
                         return Err(RouteError::OutcomeUnknown { cell: self.id });
                     }
                     last = format!("exchange with node {} broke: {e}", replica.node_id);
-                    self.forget_leader(target);
+                    self.forget_leader(replica.node_id);
                     retry_reason = Some("transport_error");
-                    target = self.next_replica(target, &refused);
+                    target = Self::next_replica(target, &refused);
                 }
                 Attempt::TimedOut => {
                     return Err(RouteError::Timeout {

@@ -20,6 +20,9 @@ pub const MIN_TOKEN_LEN: usize = 16;
 /// Environment variable that overrides `cell_api_token`.
 pub const ENV_CELL_API_TOKEN: &str = "CELLKV_API_TOKEN";
 
+/// Environment variable that overrides `control.token`.
+pub const ENV_CONTROL_TOKEN: &str = "CELLKV_CONTROL_TOKEN";
+
 /// What a client token may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -97,6 +100,39 @@ impl Default for BreakerConfig {
     }
 }
 
+/// Where the router watches the cell map (`[control]`). Without this section
+/// the static `cell_map` is used for the router's whole life.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// `host:port` of the control cell replicas' cell API (any order; the
+    /// router follows `not_leader` hints among them).
+    pub endpoints: Vec<String>,
+    /// The control cell's `api_token`. Env: `CELLKV_CONTROL_TOKEN`.
+    pub token: String,
+    /// How often the map object is polled (a HEAD; a GET only when its etag changed).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Deadline of one request to one control cell replica.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Where every accepted map is saved (atomically); read at start-up, and
+    /// used when its epoch is newer than the static `cell_map`'s.
+    pub cache_file: Option<PathBuf>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            endpoints: Vec::new(),
+            token: String::new(),
+            poll_interval: Duration::from_millis(250),
+            request_timeout: Duration::from_millis(500),
+            cache_file: None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RouterConfig {
@@ -104,7 +140,9 @@ pub struct RouterConfig {
     pub listen: SocketAddr,
     /// Bearer token the router presents to every cell. Env: `CELLKV_API_TOKEN`.
     pub cell_api_token: String,
-    /// The cells and their replicas; keys are placed with `cell_map.ring()`.
+    /// The cells and their replicas; keys are placed with `cell_map.routing()`.
+    /// With `[control]` this is only the starting map (unless the cache file
+    /// holds a newer one): newer maps from the control cell replace it.
     pub cell_map: CellMap,
     /// Client tokens; at least one.
     pub tokens: Vec<TokenConfig>,
@@ -130,6 +168,8 @@ pub struct RouterConfig {
     /// Deadline for draining in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Watch the cell map in the control cell (optional).
+    pub control: Option<ControlConfig>,
 }
 
 impl Default for RouterConfig {
@@ -137,10 +177,7 @@ impl Default for RouterConfig {
         RouterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             cell_api_token: String::new(),
-            cell_map: CellMap {
-                epoch: 0,
-                cells: Vec::new(),
-            },
+            cell_map: CellMap::default(),
             tokens: Vec::new(),
             max_object_bytes: 4 << 20,
             cell_request_timeout: Duration::from_secs(5),
@@ -151,6 +188,7 @@ impl Default for RouterConfig {
             max_in_flight: 4096,
             breaker: BreakerConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            control: None,
         }
     }
 }
@@ -195,11 +233,19 @@ impl RouterConfig {
         Self::from_toml_str(&text, path)
     }
 
-    /// Fills the cell API token from `CELLKV_API_TOKEN` when it is set.
+    /// Fills the cell API token from `CELLKV_API_TOKEN` and the control
+    /// token from `CELLKV_CONTROL_TOKEN` when they are set.
     pub fn apply_env(&mut self) {
         if let Ok(v) = std::env::var(ENV_CELL_API_TOKEN) {
             if !v.is_empty() {
                 self.cell_api_token = v;
+            }
+        }
+        if let Some(control) = &mut self.control {
+            if let Ok(v) = std::env::var(ENV_CONTROL_TOKEN) {
+                if !v.is_empty() {
+                    control.token = v;
+                }
             }
         }
     }
@@ -213,6 +259,7 @@ impl RouterConfig {
         }
         self.cell_map.validate()?;
         self.cell_map.ring()?;
+        self.cell_map.routing()?;
         self.validate_tokens()?;
         if self.max_object_bytes == 0 {
             return Err(invalid("max_object_bytes must be > 0"));
@@ -260,6 +307,60 @@ impl RouterConfig {
         }
         if self.breaker.recovery_successes == 0 {
             return Err(invalid("breaker.recovery_successes must be >= 1"));
+        }
+        if let Some(c) = &self.control {
+            self.validate_control(c)?;
+        }
+        Ok(())
+    }
+
+    fn validate_control(&self, c: &ControlConfig) -> Result<(), ConfigError> {
+        if c.endpoints.is_empty() {
+            return Err(invalid(
+                "control.endpoints is empty: list the control cell replicas' API addresses, or remove [control]",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for e in &c.endpoints {
+            check_endpoint(e).map_err(|why| {
+                invalid(format!(
+                    "control.endpoints: {e:?} is not \"host:port\" ({why})"
+                ))
+            })?;
+            if !seen.insert(e.as_str()) {
+                return Err(invalid(format!("control.endpoints lists {e:?} twice")));
+            }
+        }
+        if c.token.len() < MIN_TOKEN_LEN {
+            return Err(invalid(format!(
+                "control.token must be at least {MIN_TOKEN_LEN} characters (set it in the file or {ENV_CONTROL_TOKEN})"
+            )));
+        }
+        if !c.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "control.token must be printable ASCII without spaces",
+            ));
+        }
+        if self.tokens.iter().any(|t| t.token == c.token) {
+            return Err(invalid(
+                "control.token must differ from every client token (clients must not reach the control cell)",
+            ));
+        }
+        for (name, d) in [
+            ("control.poll_interval", c.poll_interval),
+            ("control.request_timeout", c.request_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(invalid(format!("{name} must be > 0")));
+            }
+        }
+        if c.cache_file
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(invalid(
+                "control.cache_file must not be empty (or leave it out)",
+            ));
         }
         Ok(())
     }
@@ -320,6 +421,33 @@ impl RouterConfig {
     }
 }
 
+/// Accepts `ip:port`, `[ipv6]:port` or `hostname:port` with a non-zero port.
+fn check_endpoint(addr: &str) -> Result<(), &'static str> {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return if sa.port() == 0 {
+            Err("port 0 is not connectable")
+        } else {
+            Ok(())
+        };
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("missing \":port\"")?;
+    match port.parse::<u16>() {
+        Ok(0) | Err(_) => return Err("port must be a number in 1..=65535"),
+        Ok(_) => {}
+    }
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(label_ok) {
+        return Err("bad host name");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use common::{CellId, CellSpec, CellState, NodeId, ReplicaSpec};
@@ -348,9 +476,11 @@ mod tests {
                     replicas: vec![ReplicaSpec {
                         node_id: NodeId(1),
                         api_addr: "127.0.0.1:7001".into(),
+                        control_addr: None,
                     }],
                     state: CellState::Active,
                 }],
+                ..CellMap::default()
             },
             tokens: vec![token("app", "client-token-0123456789")],
             ..RouterConfig::default()
@@ -492,6 +622,75 @@ mod tests {
         assert!(err.to_string().contains("max_inflight"), "{err}");
         let bad_access = text.replace("read_write", "write");
         assert!(RouterConfig::from_toml_str(&bad_access, Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn control_section_defaults_and_validation() {
+        let text = r#"
+            cell_api_token = "router-to-cell-token"
+            [cell_map]
+            epoch = 1
+            [[cell_map.cells]]
+            id = 1
+            replicas = [{ node_id = 1, api_addr = "127.0.0.1:7001" }]
+            [[tokens]]
+            token = "client-token-0123456789"
+            name = "app"
+            [control]
+            endpoints = ["127.0.0.1:7801", "ctl-2.internal:7801"]
+            token = "control-cell-token-0123"
+        "#;
+        let c = RouterConfig::from_toml_str(text, Path::new("x.toml")).expect("parse");
+        c.validate().expect("valid");
+        let ctl = c.control.clone().expect("[control]");
+        assert_eq!(ctl.poll_interval, Duration::from_millis(250));
+        assert_eq!(ctl.request_timeout, Duration::from_millis(500));
+        assert_eq!(ctl.cache_file, None);
+        assert!(valid().control.is_none(), "no [control]: static map only");
+        let typo = format!("{text}\npoll_intervall = \"1s\"\n");
+        assert!(RouterConfig::from_toml_str(&typo, Path::new("x.toml")).is_err());
+
+        let with = |f: &dyn Fn(&mut ControlConfig)| {
+            let mut c = c.clone();
+            f(c.control.as_mut().unwrap());
+            c
+        };
+        must_fail(
+            &with(&|c| c.endpoints.clear()),
+            "control.endpoints is empty",
+        );
+        must_fail(
+            &with(&|c| c.endpoints = vec!["nohost".into()]),
+            "control.endpoints",
+        );
+        must_fail(
+            &with(&|c| c.endpoints = vec!["h:0".into()]),
+            "control.endpoints",
+        );
+        must_fail(
+            &with(&|c| c.endpoints = vec!["h:1".into(), "h:1".into()]),
+            "twice",
+        );
+        must_fail(&with(&|c| c.token = "short".into()), "control.token");
+        must_fail(
+            &with(&|c| c.token = "client-token-0123456789".into()),
+            "differ from every client token",
+        );
+        must_fail(
+            &with(&|c| c.poll_interval = Duration::ZERO),
+            "control.poll_interval",
+        );
+        must_fail(
+            &with(&|c| c.request_timeout = Duration::ZERO),
+            "control.request_timeout",
+        );
+        must_fail(
+            &with(&|c| c.cache_file = Some(PathBuf::new())),
+            "control.cache_file",
+        );
+        for good in ["[::1]:7801", "10.0.0.1:1", "a-b.c:65535"] {
+            assert_eq!(check_endpoint(good), Ok(()), "{good}");
+        }
     }
 
     /// The one test that reads `config/`: it keeps the shipped example

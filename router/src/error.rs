@@ -20,6 +20,14 @@ pub const HEADER_CELL: &str = "x-cellkv-cell";
 pub const HEADER_LEADER: &str = "x-cellkv-leader";
 /// The object version (the cell's Raft log index of the write).
 pub const HEADER_VERSION: &str = "x-cellkv-version";
+/// On every router response: the epoch of the cell map that routed it.
+pub const HEADER_EPOCH: &str = "x-cellkv-epoch";
+/// On a cell's error answer: its error code (read when there is no JSON
+/// body, as in answers to HEAD).
+pub const HEADER_ERROR_CODE: &str = "x-cellkv-error-code";
+/// On a cell's `moved` answer: the new owner's cell id, when known (read
+/// when there is no JSON body).
+pub const HEADER_MOVED_OWNER: &str = "x-cellkv-moved-owner";
 
 /// Why a request could not be carried to a cell and back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +55,13 @@ pub enum RouteError {
     CellAuth { cell: CellId },
     #[error("cell {cell} sent an unusable response: {reason}")]
     BadResponse { cell: CellId, reason: String },
+    /// The key's range was being handed between cells for the whole
+    /// deadline; nothing was executed.
+    #[error("the key's range is moving between cells (last asked: cell {cell}); retry shortly")]
+    RangeMoving { cell: CellId },
+    /// `moved` answers did not lead to an owner in time; nothing was executed.
+    #[error("cell {cell} no longer owns the key's range and no owner was found: {reason}")]
+    Moved { cell: CellId, reason: String },
 }
 
 impl RouteError {
@@ -62,7 +77,9 @@ impl RouteError {
             | RouteError::Timeout { cell, .. }
             | RouteError::OutcomeUnknown { cell }
             | RouteError::CellAuth { cell }
-            | RouteError::BadResponse { cell, .. } => *cell,
+            | RouteError::BadResponse { cell, .. }
+            | RouteError::RangeMoving { cell }
+            | RouteError::Moved { cell, .. } => *cell,
         }
     }
 
@@ -171,7 +188,9 @@ impl ApiError {
             | ErrorCode::NotLeader
             | ErrorCode::NoLeader
             | ErrorCode::ShuttingDown
-            | ErrorCode::AlreadyInitialized => ApiError::new(
+            | ErrorCode::AlreadyInitialized
+            | ErrorCode::Moved
+            | ErrorCode::RangeMoving => ApiError::new(
                 ErrorCode::CellUnavailable,
                 format!("cell {cell} is unavailable: {message}"),
             ),
@@ -205,6 +224,7 @@ impl From<RouteError> for ApiError {
         let mut api = match &e {
             RouteError::Timeout { .. } => ApiError::new(ErrorCode::Timeout, e.to_string()),
             RouteError::BadResponse { .. } => ApiError::new(ErrorCode::Internal, e.to_string()),
+            RouteError::RangeMoving { .. } => ApiError::new(ErrorCode::RangeMoving, e.to_string()),
             RouteError::OutcomeUnknown { .. } => {
                 // Not 503: a client must not read this as "retry, nothing happened".
                 let mut api = ApiError::new(ErrorCode::CellUnavailable, e.to_string());
@@ -313,6 +333,7 @@ mod tests {
                     node_id: NodeId(2),
                     api_addr: "10.0.0.2:7000".into(),
                 }),
+                moved: None,
             },
         })
         .unwrap()
@@ -404,6 +425,21 @@ mod tests {
                 500,
                 ErrorCode::Internal,
                 None,
+            ),
+            (
+                RouteError::RangeMoving { cell: c },
+                503,
+                ErrorCode::RangeMoving,
+                Some(1),
+            ),
+            (
+                RouteError::Moved {
+                    cell: c,
+                    reason: "x".into(),
+                },
+                503,
+                ErrorCode::CellUnavailable,
+                Some(1),
             ),
         ];
         for (route, status, code, retry) in cases {

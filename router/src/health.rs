@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::NodeId;
 use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -53,13 +54,14 @@ pub async fn probe(http: &HttpClient, api_addr: &str, timeout: Duration) -> Opti
     tokio::time::timeout(timeout, exchange).await.ok().flatten()
 }
 
-/// One round over every replica of `cell`, in parallel: the index of a
-/// serving leader, if any. Cancellation-safe: dropping it aborts the probes.
-pub async fn check(http: &HttpClient, cell: &CellClient, timeout: Duration) -> Option<usize> {
+/// One round over every replica of `cell` (its list as of now), in
+/// parallel: the node id of a serving leader, if any. Cancellation-safe:
+/// dropping it aborts the probes.
+pub async fn check(http: &HttpClient, cell: &CellClient, timeout: Duration) -> Option<NodeId> {
     let mut set = JoinSet::new();
-    for (i, r) in cell.replicas().iter().enumerate() {
-        let (http, addr) = (http.clone(), r.api_addr.clone());
-        set.spawn(async move { (i, probe(&http, &addr, timeout).await) });
+    for r in cell.replicas().iter() {
+        let (http, addr, node) = (http.clone(), r.api_addr.clone(), r.node_id);
+        set.spawn(async move { (node, probe(&http, &addr, timeout).await) });
     }
     let mut leader = None;
     while let Some(res) = set.join_next().await {
@@ -72,8 +74,9 @@ pub async fn check(http: &HttpClient, cell: &CellClient, timeout: Duration) -> O
     leader
 }
 
-/// Polls `cell` until `stop` turns true. The first round runs at once, so a
-/// dead cell is known within `health_timeout` of start-up.
+/// Polls `cell` until `stop` turns true (or the task is aborted: a map swap
+/// removed the cell). The first round runs at once, so a dead cell is known
+/// within `health_timeout` of start-up (or of its arrival in the map).
 pub async fn run_checker(
     cell: Arc<CellClient>,
     http: HttpClient,

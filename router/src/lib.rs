@@ -1,12 +1,14 @@
 //! The cellkv router: a stateless HTTP front end that authenticates clients,
-//! places each (bucket, key) on the consistent-hash ring of the cell map and
-//! forwards the request to that cell's Raft leader. Every cell sits behind its
-//! own breaker and bulkhead, so a failed or slow cell never hurts the others.
+//! places each (bucket, key) by the cell map's routing table and forwards the
+//! request to that cell's Raft leader. Every cell sits behind its own breaker
+//! and bulkhead, so a failed or slow cell never hurts the others. With
+//! `[control]` the map is watched in the control cell and swapped at run time.
 //!
 //! ```text
-//!  client ─▶ api (auth, limits) ─▶ proxy (ring → cell) ─▶ breaker ─▶ bulkhead ─▶ cell_client ─▶ cell leader
-//!                    │                                        ▲
-//!                    └ listing: every cell in parallel        └ health: polls every replica's /health
+//!  client ─▶ api (auth, limits) ─▶ proxy (topology → cell) ─▶ breaker ─▶ bulkhead ─▶ cell_client ─▶ cell leader
+//!                    │                  ▲   ▲ moved / range_moving: re-route     ▲
+//!                    │    map_watch ────┘   └ refresh                            └ health: polls every replica's /health
+//!                    └ listing: every cell in parallel
 //! ```
 
 pub mod api;
@@ -18,10 +20,12 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod listing;
+pub mod map_watch;
 pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
 pub mod request;
+pub mod topology;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -41,6 +45,8 @@ pub enum RouterError {
     Config(#[from] config::ConfigError),
     #[error("build the ring: {0}")]
     Ring(#[from] common::RingError),
+    #[error("build the routing table: {0}")]
+    CellMap(#[from] common::CellMapError),
     #[error("register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error("serve the public API: {0}")]
@@ -49,8 +55,10 @@ pub enum RouterError {
 
 /// Runs the router on `listener` until `shutdown` completes.
 ///
-/// Shutdown order: stop accepting → drain in-flight requests (up to
-/// `shutdown_grace`, then abort them) → stop the health checkers.
+/// Starts from the static `cell_map`, or from the `[control]` cache file when
+/// that holds a newer map. Shutdown order: stop accepting → drain in-flight
+/// requests (up to `shutdown_grace`, then abort them) → stop the map watcher
+/// and the health checkers.
 pub async fn run(
     cfg: RouterConfig,
     listener: TcpListener,
@@ -58,31 +66,35 @@ pub async fn run(
 ) -> Result<(), RouterError> {
     cfg.validate()?;
     let metrics = Arc::new(metrics::RouterMetrics::new(prometheus::Registry::new())?);
-    let proxy = Arc::new(proxy::Proxy::new(&cfg, metrics.clone())?);
+    let map = map_watch::initial_map(&cfg.cell_map, cfg.control.as_ref());
+    let proxy = Arc::new(proxy::Proxy::new(&cfg, map, metrics.clone())?);
+    let watcher = cfg
+        .control
+        .clone()
+        .map(|c| map_watch::MapWatcher::new(c, proxy.clone(), metrics.clone()));
+    if let Some(w) = &watcher {
+        proxy.set_refresher(w.handle());
+    }
     let app = Arc::new(api::App {
         proxy: proxy.clone(),
         auth: auth::Authenticator::new(&cfg.tokens, tokio::time::Instant::now()),
         metrics: metrics.clone(),
         max_object_bytes: cfg.max_object_bytes,
-        epoch: cfg.cell_map.epoch,
+        watcher: watcher.clone(),
     });
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut checkers = JoinSet::new();
-    for cell in proxy.cells() {
-        checkers.spawn(health::run_checker(
-            cell.clone(),
-            proxy.http.clone(),
-            metrics.clone(),
-            cfg.breaker.health_interval,
-            cfg.breaker.health_timeout,
-            stop_rx.clone(),
-        ));
+    proxy.start_health_checks(stop_rx.clone());
+    let mut background = JoinSet::new();
+    if let Some(w) = watcher {
+        background.spawn(w.run(stop_rx.clone()));
     }
+    let topo = proxy.topology();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        epoch = cfg.cell_map.epoch,
-        cells = cfg.cell_map.cells.len(),
+        epoch = topo.epoch(),
+        cells = topo.cells().count(),
+        watching = cfg.control.is_some(),
         "router started"
     );
 
@@ -126,8 +138,9 @@ pub async fn run(
             Err(RouterError::Serve(e))
         }
     };
-    // The checkers watch `stop` too; abort covers one stuck in a probe.
-    checkers.shutdown().await;
+    // The watcher and checkers watch `stop` too; abort covers one stuck in I/O.
+    background.shutdown().await;
+    proxy.stop_health_checks().await;
     tracing::info!("router stopped");
     result
 }

@@ -3,6 +3,8 @@
 //! and merges them. The merge is exact for the cells that answered (the first
 //! `limit` keys overall are among each cell's first `limit`), but the pages
 //! are read at different moments: a listing is not a snapshot across cells.
+//! During a range hand-over two cells may list the same key for an instant;
+//! the merge keeps one entry per key.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use tokio::task::JoinSet;
 use crate::error::ApiError;
 use crate::proxy::Proxy;
 use crate::request::{percent_encode, CellRequest, Op};
+use crate::topology::Topology;
 
 /// Most keys in one page (the cells' own maximum).
 pub const MAX_LIST_LIMIT: usize = 1000;
@@ -129,8 +132,8 @@ enum CellPage {
     Refused(ApiError),
 }
 
-async fn ask(proxy: &Proxy, id: CellId, req: &CellRequest) -> CellPage {
-    match proxy.forward(id, req).await {
+async fn ask(proxy: &Proxy, topo: &Topology, id: CellId, req: &CellRequest) -> CellPage {
+    match proxy.forward(topo, id, req).await {
         Ok(resp) if resp.status == StatusCode::OK => {
             match serde_json::from_slice::<ListPage>(&resp.body) {
                 Ok(page) => CellPage::Page(page),
@@ -145,10 +148,12 @@ async fn ask(proxy: &Proxy, id: CellId, req: &CellRequest) -> CellPage {
     }
 }
 
-/// Lists `bucket` across every cell of `proxy`. Fails with 503
-/// `cell_unavailable` naming the missing cells unless `allow_partial`.
+/// Lists `bucket` across every cell of `topo` that may hold keys (all but
+/// `empty` ones). Fails with 503 `cell_unavailable` naming the missing
+/// cells unless `allow_partial`.
 pub async fn list(
     proxy: Arc<Proxy>,
+    topo: Arc<Topology>,
     bucket: &str,
     q: &ListQuery,
 ) -> Result<RouterListPage, ApiError> {
@@ -162,9 +167,9 @@ pub async fn list(
     });
     // Dropping the set (client gone) aborts the outstanding cell requests.
     let mut set = JoinSet::new();
-    for cell in proxy.cells() {
-        let (proxy, req, id) = (proxy.clone(), req.clone(), cell.id);
-        set.spawn(async move { (id, ask(&proxy, id, &req).await) });
+    for cell in topo.listed_cells() {
+        let (proxy, topo, req, id) = (proxy.clone(), topo.clone(), req.clone(), cell.id);
+        set.spawn(async move { (id, ask(&proxy, &topo, id, &req).await) });
     }
     let mut pages = Vec::new();
     let mut missing: Vec<(CellId, String)> = Vec::new();
@@ -273,6 +278,30 @@ mod tests {
             m.objects[1].last_modified_ms, 5,
             "the newest copy of a duplicated key wins"
         );
+    }
+
+    #[test]
+    fn a_key_listed_by_two_cells_appears_once() {
+        // During a hand-over the old and the new owner both list "m".
+        let p1 = page(&["a", "m", "z"], None);
+        let p2 = page(&["m", "n"], None);
+        let m = merge(vec![p1, p2], 10, vec![]);
+        assert_eq!(keys(&m), ["a", "m", "n", "z"]);
+        // The duplicate does not use up the page: the limit counts distinct keys.
+        let m = merge(
+            vec![page(&["a", "m"], Some("m")), page(&["m", "n"], Some("n"))],
+            2,
+            vec![],
+        );
+        assert_eq!(keys(&m), ["a", "m"]);
+        assert_eq!(m.next_start_after.as_deref(), Some("m"));
+        let m = merge(
+            vec![page(&["m", "n"], None), page(&["m", "n"], None)],
+            3,
+            vec![],
+        );
+        assert_eq!(keys(&m), ["m", "n"]);
+        assert_eq!(m.next_start_after, None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! bounded: cell ids come from the cell map, ops and reasons from enums.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
 /// Latencies from 250 µs (a fast-failed request) to 10 s (past every
@@ -29,6 +29,10 @@ pub struct RouterMetrics {
     pub retries_total: IntCounterVec,
     pub fast_fail_total: IntCounterVec,
     pub health_checks_total: IntCounterVec,
+    pub moved_total: IntCounterVec,
+    pub map_epoch: IntGauge,
+    pub map_refresh_errors_total: IntCounterVec,
+    pub map_poll_age_seconds: Gauge,
 }
 
 impl RouterMetrics {
@@ -128,6 +132,41 @@ impl RouterMetrics {
                         "Health check rounds per cell by outcome",
                     ),
                     &["cell", "outcome"],
+                )?,
+            )?,
+            moved_total: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cellkv_router_moved_total",
+                        "Requests a cell answered `moved` (the range has another owner), by that cell",
+                    ),
+                    &["cell"],
+                )?,
+            )?,
+            map_epoch: reg(
+                r,
+                IntGauge::new(
+                    "cellkv_router_map_epoch",
+                    "Epoch of the cell map the router routes with",
+                )?,
+            )?,
+            map_refresh_errors_total: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cellkv_router_map_refresh_errors_total",
+                        "Failed polls of the cell map in the control cell, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            map_poll_age_seconds: reg(
+                r,
+                Gauge::new(
+                    "cellkv_router_map_poll_age_seconds",
+                    "Seconds since the last successful poll of the control cell (0 right after one); \
+                     grows while the control cell is unreachable and the router serves its last map",
                 )?,
             )?,
             registry: registry.clone(),

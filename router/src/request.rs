@@ -3,8 +3,10 @@
 //! `Op`, the bounded operation label of every request and metric.
 
 use bytes::Bytes;
-use common::NodeId;
+use common::{CellId, ErrorBody, ErrorCode, ErrorDetail, MovedHint, NodeId};
 use http::{HeaderMap, Method, StatusCode};
+
+use crate::error::{HEADER_ERROR_CODE, HEADER_MOVED_OWNER};
 
 /// Public API operations (metric `op` label; decides what may be retried).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -89,6 +91,48 @@ pub struct CellResponse {
     pub node: NodeId,
 }
 
+impl CellResponse {
+    /// The cell's JSON error detail, if the body is one (HEAD answers have no body).
+    pub fn error_detail(&self) -> Option<ErrorDetail> {
+        if !(self.status.is_client_error() || self.status.is_server_error()) {
+            return None;
+        }
+        serde_json::from_slice::<ErrorBody>(&self.body)
+            .ok()
+            .map(|b| b.error)
+    }
+
+    /// The error code of an error answer: from the JSON body, else from the
+    /// `X-Cellkv-Error-Code` header (the only place a HEAD answer can carry it).
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        if !(self.status.is_client_error() || self.status.is_server_error()) {
+            return None;
+        }
+        if let Some(d) = self.error_detail() {
+            return Some(d.code);
+        }
+        let v = self.headers.get(HEADER_ERROR_CODE)?.to_str().ok()?;
+        serde_json::from_value(serde_json::Value::String(v.to_string())).ok()
+    }
+
+    /// Where a `moved` answer says the range went: from the JSON body, else
+    /// from the `X-Cellkv-Moved-Owner` header (HEAD answers; epoch unknown: 0).
+    pub fn moved_hint(&self) -> Option<MovedHint> {
+        if let Some(d) = self.error_detail() {
+            return d.moved;
+        }
+        let owner = self
+            .headers
+            .get(HEADER_MOVED_OWNER)?
+            .to_str()
+            .ok()?
+            .parse()
+            .ok()
+            .map(CellId);
+        Some(MovedHint { owner, epoch: 0 })
+    }
+}
+
 /// Percent-encodes `s` for a URL path segment or query value: everything but
 /// RFC 3986 unreserved characters is escaped (and `/` too when `keep_slash` is false).
 pub fn percent_encode(s: &str, keep_slash: bool) -> String {
@@ -134,6 +178,56 @@ mod tests {
         }
         assert!(Op::Get.is_read() && Op::Head.is_read() && Op::List.is_read());
         assert!(!Op::Put.is_read() && !Op::Delete.is_read());
+    }
+
+    fn resp(status: u16, headers: &[(&str, &str)], body: &str) -> CellResponse {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        CellResponse {
+            status: StatusCode::from_u16(status).unwrap(),
+            headers: h,
+            body: Bytes::from(body.to_string()),
+            node: NodeId(1),
+        }
+    }
+
+    #[test]
+    fn error_code_from_body_or_header() {
+        let moved = r#"{"error":{"code":"moved","message":"m","cell":1,"leader":null,"moved":{"owner":3,"epoch":9}}}"#;
+        let r = resp(421, &[], moved);
+        assert_eq!(r.error_code(), Some(ErrorCode::Moved));
+        let hint = r.error_detail().unwrap().moved.unwrap();
+        assert_eq!((hint.owner, hint.epoch), (Some(common::CellId(3)), 9));
+        let nl = r#"{"error":{"code":"not_leader","message":"m","cell":1,"leader":null}}"#;
+        assert_eq!(resp(421, &[], nl).error_code(), Some(ErrorCode::NotLeader));
+        // HEAD: no body, the headers name the code and the owner.
+        let r = resp(503, &[("x-cellkv-error-code", "range_moving")], "");
+        assert_eq!(r.error_code(), Some(ErrorCode::RangeMoving));
+        let r = resp(
+            421,
+            &[
+                ("x-cellkv-error-code", "moved"),
+                ("x-cellkv-moved-owner", "4"),
+            ],
+            "",
+        );
+        assert_eq!(r.error_code(), Some(ErrorCode::Moved));
+        assert_eq!(
+            r.moved_hint().and_then(|h| h.owner),
+            Some(common::CellId(4))
+        );
+        assert_eq!(resp(421, &[], "").error_code(), None);
+        assert_eq!(
+            resp(421, &[("x-cellkv-error-code", "bogus")], "").error_code(),
+            None
+        );
+        // Success answers have no error code, whatever their body.
+        assert_eq!(resp(200, &[], moved).error_code(), None);
     }
 
     #[test]

@@ -765,10 +765,12 @@ async fn outcome_unknown_when_the_connection_breaks_after_a_write_was_sent() {
             common::ReplicaSpec {
                 node_id: NodeId(1),
                 api_addr: addr.to_string(),
+                control_addr: None,
             },
             common::ReplicaSpec {
                 node_id: NodeId(2),
                 api_addr: addr.to_string().replace("127.0.0.1", "localhost"),
+                control_addr: None,
             },
         ],
         state: CellState::Active,

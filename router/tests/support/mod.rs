@@ -19,14 +19,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use common::wire::{ListEntry, ListPage};
 use common::{
-    CellId, CellMap, CellSpec, CellState, ErrorBody, ErrorCode, ErrorDetail, LeaderHint, NodeId,
-    ReplicaSpec,
+    CellId, CellMap, CellSpec, CellState, ErrorBody, ErrorCode, ErrorDetail, LeaderHint, MovedHint,
+    NodeId, ReplicaSpec,
 };
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use router::config::{Access, TokenConfig};
+use router::config::{Access, ControlConfig, TokenConfig};
 use router::RouterConfig;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -73,6 +73,19 @@ pub enum WriteMode {
     Hang(Duration),
 }
 
+/// How a leader refuses object requests (not listings) for ownership reasons.
+#[derive(Clone, Copy, Debug)]
+pub enum Refusal {
+    Serve,
+    /// 421 `moved` naming `owner` (or nobody), as of `epoch`.
+    Moved {
+        owner: Option<CellId>,
+        epoch: u64,
+    },
+    /// 503 `range_moving` this many more times, then serve.
+    RangeMoving(usize),
+}
+
 pub struct ReplicaState {
     pub cell: CellId,
     pub node: NodeId,
@@ -82,6 +95,9 @@ pub struct ReplicaState {
     pub health_leader: AtomicBool,
     pub write_mode: Mutex<WriteMode>,
     pub read_delay: Mutex<Duration>,
+    pub refusal: Mutex<Refusal>,
+    /// Object requests refused with `moved` or `range_moving`.
+    pub refused: AtomicUsize,
     /// Authorized requests on `/v1` (any method), writes, reads.
     pub data_requests: AtomicUsize,
     pub writes: AtomicUsize,
@@ -118,6 +134,8 @@ impl FakeReplica {
             health_leader: AtomicBool::new(leader),
             write_mode: Mutex::new(WriteMode::Normal),
             read_delay: Mutex::new(Duration::ZERO),
+            refusal: Mutex::new(Refusal::Serve),
+            refused: AtomicUsize::new(0),
             data_requests: AtomicUsize::new(0),
             writes: AtomicUsize::new(0),
             reads: AtomicUsize::new(0),
@@ -164,6 +182,7 @@ impl FakeReplica {
         ReplicaSpec {
             node_id: self.state.node,
             api_addr: self.api_addr(),
+            control_addr: None,
         }
     }
 }
@@ -213,6 +232,50 @@ impl FakeCell {
         self.store.objects.lock().unwrap().keys().cloned().collect()
     }
 
+    /// Stores `value` under `(bucket, key)` directly (no router involved).
+    pub fn put_raw(&self, bucket: &str, key: &str, value: &[u8]) {
+        let version = self.store.next_version.fetch_add(1, Ordering::SeqCst) as u64 + 1;
+        self.store.objects.lock().unwrap().insert(
+            (bucket.to_string(), key.to_string()),
+            Obj {
+                value: Bytes::copy_from_slice(value),
+                etag: format!("{}-{version}", self.id),
+                version,
+                content_type: Some("application/json".into()),
+            },
+        );
+    }
+
+    /// As a control cell: stores `map` where routers poll it.
+    pub fn set_map(&self, map: &CellMap) {
+        self.put_raw(
+            "cellkv-control",
+            "cell-map",
+            &serde_json::to_vec(map).expect("encode the map"),
+        );
+    }
+
+    /// Makes every replica refuse object requests as `r`.
+    pub fn refuse(&self, r: Refusal) {
+        for rep in &self.replicas {
+            *rep.state.refusal.lock().unwrap() = r;
+        }
+    }
+
+    pub fn refused(&self) -> usize {
+        self.replicas
+            .iter()
+            .map(|r| r.state.refused.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    pub fn writes(&self) -> usize {
+        self.replicas
+            .iter()
+            .map(|r| r.state.writes.load(Ordering::SeqCst))
+            .sum()
+    }
+
     pub fn data_requests(&self) -> usize {
         self.replicas
             .iter()
@@ -232,6 +295,7 @@ pub async fn dead_cell_spec(id: u32) -> CellSpec {
         replicas: vec![ReplicaSpec {
             node_id: NodeId(1),
             api_addr: addr.to_string(),
+            control_addr: None,
         }],
         state: CellState::Active,
     }
@@ -252,6 +316,16 @@ fn fake_cell_router(state: Arc<ReplicaState>) -> Router {
 }
 
 fn error(s: &ReplicaState, code: ErrorCode, message: &str, leader: Option<LeaderHint>) -> Response {
+    error_with(s, code, message, leader, None)
+}
+
+fn error_with(
+    s: &ReplicaState,
+    code: ErrorCode,
+    message: &str,
+    leader: Option<LeaderHint>,
+    moved: Option<MovedHint>,
+) -> Response {
     let status = StatusCode::from_u16(code.http_status()).unwrap();
     let mut resp = (
         status,
@@ -261,10 +335,20 @@ fn error(s: &ReplicaState, code: ErrorCode, message: &str, leader: Option<Leader
                 message: message.into(),
                 cell: Some(s.cell),
                 leader: leader.clone(),
+                moved: moved.clone(),
             },
         }),
     )
         .into_response();
+    // HEAD answers lose their body: the code (and a moved owner) travel in headers too.
+    resp.headers_mut().insert(
+        "x-cellkv-error-code",
+        HeaderValue::from_static(code.as_str()),
+    );
+    if let Some(owner) = moved.and_then(|m| m.owner) {
+        resp.headers_mut()
+            .insert("x-cellkv-moved-owner", HeaderValue::from(owner.0));
+    }
     if let Some(l) = leader {
         resp.headers_mut().insert(
             "x-cellkv-leader",
@@ -274,6 +358,39 @@ fn error(s: &ReplicaState, code: ErrorCode, message: &str, leader: Option<Leader
     resp.headers_mut()
         .insert("x-cellkv-cell", HeaderValue::from(s.cell.0));
     resp
+}
+
+/// `gate` plus the ownership check of object requests.
+fn object_gate(s: &ReplicaState, headers: &HeaderMap) -> Option<Response> {
+    if let Some(r) = gate(s, headers) {
+        return Some(r);
+    }
+    let mut refusal = s.refusal.lock().unwrap();
+    let current = *refusal;
+    match current {
+        Refusal::Serve => None,
+        Refusal::Moved { owner, epoch } => {
+            s.refused.fetch_add(1, Ordering::SeqCst);
+            Some(error_with(
+                s,
+                ErrorCode::Moved,
+                "the key's range has moved",
+                None,
+                Some(MovedHint { owner, epoch }),
+            ))
+        }
+        Refusal::RangeMoving(0) => None,
+        Refusal::RangeMoving(n) => {
+            *refusal = Refusal::RangeMoving(n - 1);
+            s.refused.fetch_add(1, Ordering::SeqCst);
+            Some(error(
+                s,
+                ErrorCode::RangeMoving,
+                "the key's range is moving",
+                None,
+            ))
+        }
+    }
 }
 
 /// Auth and leadership checks shared by every data handler: the refusal, if any.
@@ -336,7 +453,7 @@ async fn read(
     headers: HeaderMap,
     body: bool,
 ) -> Response {
-    if let Some(r) = gate(&s, &headers) {
+    if let Some(r) = object_gate(&s, &headers) {
         return r;
     }
     s.reads.fetch_add(1, Ordering::SeqCst);
@@ -387,7 +504,7 @@ async fn put_object(
     headers: HeaderMap,
     value: Bytes,
 ) -> Response {
-    if let Some(r) = gate(&s, &headers) {
+    if let Some(r) = object_gate(&s, &headers) {
         return r;
     }
     s.writes.fetch_add(1, Ordering::SeqCst);
@@ -455,7 +572,7 @@ async fn delete_object(
     Path((bucket, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = gate(&s, &headers) {
+    if let Some(r) = object_gate(&s, &headers) {
         return r;
     }
     s.writes.fetch_add(1, Ordering::SeqCst);
@@ -543,7 +660,11 @@ async fn health(State(s): State<Arc<ReplicaState>>) -> Response {
 pub fn config(cells: Vec<CellSpec>) -> RouterConfig {
     let mut cfg = RouterConfig {
         cell_api_token: CELL_TOKEN.into(),
-        cell_map: CellMap { epoch: 1, cells },
+        cell_map: CellMap {
+            epoch: 1,
+            cells,
+            ..CellMap::default()
+        },
         tokens: vec![
             TokenConfig {
                 token: CLIENT_TOKEN.into(),
@@ -571,6 +692,28 @@ pub fn config(cells: Vec<CellSpec>) -> RouterConfig {
     cfg.breaker.health_timeout = Duration::from_millis(100);
     cfg.breaker.open_duration = Duration::from_millis(500);
     cfg
+}
+
+/// `cfg` watching the map in `control` (a fake cell: `CELL_TOKEN` is its token).
+pub fn with_control(mut cfg: RouterConfig, control: &FakeCell, poll: Duration) -> RouterConfig {
+    cfg.control = Some(ControlConfig {
+        endpoints: control.replicas.iter().map(FakeReplica::api_addr).collect(),
+        token: CELL_TOKEN.into(),
+        poll_interval: poll,
+        request_timeout: Duration::from_millis(300),
+        cache_file: None,
+    });
+    cfg
+}
+
+/// The first `n` keys `key-{i}` `map` routes to `cell`.
+pub fn keys_routed(map: &CellMap, bucket: &str, cell: u32, n: usize) -> Vec<String> {
+    let t = map.routing().expect("routing table");
+    (0..)
+        .map(|i| format!("key-{i}"))
+        .filter(|k| t.cell_for(bucket, k) == CellId(cell))
+        .take(n)
+        .collect()
 }
 
 /// A router running in this process on an ephemeral port.
@@ -645,6 +788,18 @@ impl TestRouter {
             "/readyz",
         )
         .await;
+    }
+
+    /// Waits until `/readyz` reports map epoch `epoch`; returns how long it took.
+    pub async fn must_wait_epoch(&self, epoch: u64) -> Duration {
+        let start = tokio::time::Instant::now();
+        self.must_wait_for(
+            &format!("map epoch {epoch}"),
+            |_, v| v["epoch"] == epoch,
+            "/readyz",
+        )
+        .await;
+        start.elapsed()
     }
 
     pub async fn must_metrics(&self) -> String {
