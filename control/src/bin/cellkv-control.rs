@@ -1,0 +1,71 @@
+//! `cellkv-control`: parses flags, loads the config file, applies the
+//! environment and flag overrides, validates, binds the admin listener and
+//! hands over to `control::server::run` until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use control::ControlConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cellkv-control",
+    version,
+    about = "The cellkv control server: cell map store, migration jobs, admin API"
+)]
+struct Cli {
+    /// TOML config file (see config/control.example.toml).
+    #[arg(long, env = "CELLKV_CONTROL_CONFIG")]
+    config: PathBuf,
+    /// Admin API listen address (overrides `admin_listen`; port 0 picks one).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Initial map file (overrides `initial_map`).
+    #[arg(long)]
+    initial_map: Option<PathBuf>,
+}
+
+fn load(cli: &Cli) -> anyhow::Result<ControlConfig> {
+    let mut cfg = ControlConfig::from_toml_file(&cli.config)?;
+    cfg.apply_env();
+    if let Some(a) = cli.admin_listen {
+        cfg.admin_listen = a;
+    }
+    if let Some(m) = &cli.initial_map {
+        cfg.initial_map = Some(m.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_target(false)
+        .init();
+    let cli = Cli::parse();
+    let cfg = load(&cli).context("load configuration")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
+            .await
+            .with_context(|| format!("bind the admin API on {}", cfg.admin_listen))?;
+        control::server::run(cfg, listener, shutdown_signal()).await?;
+        Ok(())
+    })
+}
