@@ -26,6 +26,11 @@ pub struct FaultWindow {
     /// Whether the router should refuse the faulted cells' requests at once
     /// (503 `cell_unavailable`): the fast-fail SLOs judge only such windows.
     pub expect_fast_fail: bool,
+    /// `slow_cell`: the round trip added between the router and the faulted
+    /// cells. Their requests must show it (or be refused): proof the fault
+    /// really was in the path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_latency_ms: Option<f64>,
 }
 
 /// When a faulted cell counts as recovered: `sustain_s` seconds in a row with
@@ -71,6 +76,8 @@ pub struct CellWindow {
     pub failures: u64,
     pub availability: Option<f64>,
     pub p99_ms: Option<f64>,
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
 }
 
 impl CellWindow {
@@ -80,6 +87,7 @@ impl CellWindow {
             failures: a.failures(),
             availability: a.availability(),
             p99_ms: a.quantile_ms(0.99),
+            p50_ms: a.quantile_ms(0.5),
         }
     }
 }
@@ -110,6 +118,10 @@ pub struct FaultedCell {
     /// From the fault's end to the start of the first recovered streak;
     /// `None`: not recovered by the end of the run.
     pub time_to_recover_s: Option<u32>,
+    /// Windows with an added latency (`slow_cell`) only: the median during
+    /// the fault minus the baseline median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added_p50_ms: Option<f64>,
 }
 
 /// Everything about one fault window.
@@ -177,6 +189,7 @@ fn analyze_fault(
         failures: 0,
         availability: None,
         p99_ms: None,
+        p50_ms: None,
     };
     let base_of = |c: CellId| baseline.get(&c).map(CellWindow::of).unwrap_or(empty);
     let mut healthy = Vec::new();
@@ -199,6 +212,10 @@ fn analyze_fault(
                     .first_fast_fail_after(start)
                     .map(|t| (t - start).as_secs_f64() * 1000.0),
                 time_to_recover_s: time_to_recover(rec, cell, &base, f.end_s, input),
+                added_p50_ms: f
+                    .added_latency_ms
+                    .and(during.p50_ms)
+                    .map(|d| d - base.p50_ms.unwrap_or(0.0)),
             });
         } else {
             h_requests += during.requests;
@@ -325,6 +342,7 @@ mod tests {
             end_s,
             cells: cells.iter().map(|&c| CellId(c)).collect(),
             expect_fast_fail: true,
+            added_latency_ms: None,
         }
     }
 

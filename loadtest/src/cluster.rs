@@ -174,6 +174,7 @@ impl CellLayout {
                 .map(|p| common::ReplicaSpec {
                     node_id: p.node_id,
                     api_addr: p.api_addr.to_string(),
+                    control_addr: None,
                 })
                 .collect(),
             state: common::CellState::Active,
@@ -784,7 +785,7 @@ fn index(h: &serde_json::Value, field: &str) -> u64 {
     h[field].as_u64().unwrap_or(0)
 }
 
-fn leader_of(health: &[Option<serde_json::Value>]) -> Option<usize> {
+pub(crate) fn leader_of(health: &[Option<serde_json::Value>]) -> Option<usize> {
     health
         .iter()
         .enumerate()

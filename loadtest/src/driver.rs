@@ -2,13 +2,18 @@
 //! cluster (one it starts, one `cellkv-local` runs, or any router), injects
 //! its faults, reads every acknowledged write back and builds the [`Report`].
 //!
+//! Faults need processes: a cluster the harness starts (`start_local`; for
+//! `slow_cell` it puts latency proxies between the router and that cell), or
+//! one described by a `cluster.json` (`--cluster`, faulted by pid, see
+//! `external`). A bare router takes load only.
+//!
 //! ```text
 //! clients / open-loop dispatcher ──samples──▶ aggregator (Recorder, WriteLedger, progress)
 //! fault task (inject at at_s, undo at at_s + duration_s)
 //! ```
 //! Everything is bounded by the scenario's duration plus [`GRACE`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -20,9 +25,10 @@ use common::{CellId, Ring};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::external::ExternalCluster;
 use crate::http::{Client, ClientConfig, HttpError, Resp};
 use crate::ledger::{ReadBack, Verification, WriteLedger};
-use crate::local::{ClusterInfo, LocalCluster, LocalClusterOptions, LocalLayout};
+use crate::local::{LocalCluster, LocalClusterOptions, LocalLayout};
 use crate::report::{render_html, render_progress, render_table, Report};
 use crate::scenario::{FaultKind, Mode, Scenario, Target};
 use crate::stats::{OpenLoopSchedule, Outcome, Recorder, Sample};
@@ -53,6 +59,9 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Replaces the scenario's seed.
     pub seed: Option<u64>,
+    /// Replaces the scenario's target with the cluster this `cluster.json`
+    /// (or directory holding one) describes, e.g. one `cellkv-local` runs.
+    pub cluster: Option<PathBuf>,
 }
 
 /// A finished run: the report and where it was written.
@@ -70,6 +79,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
     let mut scenario = Scenario::load(&opts.scenario).map_err(|e| anyhow::anyhow!("{e}"))?;
     if let Some(seed) = opts.seed {
         scenario.seed = seed;
+    }
+    if let Some(c) = &opts.cluster {
+        scenario.target = Target::ClusterFile(ExternalCluster::resolve(c));
     }
     check_supported(&scenario)?;
     let out = match &opts.out {
@@ -106,7 +118,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         preload(&api, &scenario, &mut ledger).await?;
     }
 
-    let (rec, run_ledger, fault_errors) = load(&scenario, &api, &target).await?;
+    let (rec, run_ledger, key_cells, fault_errors) = load(&scenario, &api, &target).await?;
     ledger.merge(&run_ledger);
     let verification = verify(&api, &ledger).await;
 
@@ -115,19 +127,20 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
     } else {
         target.cells.clone()
     };
-    let report = Report::build(
-        &scenario,
-        &rec,
-        &cells,
-        target.shares.clone(),
-        Some(&verification),
-    );
+    let shares = if target.shares.is_empty() {
+        // No ring known (a bare router): each cell's share of the distinct
+        // keys it answered for estimates its share of the ring.
+        observed_shares(&key_cells)
+    } else {
+        target.shares.clone()
+    };
+    let report = Report::build(&scenario, &rec, &cells, shares, Some(&verification));
     write_reports(&report, &out)?;
     println!("{}", render_table(&report));
     println!("report: {}", out.join("report.html").display());
-    if let Some(local) = &target.local {
-        if let Err(e) = local.check_no_crash() {
-            eprintln!("cellkv-loadtest: warning: {e:#}");
+    if let Some(control) = &target.control {
+        for w in control.warnings() {
+            eprintln!("cellkv-loadtest: warning: {w}");
         }
     }
     Ok(RunOutcome {
@@ -144,20 +157,27 @@ fn check_supported(s: &Scenario) -> Result<()> {
         .into_iter()
         .map(|(i, r)| format!("fault {} ({}): {r}", i + 1, s.faults[i].kind.as_str()))
         .collect();
-    for (i, f) in s.faults.iter().enumerate() {
-        if f.kind == FaultKind::SlowCell {
-            why.push(format!(
-                "fault {} (slow_cell): needs a delaying proxy between the router and the cell, not built yet",
-                i + 1
-            ));
-        }
-    }
-    if !s.faults.is_empty() && !matches!(s.target, Target::StartLocal(_)) {
-        why.push(
-            "faults need a cluster the harness started itself (`start_local`): it cannot restart \
-             processes of a cluster it does not own"
+    match &s.target {
+        Target::Router(_) if !s.faults.is_empty() => why.push(
+            "faults need the cluster's processes: use `start_local`, or a cluster file \
+             (`cluster_file`, `--cluster DIR`) written by cellkv-local; a bare router takes load only"
                 .to_owned(),
-        );
+        ),
+        Target::ClusterFile(p) => {
+            for (i, f) in s.faults.iter().enumerate() {
+                if f.kind == FaultKind::SlowCell {
+                    why.push(format!(
+                        "fault {} (slow_cell): the router of the cluster in {} reaches the cells \
+                         directly; slowing a cell needs the latency proxies the harness puts in \
+                         front of it when it starts the cluster itself: run this scenario \
+                         without --cluster (target `start_local`)",
+                        i + 1,
+                        p.display()
+                    ));
+                }
+            }
+        }
+        _ => {}
     }
     if let Target::StartLocal(l) = &s.target {
         for (i, f) in s.faults.iter().enumerate() {
@@ -196,8 +216,8 @@ struct TargetCluster {
     /// Empty when unknown (a bare router): the cells seen in answers are used.
     cells: Vec<CellId>,
     shares: BTreeMap<CellId, f64>,
-    /// Set when the harness started the cluster (faults need it).
-    local: Option<LocalCluster>,
+    /// The processes, when the harness can fault them (faults need it).
+    control: Option<Control>,
 }
 
 impl TargetCluster {
@@ -216,8 +236,27 @@ impl TargetCluster {
                     l.cells,
                     dir.display()
                 );
+                let mut proxied_cells: Vec<CellId> = s
+                    .faults
+                    .iter()
+                    .filter(|f| f.kind == FaultKind::SlowCell)
+                    .filter_map(|f| f.cell)
+                    .collect();
+                proxied_cells.sort_unstable();
+                proxied_cells.dedup();
+                if !proxied_cells.is_empty() {
+                    eprintln!(
+                        "cellkv-loadtest: the router reaches cell(s) {} through latency proxies",
+                        proxied_cells
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
                 let opts = LocalClusterOptions {
                     cells: l.cells as usize,
+                    proxied_cells,
                     ..LocalClusterOptions::default()
                 };
                 let cluster = LocalCluster::start(opts, &dir)
@@ -230,14 +269,40 @@ impl TargetCluster {
                     cells: cluster.cells().iter().map(|c| c.cell_id()).collect(),
                     shares: ring.shares(),
                     ring: Some(ring),
-                    local: Some(cluster),
+                    control: Some(Control::Local(cluster)),
                 })
             }
             Target::ClusterFile(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read {}", path.display()))?;
-                let info: ClusterInfo = serde_json::from_str(&text)
-                    .with_context(|| format!("parse {}", path.display()))?;
+                let cluster = ExternalCluster::open(path)?;
+                let info = cluster.info();
+                let ids = cluster.cell_ids();
+                let missing: Vec<String> = s
+                    .faults
+                    .iter()
+                    .filter_map(|f| f.cell)
+                    .filter(|c| !ids.contains(c))
+                    .map(|c| c.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    bail!(
+                        "the scenario faults cell(s) {} but {} describes cells {}",
+                        missing.join(", "),
+                        cluster.path().display(),
+                        ids.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                if !s.faults.is_empty() {
+                    cluster.check_running()?;
+                }
+                eprintln!(
+                    "cellkv-loadtest: using the running cluster of {} ({} cell(s), router {})",
+                    cluster.path().display(),
+                    ids.len(),
+                    info.router.url
+                );
                 let ring = LocalLayout::load(&info.dir)?
                     .map(|l| l.cell_map().ring())
                     .transpose()
@@ -245,10 +310,10 @@ impl TargetCluster {
                 Ok(TargetCluster {
                     url: info.router.url.trim_end_matches('/').to_owned(),
                     auth: format!("Bearer {}", info.token),
-                    cells: info.cells.iter().map(|c| c.id).collect(),
+                    cells: ids,
                     shares: ring.as_ref().map(Ring::shares).unwrap_or_default(),
                     ring,
-                    local: None,
+                    control: Some(Control::External(cluster)),
                 })
             }
             Target::Router(r) => {
@@ -264,7 +329,7 @@ impl TargetCluster {
                     ring: None,
                     cells: Vec::new(),
                     shares: BTreeMap::new(),
-                    local: None,
+                    control: None,
                 })
             }
         }
@@ -559,7 +624,7 @@ async fn load(
     s: &Scenario,
     api: &Arc<Api>,
     target: &TargetCluster,
-) -> Result<(Recorder, WriteLedger, Vec<String>)> {
+) -> Result<(Recorder, WriteLedger, KeyCells, Vec<String>)> {
     let duration = Duration::from_secs(u64::from(s.duration_s()));
     let gen = OpGenerator::new(&s.workload, s.seed).context("workload")?;
     let (tx, rx) = mpsc::channel::<Done>(SAMPLE_CHANNEL);
@@ -618,8 +683,8 @@ async fn load(
     }
     drop(tx);
 
-    let fault_errors = match &target.local {
-        Some(cluster) => run_faults(s, cluster, t0).await,
+    let fault_errors = match &target.control {
+        Some(control) => run_faults(s, control, t0).await,
         None => Vec::new(),
     };
     let bounded = tokio::time::timeout_at((end + GRACE).into(), async {
@@ -633,8 +698,24 @@ async fn load(
         load.abort_all();
         while load.join_next().await.is_some() {}
     }
-    let (rec, ledger) = aggregator.await.context("the aggregator task failed")?;
-    Ok((rec, ledger, fault_errors))
+    let (rec, ledger, key_cells) = aggregator.await.context("the aggregator task failed")?;
+    Ok((rec, ledger, key_cells, fault_errors))
+}
+
+/// The cell each key was answered by (last answer wins).
+type KeyCells = HashMap<u64, CellId>;
+
+/// Each cell's share of the distinct keys in `key_cells`.
+fn observed_shares(key_cells: &KeyCells) -> BTreeMap<CellId, f64> {
+    let mut counts: BTreeMap<CellId, u64> = BTreeMap::new();
+    for c in key_cells.values() {
+        *counts.entry(*c).or_default() += 1;
+    }
+    let total = key_cells.len().max(1) as f64;
+    counts
+        .into_iter()
+        .map(|(c, n)| (c, n as f64 / total))
+        .collect()
 }
 
 /// Owns the recorder and the ledger; prints progress once a second.
@@ -642,9 +723,10 @@ async fn aggregate(
     mut rx: mpsc::Receiver<Done>,
     t0: Instant,
     cells: Vec<CellId>,
-) -> (Recorder, WriteLedger) {
+) -> (Recorder, WriteLedger, KeyCells) {
     let mut rec = Recorder::new();
     let mut ledger = WriteLedger::new();
+    let mut key_cells = KeyCells::new();
     let mut tick =
         tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
     loop {
@@ -652,6 +734,9 @@ async fn aggregate(
             d = rx.recv() => {
                 let Some(d) = d else { break };
                 rec.record(&d.sample);
+                if let (Some(k), Some(c)) = (d.sample.key, d.sample.cell) {
+                    key_cells.insert(k, c);
+                }
                 if let Some(a) = d.ack {
                     ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
                 }
@@ -662,7 +747,7 @@ async fn aggregate(
             }
         }
     }
-    (rec, ledger)
+    (rec, ledger, key_cells)
 }
 
 /// One step of the fault schedule.
@@ -672,7 +757,7 @@ enum Step {
 }
 
 /// Injects and undoes every fault on time; returns what failed.
-async fn run_faults(s: &Scenario, cluster: &LocalCluster, t0: Instant) -> Vec<String> {
+async fn run_faults(s: &Scenario, control: &Control, t0: Instant) -> Vec<String> {
     let mut steps: Vec<(u32, u8, Step)> = Vec::new();
     for (i, f) in s.faults.iter().enumerate() {
         let end = f.at_s + f.duration_s();
@@ -690,9 +775,9 @@ async fn run_faults(s: &Scenario, cluster: &LocalCluster, t0: Instant) -> Vec<St
             Step::Inject(i) => (
                 i,
                 "inject",
-                inject(s, cluster, i, &mut killed_leader[i]).await,
+                inject(s, control, i, &mut killed_leader[i]).await,
             ),
-            Step::Undo(i) => (i, "undo", undo(s, cluster, i, killed_leader[i])),
+            Step::Undo(i) => (i, "undo", undo(s, control, i, killed_leader[i]).await),
         };
         let label = s.faults[i].label();
         match r {
@@ -709,43 +794,32 @@ async fn run_faults(s: &Scenario, cluster: &LocalCluster, t0: Instant) -> Vec<St
 
 async fn inject(
     s: &Scenario,
-    cluster: &LocalCluster,
+    control: &Control,
     i: usize,
     killed_leader: &mut Option<usize>,
 ) -> Result<()> {
     let f = &s.faults[i];
     match f.kind {
         FaultKind::KillLeader => {
-            let cell = cluster.cell(fault_cell(f)?);
-            let leader = cell
-                .leader()
-                .await
-                .context("no replica reports itself leader")?;
-            cell.replica(leader).kill()?;
-            *killed_leader = Some(leader);
+            *killed_leader = Some(control.kill_leader(fault_cell(f)?).await?);
         }
-        FaultKind::KillCell => cluster.cell(fault_cell(f)?).kill_all()?,
-        FaultKind::FreezeCell => {
-            for r in cluster.cell(fault_cell(f)?).replicas() {
-                r.stop_signal()?;
-            }
+        FaultKind::KillCell => control.kill_cell(fault_cell(f)?).await?,
+        FaultKind::FreezeCell => control.freeze_cell(fault_cell(f)?)?,
+        FaultKind::SlowCell => {
+            let delay = Duration::from_millis(u64::from(f.delay_ms.unwrap_or(0)));
+            control.set_cell_delay(fault_cell(f)?, delay)?;
         }
-        FaultKind::RestartRouter => {
-            let router = cluster.router();
-            router
-                .terminate(router.shutdown_grace() + Duration::from_secs(5))
-                .await?;
-        }
-        FaultKind::SlowCell | FaultKind::DrainCell | FaultKind::AddCell => {
+        FaultKind::RestartRouter => control.stop_router().await?,
+        FaultKind::DrainCell | FaultKind::AddCell => {
             bail!("{} is not supported", f.kind.as_str())
         }
     }
-    Ok(())
+    control.after_change()
 }
 
-fn undo(
+async fn undo(
     s: &Scenario,
-    cluster: &LocalCluster,
+    control: &Control,
     i: usize,
     killed_leader: Option<usize>,
 ) -> Result<()> {
@@ -753,30 +827,171 @@ fn undo(
     match f.kind {
         FaultKind::KillLeader => {
             if let Some(l) = killed_leader {
-                cluster.cell(fault_cell(f)?).replica(l).restart()?;
+                control.restart_replica(fault_cell(f)?, l)?;
             }
         }
-        FaultKind::KillCell => {
-            for r in cluster.cell(fault_cell(f)?).replicas() {
-                if !r.is_running() {
-                    r.restart()?;
-                }
-            }
-        }
-        FaultKind::FreezeCell => {
-            for r in cluster.cell(fault_cell(f)?).replicas() {
-                r.cont()?;
-            }
-        }
-        FaultKind::RestartRouter => {
-            if !cluster.router().is_running() {
-                cluster.router().start()?;
-            }
-        }
-        FaultKind::SlowCell | FaultKind::DrainCell | FaultKind::AddCell => {}
+        FaultKind::KillCell => control.restart_dead_replicas(fault_cell(f)?)?,
+        FaultKind::FreezeCell => control.thaw_cell(fault_cell(f)?)?,
+        FaultKind::SlowCell => control.set_cell_delay(fault_cell(f)?, Duration::ZERO)?,
+        FaultKind::RestartRouter => control.start_router()?,
+        FaultKind::DrainCell | FaultKind::AddCell => {}
     }
-    cluster.write_cluster_json()?;
-    Ok(())
+    control.after_change()
+}
+
+// ---------------------------------------------------------------------------
+// Process control
+
+/// The processes the faults act on: a cluster this harness started, or one
+/// found through its `cluster.json`.
+enum Control {
+    Local(LocalCluster),
+    External(ExternalCluster),
+}
+
+/// Time the router gets to drain on SIGTERM, beyond its shutdown grace.
+const ROUTER_STOP_SLACK: Duration = Duration::from_secs(5);
+/// A router of an existing cluster drains within its `shutdown_grace` (10 s by default).
+const EXTERNAL_ROUTER_STOP: Duration = Duration::from_secs(20);
+
+impl Control {
+    /// SIGKILLs `cell`'s current leader; returns its index.
+    async fn kill_leader(&self, cell: CellId) -> Result<usize> {
+        match self {
+            Control::Local(c) => {
+                let cell = c.cell(cell);
+                let l = cell
+                    .leader()
+                    .await
+                    .context("no replica reports itself leader")?;
+                cell.replica(l).kill()?;
+                Ok(l)
+            }
+            Control::External(c) => {
+                let l = c.leader(cell).await?;
+                c.kill_replica(cell, l).await?;
+                Ok(l)
+            }
+        }
+    }
+
+    fn restart_replica(&self, cell: CellId, i: usize) -> Result<()> {
+        match self {
+            Control::Local(c) => c.cell(cell).replica(i).restart(),
+            Control::External(c) => c.restart_replica(cell, i),
+        }
+    }
+
+    async fn kill_cell(&self, cell: CellId) -> Result<()> {
+        match self {
+            Control::Local(c) => c.cell(cell).kill_all(),
+            Control::External(c) => c.kill_cell(cell).await,
+        }
+    }
+
+    fn restart_dead_replicas(&self, cell: CellId) -> Result<()> {
+        match self {
+            Control::Local(c) => {
+                for r in c.cell(cell).replicas() {
+                    if !r.is_running() {
+                        r.restart()?;
+                    }
+                }
+                Ok(())
+            }
+            Control::External(c) => c.restart_dead_replicas(cell),
+        }
+    }
+
+    fn freeze_cell(&self, cell: CellId) -> Result<()> {
+        match self {
+            Control::Local(c) => {
+                for r in c.cell(cell).replicas() {
+                    r.stop_signal()?;
+                }
+                Ok(())
+            }
+            Control::External(c) => c.freeze_cell(cell),
+        }
+    }
+
+    fn thaw_cell(&self, cell: CellId) -> Result<()> {
+        match self {
+            Control::Local(c) => {
+                for r in c.cell(cell).replicas() {
+                    r.cont()?;
+                }
+                Ok(())
+            }
+            Control::External(c) => c.thaw_cell(cell),
+        }
+    }
+
+    /// Adds `delay` to every round trip between the router and `cell`.
+    fn set_cell_delay(&self, cell: CellId, delay: Duration) -> Result<()> {
+        match self {
+            Control::Local(c) => c.set_cell_delay(cell, delay),
+            Control::External(_) => {
+                bail!("slow_cell needs the harness's latency proxies (a `start_local` cluster)")
+            }
+        }
+    }
+
+    async fn stop_router(&self) -> Result<()> {
+        match self {
+            Control::Local(c) => {
+                let router = c.router();
+                router
+                    .terminate(router.shutdown_grace() + ROUTER_STOP_SLACK)
+                    .await?;
+                Ok(())
+            }
+            Control::External(c) => c.stop_router(EXTERNAL_ROUTER_STOP).await,
+        }
+    }
+
+    fn start_router(&self) -> Result<()> {
+        match self {
+            Control::Local(c) => {
+                if !c.router().is_running() {
+                    c.router().start()?;
+                }
+                Ok(())
+            }
+            Control::External(c) => c.start_router(),
+        }
+    }
+
+    /// Keeps `cluster.json` current (the external cluster rewrites it itself).
+    fn after_change(&self) -> Result<()> {
+        match self {
+            Control::Local(c) => c.write_cluster_json().map(|_| ()),
+            Control::External(_) => Ok(()),
+        }
+    }
+
+    /// What went wrong with the processes behind the harness's back.
+    fn warnings(&self) -> Vec<String> {
+        match self {
+            Control::Local(c) => c
+                .check_no_crash()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .into_iter()
+                .collect(),
+            Control::External(c) => {
+                let mut w: Vec<String> = c
+                    .reap()
+                    .into_iter()
+                    .map(|e| format!("a process restarted by this run exited: {e}"))
+                    .collect();
+                if let Err(e) = c.check_running() {
+                    w.push(format!("{e:#}"));
+                }
+                w
+            }
+        }
+    }
 }
 
 fn fault_cell(f: &crate::scenario::Fault) -> Result<CellId> {

@@ -9,7 +9,9 @@
 //! dir/
 //!   lock            flock'ed while a LocalCluster runs the directory
 //!   layout.json     ports + secrets, written once, reused by every later start
-//!   cluster.json    written when the cluster serves: router url + pid, token, replicas
+//!   cluster.json    written when the cluster serves: router url + pid + command,
+//!                   token, replicas (pid, command, urls); rewritten by whoever
+//!                   restarts a process (the load harness, `external`)
 //!   router/         config.toml, router.log
 //!   c<cell>-n<node>/ config.toml, replica.log, data/
 //! ```
@@ -29,7 +31,9 @@ use common::{CellId, CellMap, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
-use crate::process::{bin_path, free_port};
+use crate::external::{ExternalCluster, PidProcess};
+use crate::process::{bin_path, free_port, ProcessSpec};
+use crate::proxy::LatencyProxy;
 use crate::router_proc::{RouterOptions, RouterProc, TokenOptions, ROUTER_BIN};
 
 /// Name of the launcher binary (`src/bin/cellkv-local.rs`).
@@ -164,6 +168,7 @@ impl LocalLayout {
         CellMap {
             epoch: 1,
             cells: self.cells.iter().map(CellLayout::cell_spec).collect(),
+            ..CellMap::default()
         }
     }
 }
@@ -197,7 +202,7 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename {}", tmp.display()))
@@ -229,6 +234,43 @@ pub struct RouterInfo {
     pub pid: Option<u32>,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// How to start it again exactly as it ran (absent in files of older launchers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandInfo>,
+}
+
+/// A process's command line, working directory and environment (beyond the
+/// inherited one, minus [`SCRUBBED_ENV`](crate::process::SCRUBBED_ENV)), so
+/// another program can restart it identically; stdout and stderr go to its `log`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    pub bin: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: PathBuf,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+}
+
+impl CommandInfo {
+    pub(crate) fn of(spec: &ProcessSpec) -> CommandInfo {
+        CommandInfo {
+            bin: spec.bin.clone(),
+            args: spec
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            cwd: spec.dir.clone(),
+            env: spec.env.clone(),
+        }
+    }
+
+    /// The process's argv as `/proc/<pid>/cmdline` shows it.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(self.bin.to_string_lossy().into_owned())
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,10 +291,17 @@ pub struct ReplicaInfo {
     pub data_dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// How to start it again exactly as it ran (absent in files of older launchers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandInfo>,
+    /// `http://host:port` of the latency proxy the router reaches this
+    /// replica through, when there is one (`slow_cell` scenarios).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_url: Option<String>,
 }
 
 impl ReplicaInfo {
-    fn of(r: &ReplicaProc) -> ReplicaInfo {
+    fn of(r: &ReplicaProc, proxy: Option<&LatencyProxy>) -> ReplicaInfo {
         ReplicaInfo {
             node_id: r.node_id(),
             pid: r.pid(),
@@ -261,6 +310,8 @@ impl ReplicaInfo {
             data_dir: r.data_dir().to_owned(),
             config: r.config_path().to_owned(),
             log: r.log_path().to_owned(),
+            command: Some(CommandInfo::of(r.spec())),
+            proxy_url: proxy.map(|p| format!("http://{}", p.listen_addr())),
         }
     }
 }
@@ -286,6 +337,10 @@ pub struct LocalClusterOptions {
     pub router: RouterOptions,
     /// Deadline for [`LocalCluster::start`] to have everything serving.
     pub start_timeout: Duration,
+    /// Cells the router reaches through a [`LatencyProxy`] per replica (for
+    /// `slow_cell`; Raft traffic between the replicas stays direct). The
+    /// proxies run on the runtime that starts the cluster, for as long as it lives.
+    pub proxied_cells: Vec<CellId>,
 }
 
 impl Default for LocalClusterOptions {
@@ -299,6 +354,7 @@ impl Default for LocalClusterOptions {
                 ..RouterOptions::default()
             },
             start_timeout: Duration::from_secs(60),
+            proxied_cells: Vec::new(),
         }
     }
 }
@@ -310,6 +366,8 @@ pub struct LocalCluster {
     // Fields drop in order: the router goes before the cells.
     router: RouterProc,
     cells: Vec<LocalCell>,
+    /// Per proxied cell, one proxy per replica (in replica order).
+    proxies: Vec<(CellId, Vec<LatencyProxy>)>,
     layout: LocalLayout,
     dir: PathBuf,
     /// The directory's lock, released last (when every process is gone).
@@ -371,17 +429,43 @@ impl LocalCluster {
             0,
             TokenOptions::unlimited(CLIENT_TOKEN_NAME, &secrets.client_token),
         );
+        let mut proxies = Vec::new();
+        let mut router_map = layout.cell_map();
+        for &id in &opts.proxied_cells {
+            let (Some(cl), Some(spec)) = (
+                layout.cells.iter().find(|c| c.cell_id == id),
+                router_map.cells.iter_mut().find(|c| c.id == id),
+            ) else {
+                bail!("cannot proxy cell {id}: the cluster has no such cell");
+            };
+            let mut ps = Vec::with_capacity(cl.peers.len());
+            for (peer, replica) in cl.peers.iter().zip(spec.replicas.iter_mut()) {
+                let listen = SocketAddr::from((
+                    Ipv4Addr::LOCALHOST,
+                    free_port().context("allocate a proxy port")?,
+                ));
+                let p = LatencyProxy::start(listen, peer.api_addr)
+                    .await
+                    .with_context(|| {
+                        format!("start the proxy of cell {id} node {}", peer.node_id)
+                    })?;
+                replica.api_addr = p.listen_addr().to_string();
+                ps.push(p);
+            }
+            proxies.push((id, ps));
+        }
         let router = RouterProc::prepare(
             &router_bin,
             &router_opts,
             layout.router_listen,
-            &layout.cell_map(),
+            &router_map,
             &dir.join("router"),
         )?;
         router.start()?;
         let cluster = LocalCluster {
             router,
             cells,
+            proxies,
             layout,
             dir,
             _lock: lock,
@@ -434,6 +518,7 @@ impl LocalCluster {
                 pid: self.router.pid(),
                 config: self.router.config_path().to_owned(),
                 log: self.router.log_path().to_owned(),
+                command: Some(CommandInfo::of(self.router.spec())),
             },
             token: self.layout.secrets.client_token.clone(),
             cell_api_token: self.layout.secrets.cell_api_token.clone(),
@@ -442,9 +527,17 @@ impl LocalCluster {
             cells: self
                 .cells
                 .iter()
-                .map(|c| CellInfo {
-                    id: c.cell_id(),
-                    replicas: c.replicas().iter().map(ReplicaInfo::of).collect(),
+                .map(|c| {
+                    let proxies = self.proxies_of(c.cell_id());
+                    CellInfo {
+                        id: c.cell_id(),
+                        replicas: c
+                            .replicas()
+                            .iter()
+                            .enumerate()
+                            .map(|(i, r)| ReplicaInfo::of(r, proxies.get(i)))
+                            .collect(),
+                    }
                 })
                 .collect(),
         }
@@ -471,9 +564,31 @@ impl LocalCluster {
         &self.layout
     }
 
-    /// The cell map the router routes with.
+    /// The cell map of the replicas' own addresses (the router's differs
+    /// for proxied cells: it names the proxies).
     pub fn cell_map(&self) -> CellMap {
         self.layout.cell_map()
+    }
+
+    /// The latency proxies in front of `cell`'s replicas (empty if it has none).
+    pub fn proxies_of(&self, cell: CellId) -> &[LatencyProxy] {
+        self.proxies
+            .iter()
+            .find(|(id, _)| *id == cell)
+            .map_or(&[], |(_, ps)| ps.as_slice())
+    }
+
+    /// Sets the round trip the proxies of `cell` add to every exchange
+    /// between the router and its replicas (half each way); zero removes it.
+    pub fn set_cell_delay(&self, cell: CellId, rtt: Duration) -> Result<()> {
+        let ps = self.proxies_of(cell);
+        if ps.is_empty() {
+            bail!("cell {cell} was started without latency proxies (LocalClusterOptions::proxied_cells)");
+        }
+        for p in ps {
+            p.delays().set_round_trip(rtt);
+        }
+        Ok(())
     }
 
     pub fn router(&self) -> &RouterProc {
@@ -546,6 +661,12 @@ impl LocalCluster {
     /// after stopping everything, if a process did not exit 0 on its own.
     pub async fn stop(&self) -> Result<()> {
         let mut problems = Vec::new();
+        let (router_replacement, replica_replacements) = self.replacements();
+        if let Some(p) = router_replacement {
+            if let Err(e) = p.terminate(self.router.shutdown_grace() + STOP_SLACK).await {
+                problems.push(format!("{e:#}"));
+            }
+        }
         if self.router.is_running() {
             let _ = self.router.cont();
             match self
@@ -576,7 +697,22 @@ impl LocalCluster {
             .map(|c| c.options().shutdown_grace)
             .max()
             .unwrap_or_default();
+        for p in &replica_replacements {
+            if let Err(e) = p.signal(libc::SIGTERM) {
+                problems.push(format!("{e:#}"));
+            }
+            let _ = p.signal(libc::SIGCONT);
+        }
         let deadline = Instant::now() + grace + STOP_SLACK;
+        for p in &replica_replacements {
+            if let Err(e) = p
+                .wait_gone(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
+                let _ = p.signal(libc::SIGKILL);
+                problems.push(format!("{e:#}; killed it"));
+            }
+        }
         for r in running {
             match r
                 .finish_terminate(deadline.saturating_duration_since(Instant::now()))
@@ -592,6 +728,54 @@ impl LocalCluster {
         } else {
             bail!("unclean stop:\n  {}", problems.join("\n  "))
         }
+    }
+
+    /// Processes `cluster.json` names that are not this cluster's own
+    /// children but run one of its command lines: replacements another
+    /// program started after killing ours (the load harness does, see
+    /// `external`). `stop` stops them with the rest.
+    pub fn replacements(&self) -> (Option<PidProcess>, Vec<PidProcess>) {
+        let Some(info) = std::fs::read_to_string(self.cluster_json_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
+        else {
+            return (None, Vec::new());
+        };
+        let foreign = |p: Option<PidProcess>, own: Option<u32>| {
+            p.filter(|p| Some(p.pid) != own && p.is_alive())
+        };
+        let router = foreign(ExternalCluster::router_process(&info), self.router.pid());
+        let mut replicas = Vec::new();
+        for c in &self.cells {
+            for (i, r) in c.replicas().iter().enumerate() {
+                replicas.extend(foreign(
+                    ExternalCluster::replica_process(&info, c.cell_id(), i),
+                    r.pid(),
+                ));
+            }
+        }
+        (router, replicas)
+    }
+
+    /// Whether `cluster.json` names other pids than `written` (what this
+    /// cluster wrote there): another program faulted or restarted processes.
+    pub fn changed_elsewhere(&self, written: &ClusterInfo) -> bool {
+        let Some(on_disk) = std::fs::read_to_string(self.cluster_json_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
+        else {
+            return true;
+        };
+        let pids = |i: &ClusterInfo| -> Vec<Option<u32>> {
+            std::iter::once(i.router.pid)
+                .chain(
+                    i.cells
+                        .iter()
+                        .flat_map(|c| c.replicas.iter().map(|r| r.pid)),
+                )
+                .collect()
+        };
+        pids(&on_disk) != pids(written)
     }
 
     /// SIGKILLs every running process, router first.
@@ -747,6 +931,12 @@ mod tests {
                 pid: Some(42),
                 config: "/d/router/config.toml".into(),
                 log: "/d/router/router.log".into(),
+                command: Some(CommandInfo {
+                    bin: "/bin/cellkv-router".into(),
+                    args: vec!["--config".into(), "/d/router/config.toml".into()],
+                    cwd: "/d/router".into(),
+                    env: vec![("RUST_LOG".into(), "info".into())],
+                }),
             },
             token: "client-x".into(),
             cell_api_token: "cell-api-x".into(),
@@ -762,6 +952,8 @@ mod tests {
                     data_dir: "/d/c1-n2/data".into(),
                     config: "/d/c1-n2/config.toml".into(),
                     log: "/d/c1-n2/replica.log".into(),
+                    command: None,
+                    proxy_url: Some("http://127.0.0.1:17201".into()),
                 }],
             }],
         };
@@ -782,17 +974,34 @@ mod tests {
                 "token"
             ]
         );
-        assert_eq!(keys(&v["router"]), ["config", "log", "pid", "url"]);
+        assert_eq!(
+            keys(&v["router"]),
+            ["command", "config", "log", "pid", "url"]
+        );
+        assert_eq!(keys(&v["router"]["command"]), ["args", "bin", "cwd", "env"]);
+        assert_eq!(v["router"]["command"]["args"][1], "/d/router/config.toml");
+        assert_eq!(v["router"]["command"]["env"][0][0], "RUST_LOG");
         assert_eq!(v["router"]["url"], "http://127.0.0.1:18080");
         assert_eq!(v["router"]["pid"], 42);
         assert_eq!(v["token"], "client-x");
         assert_eq!(keys(&v["cells"][0]), ["id", "replicas"]);
         assert_eq!(v["cells"][0]["id"], 1);
         let r = &v["cells"][0]["replicas"][0];
+        // No command: the key is left out (and a file without it still parses).
         assert_eq!(
             keys(r),
-            ["api_url", "config", "data_dir", "log", "node_id", "pid", "raft_url"]
+            [
+                "api_url",
+                "config",
+                "data_dir",
+                "log",
+                "node_id",
+                "pid",
+                "proxy_url",
+                "raft_url"
+            ]
         );
+        assert_eq!(r["proxy_url"], "http://127.0.0.1:17201");
         assert_eq!(r["node_id"], 2);
         assert_eq!(r["pid"], serde_json::Value::Null);
         assert_eq!(r["data_dir"], "/d/c1-n2/data");

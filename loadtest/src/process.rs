@@ -38,9 +38,9 @@ pub const SCRUBBED_ENV: [&str; 7] = [
 ];
 /// Deadline for every thread of a process to stop after SIGSTOP (a thread
 /// in uninterruptible sleep, e.g. an fsync, stops only when that returns).
-const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const FREEZE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Poll period while waiting for a SIGSTOP to take effect.
-const FREEZE_POLL: Duration = Duration::from_millis(1);
+pub(crate) const FREEZE_POLL: Duration = Duration::from_millis(1);
 /// Log lines printed by `Drop` when the owning thread panics.
 const DROP_TAIL_LINES: usize = 60;
 
@@ -527,7 +527,7 @@ impl Drop for ManagedProcess {
 
 /// Whether every thread of `pid` is stopped by a signal (state `T` in
 /// `/proc/<pid>/task/<tid>/stat`).
-fn all_threads_stopped(pid: u32) -> std::io::Result<bool> {
+pub(crate) fn all_threads_stopped(pid: u32) -> std::io::Result<bool> {
     for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
         let stat = match std::fs::read_to_string(entry?.path().join("stat")) {
             Ok(s) => s,
@@ -544,17 +544,18 @@ fn all_threads_stopped(pid: u32) -> std::io::Result<bool> {
 
 /// The state letter of a `/proc/.../stat` line. It follows the command name,
 /// which is in parentheses and may itself contain spaces and parentheses.
-fn stat_state(stat: &str) -> Option<char> {
+pub(crate) fn stat_state(stat: &str) -> Option<char> {
     let (_, rest) = stat.rsplit_once(')')?;
     rest.split_whitespace().next()?.chars().next()
 }
 
 /// Sends `sig` to `pid`.
-fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
+pub(crate) fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
     // SAFETY: kill(2) only takes integers. Callers pass the pid of a child they
-    // have not reaped yet (checked under the state lock), so it cannot name
-    // an unrelated process that reused the pid.
+    // have not reaped yet (checked under the state lock), or of a process they
+    // just identified by its command line (`external::PidProcess`), so it
+    // names the process they mean.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(pid, sig) };
     if rc != 0 {

@@ -227,6 +227,15 @@ pub fn render_table(r: &Report) -> String {
                 c.time_to_recover_s
                     .map_or_else(|| "never".to_owned(), |t| format!("{t} s"))
             );
+            if let (Some(added), Some(delay)) = (c.added_p50_ms, w.added_latency_ms) {
+                let _ = writeln!(
+                    o,
+                    "                    slowed by {delay} ms: median {} ms ({added:+.1} ms over baseline), p99 {} ms (baseline {} ms)",
+                    ms(c.during.p50_ms),
+                    ms(c.during.p99_ms),
+                    ms(c.baseline.p99_ms),
+                );
+            }
         }
         let _ = writeln!(
             o,

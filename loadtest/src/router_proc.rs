@@ -417,6 +417,7 @@ mod tests {
                 .map(|n| ReplicaSpec {
                     node_id: NodeId(n),
                     api_addr: format!("127.0.0.1:{}", 7000 + 10 * id as u64 + n),
+                    control_addr: None,
                 })
                 .collect(),
             state,
@@ -424,6 +425,7 @@ mod tests {
         CellMap {
             epoch: 3,
             cells: vec![spec(1, CellState::Active), spec(2, CellState::Isolated)],
+            ..CellMap::default()
         }
     }
 

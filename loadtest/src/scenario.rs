@@ -133,7 +133,9 @@ pub enum FaultKind {
     KillCell,
     /// SIGSTOP every replica of `cell`; SIGCONT after `duration_s`.
     FreezeCell,
-    /// Add `delay_ms` between the router and `cell` for `duration_s`.
+    /// Add `delay_ms` to every round trip between the router and `cell`
+    /// (half on the way in, half on the way out) for `duration_s`, through a
+    /// latency proxy per replica. Needs a `start_local` target.
     SlowCell,
     /// Stop the router; start it again after `duration_s` (0: at once).
     RestartRouter,
@@ -204,7 +206,8 @@ pub struct Fault {
     /// How long the fault lasts; defaults by kind (10 s; 0 for a router restart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_s: Option<u32>,
-    /// `slow_cell` only: the delay injected per request.
+    /// `slow_cell` only: the round trip added to every exchange between the
+    /// router and the cell (its requests, its health checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u32>,
 }
@@ -547,6 +550,9 @@ impl Scenario {
                 end_s: f.end_s(),
                 cells: f.affected_cells(cells),
                 expect_fast_fail: f.kind.expects_fast_fail(),
+                added_latency_ms: (f.kind == FaultKind::SlowCell)
+                    .then(|| f.delay_ms.map(f64::from))
+                    .flatten(),
             })
             .collect()
     }
@@ -579,10 +585,14 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [(&str, &str); 7] = [
+    const EXAMPLES: [(&str, &str); 8] = [
         (
             "smoke-kill-cell",
             include_str!("../../config/scenarios/smoke-kill-cell.toml"),
+        ),
+        (
+            "smoke-slow-cell",
+            include_str!("../../config/scenarios/smoke-slow-cell.toml"),
         ),
         (
             "kill-leader",

@@ -17,7 +17,8 @@ use loadtest::driver::{run, RunOptions};
     about = "Load and fault scenarios against cellkv, judged by their SLOs.",
     after_help = "Exit code: 0 every SLO passed, 1 an SLO failed, 2 usage or setup error.\n\
                   A `start_local` target finds cellkv-cell and cellkv-router next to this \
-                  executable, or in $CELLKV_BIN_DIR."
+                  executable, or in $CELLKV_BIN_DIR. slow_cell needs a `start_local` target \
+                  (the harness puts latency proxies between the router and the cell)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -36,6 +37,11 @@ enum Command {
         /// Replaces the scenario's seed.
         #[arg(long, value_name = "N")]
         seed: Option<u64>,
+        /// Run against the cluster `cellkv-local` runs in DIR (or the one
+        /// this cluster.json describes) instead of the scenario's target:
+        /// faults act on its processes by pid and restart them as they ran.
+        #[arg(long, value_name = "DIR|cluster.json")]
+        cluster: Option<PathBuf>,
     },
 }
 
@@ -52,6 +58,7 @@ fn main() -> ExitCode {
         scenario,
         out,
         seed,
+        cluster,
     } = cli.command;
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,6 +76,7 @@ fn main() -> ExitCode {
         scenario,
         out,
         seed,
+        cluster,
     }));
     match result {
         Err(e) => {

@@ -44,6 +44,9 @@ impl Default for Slo {
     }
 }
 
+/// Share of a `slow_cell` delay its cell's median must show.
+pub const SLOWDOWN_SEEN_MIN: f64 = 0.8;
+
 /// One SLO's verdict.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SloResult {
@@ -258,6 +261,49 @@ impl Slo {
             });
         }
 
+        // A slowed cell must show the delay (or be refused): else the fault
+        // was not in the path and the run proves nothing.
+        let slowed: Vec<_> = a
+            .faults
+            .iter()
+            .filter_map(|f| f.window.added_latency_ms.map(|d| (f, d)))
+            .collect();
+        if !slowed.is_empty() {
+            let name = "slowdown_applied";
+            let target = format!(">= {SLOWDOWN_SEEN_MIN} of the added latency, or refused");
+            let mut w = None;
+            let mut missed = None;
+            for (f, delay) in slowed {
+                for c in &f.faulted {
+                    let at = format!("cell {} during {}", c.cell, f.window.label);
+                    let refused = c.during.requests > 0
+                        && c.fast_fails as f64 >= 0.5 * c.during.requests as f64;
+                    match c.added_p50_ms {
+                        _ if refused => worst(
+                            &mut w,
+                            1.0,
+                            format!("{at}: refused ({} fast fails)", c.fast_fails),
+                            false,
+                        ),
+                        Some(added) if delay > 0.0 => worst(
+                            &mut w,
+                            added / delay,
+                            format!("{at}: median {added:+.1} ms for +{delay} ms"),
+                            false,
+                        ),
+                        _ => {
+                            missed.get_or_insert(format!("{at}: no requests to measure"));
+                        }
+                    }
+                }
+            }
+            out.push(match (w, missed) {
+                (_, Some(why)) => never(name, target, why),
+                (Some((v, n)), None) => result(name, target, Some((v, n)), v >= SLOWDOWN_SEEN_MIN),
+                (None, None) => not_applicable(name, target, "no slowed cell"),
+            });
+        }
+
         let name = "lost_writes";
         let target = format!("<= {}", self.lost_writes_max);
         out.push(match a.lost_writes {
@@ -289,6 +335,7 @@ mod tests {
             failures,
             availability: Some(1.0 - failures as f64 / requests as f64),
             p99_ms: Some(p99),
+            p50_ms: Some(p99 / 2.0),
         }
     }
 
@@ -321,6 +368,7 @@ mod tests {
                     end_s: 40,
                     cells: vec![CellId(2)],
                     expect_fast_fail,
+                    added_latency_ms: None,
                 },
                 healthy: vec![healthy(1, 2.5, 0), healthy(3, 3.2, 1)],
                 faulted: vec![FaultedCell {
@@ -332,6 +380,7 @@ mod tests {
                     failure_p99_ms: Some(fast_fail_p99.unwrap_or(5000.0)),
                     time_to_detect_ms: fast_fail_p99.map(|_| 800.0),
                     time_to_recover_s: recover,
+                    added_p50_ms: None,
                 }],
                 healthy_availability: Some(1999.0 / 2000.0),
                 healthy_p99_ratio: Some(1.6),
