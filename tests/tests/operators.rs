@@ -1,0 +1,853 @@
+//! Whole-system tests of the operator workflows (issue 4), on real processes:
+//! a control cell (3 × `cellkv-cell` holding the cell map and jobs), data
+//! cells of 3 replicas, one `cellkv-control` and one `cellkv-router` that
+//! watches the map. Every test runs a client load through the router that
+//! writes and reads keys on every cell and records each acknowledged write;
+//! after the operation it checks: no acknowledged write lost, no stale read,
+//! no error for a key outside the moving ranges, and it prints the per-batch
+//! write pause the job measured.
+//!
+//! Build the binaries first: `cargo build --release --bins`.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{CellId, CellMap, CellSpec, CellState, HashRange, ReplicaSpec};
+use http::Method;
+use loadtest::cluster::{bin_path, CellOptions, LocalCell};
+use loadtest::http::{Client, ClientConfig};
+use loadtest::process::{free_port, ManagedProcess, ProcessSpec};
+use loadtest::router_proc::{router_config_toml, RouterOptions};
+use serde_json::{json, Value};
+use support::*;
+
+const ADMIN_TOKEN: &str = "ops-admin-token-0123456789abcdef";
+const CLIENT_TOKEN: &str = "local-client-token-0123456789";
+const CONTROL_CELL: CellId = CellId(100);
+const BUCKET: &str = "ops";
+/// An operator test: start-up, load, a whole migration, checks.
+const OPS_TEST_LIMIT: Duration = Duration::from_secs(240);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Data cells' options: the local defaults with a fast snapshot cadence
+/// so a replaced replica catches up by snapshot.
+fn cell_opts(id: u32) -> CellOptions {
+    CellOptions {
+        cell_id: CellId(id),
+        ..CellOptions::default()
+    }
+}
+
+fn spec_of(cell: &LocalCell) -> CellSpec {
+    let mut s = cell.cell_spec();
+    for r in &mut s.replicas {
+        let p = cell
+            .layout()
+            .peer(r.node_id)
+            .expect("spec replicas come from the layout");
+        r.control_addr = Some(p.raft_addr.to_string());
+    }
+    s
+}
+
+/// The processes of one operator test.
+struct Ops {
+    dir: PathBuf,
+    /// Kept alive (and killed on drop) with the test.
+    _control_cell: LocalCell,
+    cells: BTreeMap<CellId, LocalCell>,
+    control: ManagedProcess,
+    control_url: String,
+    router: ManagedProcess,
+    router_url: String,
+    admin: Client,
+}
+
+impl Ops {
+    /// Control cell + `n` data cells + control server + router, all ready.
+    async fn start(dir: &Path, n: u32, control_extra: &str) -> Ops {
+        let control_cell = must_start(
+            CellOptions {
+                cell_id: CONTROL_CELL,
+                api_token: "ops-control-cell-token-0123456789".into(),
+                ..CellOptions::default()
+            },
+            &dir.join("control-cell"),
+        )
+        .await;
+        let mut cells = BTreeMap::new();
+        for id in 1..=n {
+            let c = must_start(cell_opts(id), &dir.join(format!("cell{id}"))).await;
+            cells.insert(CellId(id), c);
+        }
+        let map = CellMap {
+            epoch: 1,
+            cells: cells.values().map(spec_of).collect(),
+            ..CellMap::default()
+        };
+        let map_path = dir.join("initial-map.toml");
+        std::fs::write(&map_path, toml::to_string(&map).unwrap()).unwrap();
+
+        let control_port = free_port().unwrap();
+        let control_dir = dir.join("control");
+        std::fs::create_dir_all(&control_dir).unwrap();
+        let control_cfg = control_dir.join("control.toml");
+        let endpoints: Vec<String> = control_cell
+            .layout()
+            .peers
+            .iter()
+            .map(|p| format!("\"{}\"", p.api_addr))
+            .collect();
+        let d = CellOptions::default();
+        std::fs::write(
+            &control_cfg,
+            format!(
+                "admin_listen = \"127.0.0.1:{control_port}\"\n\
+                 admin_token = \"{ADMIN_TOKEN}\"\n\
+                 control_cell = [{}]\n\
+                 control_token = \"ops-control-cell-token-0123456789\"\n\
+                 cell_api_token = \"{}\"\n\
+                 cell_admin_token = \"{}\"\n\
+                 initial_map = \"{}\"\n{control_extra}",
+                endpoints.join(", "),
+                d.api_token,
+                d.admin_token,
+                map_path.display()
+            ),
+        )
+        .unwrap();
+        let control = ManagedProcess::new(ProcessSpec {
+            label: "control".into(),
+            bin: bin_path("cellkv-control").unwrap(),
+            args: vec!["--config".into(), control_cfg.into()],
+            dir: control_dir.clone(),
+            log_path: control_dir.join("control.log"),
+            env: vec![
+                ("RUST_LOG".into(), "info".into()),
+                ("NO_COLOR".into(), "1".into()),
+            ],
+        });
+        control.start().unwrap();
+        let control_url = format!("http://127.0.0.1:{control_port}");
+
+        let router_port = free_port().unwrap();
+        let router_dir = dir.join("router");
+        std::fs::create_dir_all(&router_dir).unwrap();
+        let listen: SocketAddr = format!("127.0.0.1:{router_port}").parse().unwrap();
+        let mut router_toml = router_config_toml(&RouterOptions::default(), listen, &map).unwrap();
+        router_toml.push_str(&format!(
+            "\n[control]\nendpoints = [{}]\ntoken = \"ops-control-cell-token-0123456789\"\npoll_interval = \"200ms\"\ncache_file = \"{}\"\n",
+            endpoints.join(", "),
+            router_dir.join("map-cache.json").display()
+        ));
+        let router_cfg = router_dir.join("config.toml");
+        std::fs::write(&router_cfg, router_toml).unwrap();
+        let router = ManagedProcess::new(ProcessSpec {
+            label: "router".into(),
+            bin: bin_path("cellkv-router").unwrap(),
+            args: vec!["--config".into(), router_cfg.into()],
+            dir: router_dir.clone(),
+            log_path: router_dir.join("router.log"),
+            env: vec![
+                ("RUST_LOG".into(), "info".into()),
+                ("NO_COLOR".into(), "1".into()),
+            ],
+        });
+        router.start().unwrap();
+        let ops = Ops {
+            dir: dir.to_owned(),
+            _control_cell: control_cell,
+            cells,
+            control,
+            control_url,
+            router,
+            router_url: format!("http://127.0.0.1:{router_port}"),
+            admin: Client::new(ClientConfig {
+                request_timeout: secs(10),
+                ..ClientConfig::default()
+            }),
+        };
+        ops.wait_control_ready().await;
+        ops.wait_router_ready().await;
+        ops
+    }
+
+    fn admin_auth() -> String {
+        format!("Bearer {ADMIN_TOKEN}")
+    }
+
+    /// `method path` on the control server's admin API, JSON in and out.
+    async fn admin_try(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let auth = Self::admin_auth();
+        let mut h = vec![("authorization", auth.as_str())];
+        if body.is_some() {
+            h.push(("content-type", "application/json"));
+        }
+        let bytes = body
+            .map(|b| Bytes::from(serde_json::to_vec(&b).unwrap()))
+            .unwrap_or_default();
+        match self
+            .admin
+            .request(
+                method.clone(),
+                &format!("{}{path}", self.control_url),
+                &h,
+                bytes,
+            )
+            .await
+        {
+            Ok(r) => (
+                r.status,
+                serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+            ),
+            Err(e) => (0, json!({ "transport": e.to_string() })),
+        }
+    }
+
+    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (status, v) = self.admin_try(method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path} answered {status}: {v}\ncontrol log:\n{}",
+            self.control.log_tail(40)
+        );
+        v
+    }
+
+    async fn wait_control_ready(&self) {
+        let deadline = Instant::now() + secs(30);
+        loop {
+            let (s, _) = self.admin_try(Method::GET, "/v1/map", None).await;
+            if s == 200 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "control server not ready; log:\n{}",
+                self.control.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn wait_router_ready(&self) {
+        let deadline = Instant::now() + secs(30);
+        loop {
+            if let Ok(r) = self
+                .admin
+                .get(&format!("{}/readyz", self.router_url), &[])
+                .await
+            {
+                if r.status == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "router not ready; log:\n{}",
+                self.router.log_tail(40)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn map(&self) -> CellMap {
+        serde_json::from_value(self.admin(Method::GET, "/v1/map", None).await).unwrap()
+    }
+
+    /// Polls the job until it is done; panics if it fails or takes too long.
+    async fn wait_job(&self, id: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (s, job) = self
+                .admin_try(Method::GET, &format!("/v1/jobs/{id}"), None)
+                .await;
+            if s == 200 {
+                match job_state(&job).as_str() {
+                    "done" | "completed" | "succeeded" => return job,
+                    "failed" | "cancelled" => panic!(
+                        "job {id} ended {}: {job}\ncontrol log:\n{}",
+                        job_state(&job),
+                        self.control.log_tail(60)
+                    ),
+                    _ => {}
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id} not done in {limit:?}: {job}\ncontrol log:\n{}",
+                self.control.log_tail(60)
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Starts a new data cell `id` (not registered anywhere yet).
+    async fn start_cell(&mut self, id: u32) -> CellSpec {
+        let c = must_start(cell_opts(id), &self.dir.join(format!("cell{id}"))).await;
+        let spec = spec_of(&c);
+        self.cells.insert(CellId(id), c);
+        spec
+    }
+
+    fn log_tails(&self) -> String {
+        format!(
+            "--- control\n{}\n--- router\n{}",
+            self.control.log_tail(40),
+            self.router.log_tail(40)
+        )
+    }
+}
+
+fn job_state(job: &Value) -> String {
+    job.get("state")
+        .or_else(|| job.get("status"))
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned()
+}
+
+fn job_id(v: &Value) -> String {
+    v.get("id")
+        .or_else(|| v.get("job").and_then(|j| j.get("id")))
+        .or_else(|| v.get("job_id"))
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("no job id in {v}"))
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------
+// The client load
+
+/// What the load saw for one key.
+#[derive(Default, Clone, Debug)]
+struct KeyLog {
+    /// Etag of the last acknowledged write.
+    acked: Option<String>,
+    /// Errors answered for this key: (status, code).
+    errors: Vec<(u16, String)>,
+}
+
+/// Writers and readers through the router. Each worker owns a disjoint set of
+/// keys and is their only writer, so a read after an acknowledged write must
+/// return exactly that write's etag: anything else is a stale read.
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// Transport errors are expected only while the router is down.
+    router_down: Arc<AtomicBool>,
+    keys: Arc<Mutex<HashMap<String, KeyLog>>>,
+    stale: Arc<Mutex<Vec<String>>>,
+    ops: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(router_url: &str, workers: usize, keys_per_worker: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let router_down = Arc::new(AtomicBool::new(false));
+        let keys: Arc<Mutex<HashMap<String, KeyLog>>> = Arc::default();
+        let stale: Arc<Mutex<Vec<String>>> = Arc::default();
+        let ops = Arc::new(AtomicU64::new(0));
+        let client = Client::new(ClientConfig {
+            request_timeout: secs(10),
+            ..ClientConfig::default()
+        });
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (stop, router_down, keys, stale, ops, client) = (
+                stop.clone(),
+                router_down.clone(),
+                keys.clone(),
+                stale.clone(),
+                ops.clone(),
+                client.clone(),
+            );
+            let base = router_url.to_owned();
+            tasks.push(tokio::spawn(async move {
+                let auth = format!("Bearer {CLIENT_TOKEN}");
+                let mut i: u64 = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let key = format!("w{w}-k{}", i as usize % keys_per_worker);
+                    let url = obj_url(&base, BUCKET, &key);
+                    let value = format!("{key}-v{i}");
+                    let put = client
+                        .request(
+                            Method::PUT,
+                            &url,
+                            &[("authorization", &auth)],
+                            Bytes::from(value),
+                        )
+                        .await;
+                    ops.fetch_add(1, Ordering::Relaxed);
+                    match put {
+                        Ok(r) if r.status == 200 || r.status == 201 => {
+                            let etag = r.header("etag").unwrap_or("").to_owned();
+                            keys.lock().unwrap().entry(key.clone()).or_default().acked = Some(etag);
+                        }
+                        Ok(r) => {
+                            let code = r.error_code().unwrap_or_default();
+                            keys.lock()
+                                .unwrap()
+                                .entry(key.clone())
+                                .or_default()
+                                .errors
+                                .push((r.status, code));
+                            // The write may or may not have happened: forget what we knew.
+                            keys.lock().unwrap().entry(key.clone()).or_default().acked = None;
+                            continue;
+                        }
+                        Err(e) => {
+                            if !router_down.load(Ordering::Relaxed) {
+                                keys.lock()
+                                    .unwrap()
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .errors
+                                    .push((0, e.to_string()));
+                            }
+                            keys.lock().unwrap().entry(key.clone()).or_default().acked = None;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    }
+                    // Read it back: must be exactly the acknowledged version.
+                    let want = keys.lock().unwrap()[&key].acked.clone();
+                    let get = client
+                        .request(Method::GET, &url, &[("authorization", &auth)], Bytes::new())
+                        .await;
+                    ops.fetch_add(1, Ordering::Relaxed);
+                    match get {
+                        Ok(r) if r.status == 200 => {
+                            let got = r.header("etag").unwrap_or("").to_owned();
+                            if Some(&got) != want.as_ref() {
+                                stale
+                                    .lock()
+                                    .unwrap()
+                                    .push(format!("{key}: read {got}, acked {want:?}"));
+                            }
+                        }
+                        Ok(r) => {
+                            let code = r.error_code().unwrap_or_default();
+                            keys.lock()
+                                .unwrap()
+                                .entry(key.clone())
+                                .or_default()
+                                .errors
+                                .push((r.status, code));
+                        }
+                        Err(e) => {
+                            if !router_down.load(Ordering::Relaxed) {
+                                keys.lock()
+                                    .unwrap()
+                                    .entry(key.clone())
+                                    .or_default()
+                                    .errors
+                                    .push((0, e.to_string()));
+                            }
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            router_down,
+            keys,
+            stale,
+            ops,
+            tasks,
+        }
+    }
+
+    async fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks.drain(..) {
+            t.await.unwrap();
+        }
+    }
+
+    /// Runs until `n` more operations were done (progress under load).
+    async fn wait_ops(&self, n: u64, limit: Duration) {
+        let start = self.ops.load(Ordering::Relaxed);
+        let deadline = Instant::now() + limit;
+        while self.ops.load(Ordering::Relaxed) < start + n {
+            assert!(Instant::now() < deadline, "the load made no progress");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The final checks: every acknowledged write is there with its etag
+    /// (read through the router), no stale read, and no error for a key
+    /// whose hash lies outside `moving`.
+    async fn verify(&self, router_url: &str, moving: &[HashRange]) -> (usize, usize) {
+        let stale = self.stale.lock().unwrap().clone();
+        assert!(stale.is_empty(), "stale reads: {stale:?}");
+        let keys = self.keys.lock().unwrap().clone();
+        let mut outside_errors = Vec::new();
+        let mut inside_errors = 0;
+        for (k, log) in &keys {
+            if log.errors.is_empty() {
+                continue;
+            }
+            let h = common::key_hash(BUCKET, k);
+            if moving.iter().any(|r| r.contains(h)) {
+                inside_errors += log.errors.len();
+            } else {
+                outside_errors.push(format!("{k}: {:?}", log.errors));
+            }
+        }
+        assert!(
+            outside_errors.is_empty(),
+            "errors for keys outside the moving ranges: {outside_errors:?}"
+        );
+        let client = Client::new(ClientConfig {
+            request_timeout: secs(10),
+            ..ClientConfig::default()
+        });
+        let auth = format!("Bearer {CLIENT_TOKEN}");
+        let mut checked = 0;
+        for (k, log) in &keys {
+            let Some(want) = &log.acked else { continue };
+            let r = client
+                .request(
+                    Method::GET,
+                    &obj_url(router_url, BUCKET, k),
+                    &[("authorization", &auth)],
+                    Bytes::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "acknowledged {k} lost: {}", r.text());
+            assert_eq!(r.header("etag"), Some(want.as_str()), "{k} went back");
+            checked += 1;
+        }
+        assert!(checked > 0, "the load acknowledged nothing");
+        (checked, inside_errors)
+    }
+}
+
+/// The ranges whose owner differs between two maps: what a job moved.
+fn moved_ranges(before: &CellMap, after: &CellMap) -> Vec<HashRange> {
+    before
+        .routing()
+        .unwrap()
+        .diff(&after.routing().unwrap())
+        .into_iter()
+        .map(|(r, _, _)| r)
+        .collect()
+}
+
+fn print_job_summary(what: &str, job: &Value) {
+    let p = &job["progress"];
+    eprintln!(
+        "{what}: ranges {}/{}, keys copied {}, bytes copied {}, write pause max {} ms p99 {} ms, pauses {}",
+        p["ranges_done"],
+        p["ranges_total"],
+        p["keys_copied"],
+        p["bytes_copied"],
+        job["pause_max_ms"],
+        job["pause_p99_ms"],
+        job["pauses_ms"]
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_a_cell_to_empty_and_remove_it_under_load() {
+    let dir = TestDir::new("ops-drain");
+    bounded_by(OPS_TEST_LIMIT, async {
+        let ops = Ops::start(dir.path(), 3, "batch_max_bytes = 65536\n").await;
+        let mut load = Load::start(&ops.router_url, 6, 150);
+        load.wait_ops(1500, secs(60)).await;
+
+        let before = ops.map().await;
+        let job = ops
+            .admin(Method::POST, "/v1/cells/3/drain", Some(json!({})))
+            .await;
+        let id = job_id(&job);
+        let done = ops.wait_job(&id, secs(120)).await;
+        print_job_summary("drain", &done);
+        load.wait_ops(500, secs(30)).await;
+        load.stop().await;
+
+        let map = ops.map().await;
+        let c3 = map
+            .cell(CellId(3))
+            .expect("cell 3 still listed until removed");
+        assert_eq!(c3.state, CellState::Empty, "{map:?}");
+        let routing = map.routing().unwrap();
+        assert!(routing.ranges_of(CellId(3)).is_empty());
+        let (checked, inside) = load
+            .verify(&ops.router_url, &moved_ranges(&before, &map))
+            .await;
+        eprintln!("verified {checked} acknowledged keys; {inside} errors inside moving ranges");
+
+        ops.admin(Method::DELETE, "/v1/cells/3", None).await;
+        let map = ops.map().await;
+        assert!(map.cell(CellId(3)).is_none());
+        // The router follows: keys keep working after removal.
+        load.verify(&ops.router_url, &[]).await;
+        let _ = ops.log_tails();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_a_cell_and_rebalance_onto_it_under_load() {
+    let dir = TestDir::new("ops-add");
+    bounded_by(OPS_TEST_LIMIT, async {
+        let mut ops = Ops::start(dir.path(), 2, "batch_max_bytes = 65536\n").await;
+        let mut load = Load::start(&ops.router_url, 6, 150);
+        load.wait_ops(1500, secs(60)).await;
+
+        let spec = ops.start_cell(3).await;
+        let before = ops.map().await;
+        let job = ops
+            .admin(
+                Method::POST,
+                "/v1/cells",
+                Some(json!({ "id": spec.id, "weight": spec.weight, "replicas": spec.replicas })),
+            )
+            .await;
+        let id = job_id(&job);
+        let done = ops.wait_job(&id, secs(120)).await;
+        print_job_summary("add", &done);
+        load.wait_ops(500, secs(30)).await;
+        load.stop().await;
+
+        let map = ops.map().await;
+        let share = map.routing().unwrap().share(CellId(3));
+        let target = map.target_ring().unwrap().share(CellId(3));
+        assert!(
+            (share - target).abs() < 1e-9 && share > 0.25,
+            "cell 3 owns {share}, target {target}"
+        );
+        let (checked, inside) = load
+            .verify(&ops.router_url, &moved_ranges(&before, &map))
+            .await;
+        eprintln!("verified {checked} acknowledged keys; {inside} errors inside moving ranges");
+        // The new cell really holds the keys it owns: read one straight from it.
+        let routing = map.routing().unwrap();
+        let on3 = load
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, l)| l.acked.is_some() && routing.cell_for(BUCKET, k) == CellId(3))
+            .count();
+        assert!(on3 > 0, "no acknowledged key routes to the new cell");
+    })
+    .await;
+}
+
+/// Preloads `n` objects of `size` bytes through the router (so a drain has
+/// something to move for a few seconds at a low bandwidth).
+async fn preload(router_url: &str, n: usize, size: usize) {
+    let client = Client::new(ClientConfig {
+        request_timeout: secs(10),
+        ..ClientConfig::default()
+    });
+    let auth = format!("Bearer {CLIENT_TOKEN}");
+    let value = Bytes::from(vec![b'x'; size]);
+    let mut set = tokio::task::JoinSet::new();
+    for w in 0..8 {
+        let (client, auth, value, base) = (
+            client.clone(),
+            auth.clone(),
+            value.clone(),
+            router_url.to_owned(),
+        );
+        set.spawn(async move {
+            for i in (w..n).step_by(8) {
+                let r = client
+                    .request(
+                        Method::PUT,
+                        &obj_url(&base, "preload", &format!("p{i}")),
+                        &[("authorization", &auth)],
+                        value.clone(),
+                    )
+                    .await
+                    .unwrap();
+                assert!(r.is_success(), "preload: {} {}", r.status, r.text());
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_survives_router_control_and_source_replica_kills() {
+    let dir = TestDir::new("ops-drain-kills");
+    bounded_by(OPS_TEST_LIMIT, async {
+        // A slow copy so the kills land in the middle of the job.
+        let ops = Ops::start(
+            dir.path(),
+            3,
+            "batch_max_bytes = 1048576\nbandwidth_bytes_per_sec = 1048576\n",
+        )
+        .await;
+        preload(&ops.router_url, 3000, 4096).await;
+        let mut load = Load::start(&ops.router_url, 4, 100);
+        load.wait_ops(500, secs(60)).await;
+
+        let before = ops.map().await;
+        let job = ops
+            .admin(Method::POST, "/v1/cells/3/drain", Some(json!({})))
+            .await;
+        let id = job_id(&job);
+        // Wait until it copies, then kill the router...
+        must_eventually(secs(30), "the drain copies something", || async {
+            let (_, j) = ops
+                .admin_try(Method::GET, &format!("/v1/jobs/{id}"), None)
+                .await;
+            (j["progress"]["bytes_copied"].as_u64().unwrap_or(0) > 0).then_some(())
+        })
+        .await;
+        load.router_down.store(true, Ordering::Relaxed);
+        ops.router.kill().unwrap();
+        // ...then the leader of the source cell...
+        let src = &ops.cells[&CellId(3)];
+        let leader = src.wait_for_leader(secs(10)).await.unwrap();
+        src.replica(leader).kill().unwrap();
+        // ...and the control server itself.
+        ops.control.kill().unwrap();
+        tokio::time::sleep(secs(2)).await;
+        ops.router.start().unwrap();
+        ops.wait_router_ready().await;
+        load.router_down.store(false, Ordering::Relaxed);
+        ops.control.start().unwrap();
+        ops.wait_control_ready().await;
+        src.replica(leader).start().unwrap();
+
+        let done = ops.wait_job(&id, secs(150)).await;
+        print_job_summary("drain with kills", &done);
+        load.wait_ops(300, secs(30)).await;
+        load.stop().await;
+        let map = ops.map().await;
+        assert_eq!(map.cell(CellId(3)).unwrap().state, CellState::Empty);
+        assert!(map.routing().unwrap().ranges_of(CellId(3)).is_empty());
+        let (checked, inside) = load
+            .verify(&ops.router_url, &moved_ranges(&before, &map))
+            .await;
+        eprintln!("verified {checked} acknowledged keys; {inside} errors inside moving ranges");
+        // Every preloaded object survived the move.
+        let client = Client::new(ClientConfig::default());
+        let auth = format!("Bearer {CLIENT_TOKEN}");
+        for i in (0..3000).step_by(7) {
+            let r = client
+                .request(
+                    Method::GET,
+                    &obj_url(&ops.router_url, "preload", &format!("p{i}")),
+                    &[("authorization", &auth)],
+                    Bytes::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(r.status, 200, "preloaded p{i} lost: {}", r.text());
+            assert_eq!(r.body.len(), 4096);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replace_a_killed_replica_under_load() {
+    let dir = TestDir::new("ops-replace");
+    bounded_by(OPS_TEST_LIMIT, async {
+        let ops = Ops::start(dir.path(), 2, "").await;
+        let mut load = Load::start(&ops.router_url, 4, 100);
+        load.wait_ops(500, secs(60)).await;
+
+        // Kill a follower of cell 1 for good.
+        let cell = &ops.cells[&CellId(1)];
+        let leader = cell.wait_for_leader(secs(10)).await.unwrap();
+        let victim = (0..cell.len()).find(|&i| i != leader).unwrap();
+        let dead = cell.replica(victim).node_id();
+        cell.replica(victim).kill().unwrap();
+
+        // A new, empty replica process (node 4) waits to be added.
+        let mut layout = cell.layout().clone();
+        let loopback = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        let new_peer = loadtest::cluster::Peer {
+            node_id: common::NodeId(4),
+            api_addr: loopback(free_port().unwrap()),
+            raft_addr: loopback(free_port().unwrap()),
+        };
+        layout.peers.push(new_peer.clone());
+        let newbie = loadtest::cluster::ReplicaProc::prepare(
+            &bin_path("cellkv-cell").unwrap(),
+            cell.options(),
+            &layout,
+            common::NodeId(4),
+            &ops.dir.join("cell1-node4"),
+        )
+        .unwrap();
+        newbie.start().unwrap();
+
+        let body = serde_json::to_value(ReplicaSpec {
+            node_id: common::NodeId(4),
+            api_addr: new_peer.api_addr.to_string(),
+            control_addr: Some(new_peer.raft_addr.to_string()),
+        })
+        .unwrap();
+        let (status, v) = ops
+            .admin_try(
+                Method::POST,
+                &format!("/v1/cells/1/replicas/{dead}/replace"),
+                Some(body),
+            )
+            .await;
+        assert!(
+            (200..300).contains(&status),
+            "replace answered {status}: {v}\n{}",
+            ops.log_tails()
+        );
+        if let Some(id) = v
+            .get("id")
+            .or_else(|| v.get("job").and_then(|j| j.get("id")))
+        {
+            ops.wait_job(id.as_str().unwrap(), secs(60)).await;
+        }
+        load.wait_ops(500, secs(30)).await;
+        load.stop().await;
+
+        let map = ops.map().await;
+        let nodes: Vec<u64> = map
+            .cell(CellId(1))
+            .unwrap()
+            .replicas
+            .iter()
+            .map(|r| r.node_id.0)
+            .collect();
+        assert!(nodes.contains(&4) && !nodes.contains(&dead.0), "{nodes:?}");
+        // The cell never lost availability: no errors at all for any key.
+        let (checked, inside) = load.verify(&ops.router_url, &[]).await;
+        assert_eq!(inside, 0);
+        eprintln!("verified {checked} acknowledged keys");
+        // The new replica holds the data: its health shows it applied the log.
+        let (_, h): (u16, Value) = ops
+            .admin
+            .get_json(&format!("http://{}/health", new_peer.api_addr), &[])
+            .await
+            .unwrap();
+        assert!(h["applied_index"].as_u64().unwrap_or(0) > 0, "{h}");
+        drop(newbie);
+    })
+    .await;
+}
