@@ -810,16 +810,6 @@ pub struct ScanQuery {
     values: Option<bool>,
 }
 
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// A page of every object whose placement hash is in `[start, end]`, values
 /// included unless `values=false`, read from one consistent RocksDB snapshot.
 /// The basis of moving data between cells; never filtered by ownership.
@@ -834,7 +824,7 @@ async fn scan(State(rep): State<Arc<Replica>>, Query(q): Query<ScanQuery>) -> Ap
         .clamp(1, MAX_SCAN_BYTES);
     let after = match &q.after {
         Some(h) => Some(
-            unhex(h)
+            common::wire::unhex(h)
                 .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "after is not a hex cursor"))?,
         ),
         None => None,

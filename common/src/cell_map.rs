@@ -222,6 +222,11 @@ impl CellMap {
     pub fn cell(&self, id: CellId) -> Option<&CellSpec> {
         self.cells.iter().find(|c| c.id == id)
     }
+
+    /// The spec of cell `id` to change, if the map has it.
+    pub fn cell_mut(&mut self, id: CellId) -> Option<&mut CellSpec> {
+        self.cells.iter_mut().find(|c| c.id == id)
+    }
 }
 
 /// Accepts a socket address (`1.2.3.4:5`, `[::1]:5`) or `hostname:port` with

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::ids::CellId;
-use crate::ring::{HashRange, Ring};
+use crate::ring::{ranges_owned_by, space_fraction, HashRange, Ring};
 
 /// One row of the cell map's explicit ownership table: the range starting at
 /// `.0` (up to the next row's start − 1, or `u64::MAX`) belongs to cell `.1`.
@@ -128,17 +128,12 @@ impl RoutingTable {
 
     /// The ranges owned by `cell`, sorted.
     pub fn ranges_of(&self, cell: CellId) -> Vec<HashRange> {
-        self.ranges()
-            .into_iter()
-            .filter(|&(_, c)| c == cell)
-            .map(|(r, _)| r)
-            .collect()
+        ranges_owned_by(self.ranges(), cell)
     }
 
     /// Fraction of the hash space `cell` owns.
     pub fn share(&self, cell: CellId) -> f64 {
-        let total: u128 = self.ranges_of(cell).iter().map(HashRange::len).sum();
-        total as f64 / 18_446_744_073_709_551_616.0
+        space_fraction(&self.ranges_of(cell))
     }
 
     /// Every cell that owns at least one range.
@@ -338,35 +333,31 @@ impl OwnershipTable {
         if !self.managed {
             return Access::Serve;
         }
-        let i = self.entries.partition_point(|e| e.range.start <= h);
-        let found = i
-            .checked_sub(1)
-            .map(|i| &self.entries[i])
-            .filter(|e| e.range.contains(h));
-        match found {
-            None => Access::Moved {
-                to: None,
-                epoch: self.epoch,
-            },
-            Some(e) => match e.state {
-                RangeState::Owned => Access::Serve,
-                RangeState::WriteFenced => Access::ReadOnly,
-                RangeState::Sealed => Access::Moving,
-                RangeState::Incoming => Access::Moved {
-                    to: None,
-                    epoch: self.epoch,
-                },
-                RangeState::Moved { to } => Access::Moved {
-                    to: Some(to),
-                    epoch: e.epoch,
-                },
+        let unknown = Access::Moved {
+            to: None,
+            epoch: self.epoch,
+        };
+        let Some(e) = self.entry_of(h) else {
+            return unknown;
+        };
+        match e.state {
+            RangeState::Owned => Access::Serve,
+            RangeState::WriteFenced => Access::ReadOnly,
+            RangeState::Sealed => Access::Moving,
+            RangeState::Incoming => unknown,
+            RangeState::Moved { to } => Access::Moved {
+                to: Some(to),
+                epoch: e.epoch,
             },
         }
     }
 
     /// Whether a listing should include hash `h` (owned in any form, fenced included).
     pub fn lists(&self, h: u64) -> bool {
-        self.access(h).may_read() || matches!(self.access(h), Access::Moving)
+        matches!(
+            self.access(h),
+            Access::Serve | Access::ReadOnly | Access::Moving
+        )
     }
 
     /// Whether the control plane may ingest (or delete by ingest) hash `h`.
@@ -379,12 +370,16 @@ impl OwnershipTable {
         self.managed && matches!(self.state_of(h), None | Some(RangeState::Moved { .. }))
     }
 
-    fn state_of(&self, h: u64) -> Option<RangeState> {
+    /// The row holding hash `h`, if any.
+    fn entry_of(&self, h: u64) -> Option<&RangeEntry> {
         let i = self.entries.partition_point(|e| e.range.start <= h);
         i.checked_sub(1)
             .map(|i| &self.entries[i])
             .filter(|e| e.range.contains(h))
-            .map(|e| e.state)
+    }
+
+    fn state_of(&self, h: u64) -> Option<RangeState> {
+        self.entry_of(h).map(|e| e.state)
     }
 
     /// Ranges in state Owned, WriteFenced or Sealed (what the cell still

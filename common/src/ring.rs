@@ -9,6 +9,7 @@ use thiserror::Error;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::ids::CellId;
+use crate::ownership::RoutingTable;
 
 /// Seed of every placement hash: the ASCII bytes `"cellkv-1"` read as a
 /// big-endian u64. Changing it moves every key (needs a data migration).
@@ -138,6 +139,20 @@ impl HashRange {
 
 /// Size of the hash space, 2^64, as f64.
 const SPACE: f64 = 18_446_744_073_709_551_616.0;
+
+/// The ranges of `cell` among `(range, owner)` rows, in their order.
+pub(crate) fn ranges_owned_by(rows: Vec<(HashRange, CellId)>, cell: CellId) -> Vec<HashRange> {
+    rows.into_iter()
+        .filter(|&(_, c)| c == cell)
+        .map(|(r, _)| r)
+        .collect()
+}
+
+/// Fraction of the hash space the (non-overlapping) `ranges` cover, in `[0, 1]`.
+pub(crate) fn space_fraction(ranges: &[HashRange]) -> f64 {
+    let total: u128 = ranges.iter().map(HashRange::len).sum();
+    total as f64 / SPACE
+}
 
 /// Why a ring could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -294,17 +309,12 @@ impl Ring {
 
     /// The ranges owned by `cell`, sorted by start (empty if it owns none).
     pub fn ranges_of(&self, cell: CellId) -> Vec<HashRange> {
-        self.ranges()
-            .into_iter()
-            .filter(|&(_, c)| c == cell)
-            .map(|(r, _)| r)
-            .collect()
+        ranges_owned_by(self.ranges(), cell)
     }
 
     /// Fraction of the hash space `cell` owns, in `[0, 1]`.
     pub fn share(&self, cell: CellId) -> f64 {
-        let total: u128 = self.ranges_of(cell).iter().map(HashRange::len).sum();
-        total as f64 / SPACE
+        space_fraction(&self.ranges_of(cell))
     }
 
     /// Every cell's share of the hash space, by cell id (zero-weight members
@@ -323,34 +333,7 @@ impl Ring {
     /// `(range, from, to)`: exactly what a rebalance from `self` to `new`
     /// moves. Sorted by start; adjacent ranges with the same (from, to) merged.
     pub fn diff(&self, new: &Ring) -> Vec<(HashRange, CellId, CellId)> {
-        let old_ranges = self.ranges();
-        let new_ranges = new.ranges();
-        let mut out: Vec<(HashRange, CellId, CellId)> = Vec::new();
-        let (mut i, mut j) = (0, 0);
-        let mut start = 0u64;
-        loop {
-            let (a, from) = old_ranges[i];
-            let (b, to) = new_ranges[j];
-            let end = a.end.min(b.end);
-            if from != to {
-                match out.last_mut() {
-                    Some((r, f, t)) if *f == from && *t == to && r.end.wrapping_add(1) == start => {
-                        r.end = end
-                    }
-                    _ => out.push((HashRange { start, end }, from, to)),
-                }
-            }
-            if end == u64::MAX {
-                return out;
-            }
-            start = end + 1;
-            if a.end == end {
-                i += 1;
-            }
-            if b.end == end {
-                j += 1;
-            }
-        }
+        RoutingTable::from_ring(self).diff(&RoutingTable::from_ring(new))
     }
 }
 

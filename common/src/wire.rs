@@ -92,6 +92,22 @@ pub struct RangeStats {
     pub bytes: u64,
 }
 
+/// A scan cursor (`ScanPage::next`) as the `after=` query parameter: lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Inverse of [`hex`]; `None` for an odd length or a non-hex digit.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty body")]
@@ -132,6 +148,14 @@ pub fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Result<T, WireError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_hex_round_trips() {
+        assert_eq!(hex(&[0, 15, 255]), "000fff");
+        assert_eq!(unhex("000fff"), Some(vec![0, 15, 255]));
+        assert_eq!(unhex("0"), None);
+        assert_eq!(unhex("zz"), None);
+    }
 
     #[test]
     fn round_trip_and_refusals() {

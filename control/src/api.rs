@@ -606,11 +606,7 @@ async fn drain_cell(
                 "cell {id} is the last active cell: add a cell before draining it"
             ));
         }
-        let c = m
-            .cells
-            .iter_mut()
-            .find(|c| c.id == CellId(id))
-            .ok_or("cell vanished")?;
+        let c = m.cell_mut(CellId(id)).ok_or("cell vanished")?;
         if c.state == CellState::Draining {
             return Ok(false);
         }
@@ -743,9 +739,7 @@ async fn set_state(app: &App, id: u32, to: CellState, allowed: &[CellState]) -> 
     let allowed = allowed.to_vec();
     let map = change_map(app, move |m| {
         let c = m
-            .cells
-            .iter_mut()
-            .find(|c| c.id == CellId(id))
+            .cell_mut(CellId(id))
             .ok_or_else(|| format!("cell {id} is not in the map"))?;
         if c.state == to {
             return Ok(false);
@@ -804,24 +798,16 @@ async fn plan_handler(State(app): State<Arc<App>>, body: axum::body::Bytes) -> A
             let id = req
                 .cell
                 .ok_or_else(|| ApiError::bad("plan drain needs `cell`"))?;
-            let c = future
-                .cells
-                .iter_mut()
-                .find(|c| c.id == id)
-                .ok_or_else(|| {
-                    ApiError::new(ErrorCode::NotFound, format!("cell {id} is not in the map"))
-                })?;
+            let c = future.cell_mut(id).ok_or_else(|| {
+                ApiError::new(ErrorCode::NotFound, format!("cell {id} is not in the map"))
+            })?;
             c.state = CellState::Draining;
         }
         "rebalance" => {
             if let (Some(id), Some(w)) = (req.cell, req.weight) {
-                let c = future
-                    .cells
-                    .iter_mut()
-                    .find(|c| c.id == id)
-                    .ok_or_else(|| {
-                        ApiError::new(ErrorCode::NotFound, format!("cell {id} is not in the map"))
-                    })?;
+                let c = future.cell_mut(id).ok_or_else(|| {
+                    ApiError::new(ErrorCode::NotFound, format!("cell {id} is not in the map"))
+                })?;
                 c.weight = w;
             }
         }
@@ -943,11 +929,7 @@ async fn add_replica(
     app.cells.set_voters(&spec, &voters).await?;
     let r2 = r.clone();
     let map = change_map(&app, move |m| {
-        let c = m
-            .cells
-            .iter_mut()
-            .find(|c| c.id == CellId(id))
-            .ok_or("cell vanished")?;
+        let c = m.cell_mut(CellId(id)).ok_or("cell vanished")?;
         if c.replicas.iter().any(|x| x.node_id == r2.node_id) {
             return Ok(false);
         }
@@ -975,11 +957,7 @@ async fn remove_replica(
         app.cells.set_voters(&spec, &voters).await?;
     }
     let map = change_map(&app, move |m| {
-        let c = m
-            .cells
-            .iter_mut()
-            .find(|c| c.id == CellId(id))
-            .ok_or("cell vanished")?;
+        let c = m.cell_mut(CellId(id)).ok_or("cell vanished")?;
         let before = c.replicas.len();
         c.replicas.retain(|r| r.node_id != NodeId(node));
         Ok(before != c.replicas.len())
@@ -1015,11 +993,7 @@ async fn replace_replica(
     app.cells.set_voters(&spec, &voters).await?;
     let r2 = r.clone();
     let map = change_map(&app, move |m| {
-        let c = m
-            .cells
-            .iter_mut()
-            .find(|c| c.id == CellId(id))
-            .ok_or("cell vanished")?;
+        let c = m.cell_mut(CellId(id)).ok_or("cell vanished")?;
         let before = c.replicas.clone();
         c.replicas.retain(|x| x.node_id != NodeId(node));
         if !c.replicas.iter().any(|x| x.node_id == r2.node_id) {

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-use crate::http::{bearer, hex, HttpClient, Reply};
+use common::wire::hex;
+
+use crate::http::{bearer, HttpClient, Reply};
 
 /// How long a new learner may take to catch up.
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(110);

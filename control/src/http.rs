@@ -180,32 +180,12 @@ pub fn encode_query(s: &str) -> String {
     out
 }
 
-/// Lower-case hex of `b` (scan cursors).
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Inverse of [`hex`].
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn hex_and_query_encoding() {
-        assert_eq!(hex(&[0, 15, 255]), "000fff");
-        assert_eq!(unhex("000fff"), Some(vec![0, 15, 255]));
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
+    fn query_encoding() {
         assert_eq!(encode_query("jobs/a b"), "jobs%2Fa%20b");
     }
 }

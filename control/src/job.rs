@@ -23,12 +23,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::ownership::OwnershipOp;
-use common::wire::{IngestBatch, IngestResult, RangeStats, ScanItem, ScanPage};
+use common::wire::{hex, unhex, IngestBatch, IngestResult, RangeStats, ScanItem, ScanPage};
 use common::{CellId, CellMap, CellState, HashRange};
 use serde::{Deserialize, Serialize};
 
 use crate::cells::PurgeReply;
-use crate::http::{hex, unhex};
 use crate::limiter::Limiter;
 use crate::plan::{self, BatchPlan};
 
@@ -582,10 +581,15 @@ impl<B: Backend> JobRunner<B> {
         });
     }
 
+    /// Forgets a background purge that completed.
+    fn purge_finished(&mut self, t: &PurgeTask) {
+        self.purging.remove(&(t.cell, t.range.start, t.range.end));
+        self.job.purges.retain(|p| p != t);
+    }
+
     fn reap_purges(&mut self) {
         while let Ok(t) = self.purge_done.try_recv() {
-            self.purging.remove(&(t.cell, t.range.start, t.range.end));
-            self.job.purges.retain(|p| *p != t);
+            self.purge_finished(&t);
         }
     }
 
@@ -595,8 +599,7 @@ impl<B: Backend> JobRunner<B> {
             tokio::select! {
                 t = self.purge_done.recv() => {
                     if let Some(t) = t {
-                        self.purging.remove(&(t.cell, t.range.start, t.range.end));
-                        self.job.purges.retain(|p| *p != t);
+                        self.purge_finished(&t);
                     }
                 }
                 ok = self.signals.sleep(Duration::from_millis(500)) => {
@@ -611,15 +614,10 @@ impl<B: Backend> JobRunner<B> {
         match self.job.phase {
             Phase::Select => self.select().await,
             Phase::Prepare => {
-                let (from, to, ranges, id) = {
-                    let b = self.batch()?;
-                    (
-                        b.plan.from,
-                        b.plan.to,
-                        b.plan.ranges.clone(),
-                        self.job.id.clone(),
-                    )
-                };
+                let BatchPlan {
+                    from, to, ranges, ..
+                } = self.batch()?.plan.clone();
+                let id = self.job.id.clone();
                 let moving: Vec<common::cell_map::MovingRange> = ranges
                     .iter()
                     .map(|r| common::cell_map::MovingRange {
@@ -660,10 +658,7 @@ impl<B: Backend> JobRunner<B> {
                 Ok(())
             }
             Phase::Fence => {
-                let (from, ranges) = {
-                    let b = self.batch()?;
-                    (b.plan.from, b.plan.ranges.clone())
-                };
+                let BatchPlan { from, ranges, .. } = self.batch()?.plan.clone();
                 let epoch = self.map_epoch().await?;
                 let op = OwnershipOp::Fence {
                     epoch,
@@ -683,10 +678,7 @@ impl<B: Backend> JobRunner<B> {
                 Ok(())
             }
             Phase::Seal => {
-                let (from, ranges) = {
-                    let b = self.batch()?;
-                    (b.plan.from, b.plan.ranges.clone())
-                };
+                let BatchPlan { from, ranges, .. } = self.batch()?.plan.clone();
                 let epoch = self.map_epoch().await?;
                 let op = OwnershipOp::Fence {
                     epoch,
@@ -710,10 +702,7 @@ impl<B: Backend> JobRunner<B> {
                         e
                     }
                 };
-                let (to, ranges) = {
-                    let b = self.batch()?;
-                    (b.plan.to, b.plan.ranges.clone())
-                };
+                let BatchPlan { to, ranges, .. } = self.batch()?.plan.clone();
                 self.op(
                     "Own at the destination",
                     to,
@@ -750,10 +739,7 @@ impl<B: Backend> JobRunner<B> {
             Phase::Commit => self.commit().await,
             Phase::Finish => self.finish().await,
             Phase::Unfence => {
-                let (from, ranges) = {
-                    let b = self.batch()?;
-                    (b.plan.from, b.plan.ranges.clone())
-                };
+                let BatchPlan { from, ranges, .. } = self.batch()?.plan.clone();
                 let epoch = self.map_epoch().await?;
                 self.op(
                     "Unfence at the source",
@@ -766,10 +752,7 @@ impl<B: Backend> JobRunner<B> {
                 Ok(())
             }
             Phase::Abort => {
-                let (to, ranges) = {
-                    let b = self.batch()?;
-                    (b.plan.to, b.plan.ranges.clone())
-                };
+                let BatchPlan { to, ranges, .. } = self.batch()?.plan.clone();
                 let epoch = self.map_epoch().await?;
                 self.op(
                     "Abort at the destination",
@@ -882,15 +865,13 @@ impl<B: Backend> JobRunner<B> {
 
     /// Step 2; false when it stopped early for a cancel.
     async fn copy(&mut self) -> Result<bool, StepError> {
-        let (from, to, ranges, keys) = {
-            let b = self.batch()?;
-            (
-                b.plan.from,
-                b.plan.to,
-                b.plan.ranges.clone(),
-                b.plan.range_keys.clone(),
-            )
-        };
+        let BatchPlan {
+            from,
+            to,
+            ranges,
+            range_keys: keys,
+            ..
+        } = self.batch()?.plan.clone();
         let mut last_save = Instant::now();
         loop {
             let cursor = self.batch()?.cursor.clone();
@@ -995,10 +976,9 @@ impl<B: Backend> JobRunner<B> {
 
     /// Step 4: makes D hold exactly S's content over the batch's ranges.
     async fn delta(&mut self) -> Result<(), StepError> {
-        let (from, to, ranges) = {
-            let b = self.batch()?;
-            (b.plan.from, b.plan.to, b.plan.ranges.clone())
-        };
+        let BatchPlan {
+            from, to, ranges, ..
+        } = self.batch()?.plan.clone();
         let rs = ranges.clone();
         let (s_stats, d_stats) = self
             .retry("read range stats for the delta", false, |b| {
@@ -1103,15 +1083,10 @@ impl<B: Backend> JobRunner<B> {
     }
 
     async fn commit(&mut self) -> Result<(), StepError> {
-        let (from, to, ranges, id) = {
-            let b = self.batch()?;
-            (
-                b.plan.from,
-                b.plan.to,
-                b.plan.ranges.clone(),
-                self.job.id.clone(),
-            )
-        };
+        let BatchPlan {
+            from, to, ranges, ..
+        } = self.batch()?.plan.clone();
+        let id = self.job.id.clone();
         let rs = ranges.clone();
         self.retry("publish the batch in the map", true, |b| {
             let rs = rs.clone();
@@ -1156,7 +1131,7 @@ impl<B: Backend> JobRunner<B> {
                         .routing()
                         .map(|t| t.owners().contains(&cell))
                         .unwrap_or(true);
-                    match m.cells.iter_mut().find(|c| c.id == cell) {
+                    match m.cell_mut(cell) {
                         Some(c) if !owns && c.state != CellState::Empty => {
                             c.state = CellState::Empty;
                             true
@@ -1180,14 +1155,12 @@ impl<B: Backend> JobRunner<B> {
         if let JobKind::Drain { cell } = self.job.kind {
             // A cancelled drain leaves the cell serving what it still owns.
             self.retry("mark the cell active again", true, |b| async move {
-                b.update_map(Box::new(move |m: &mut CellMap| {
-                    match m.cells.iter_mut().find(|c| c.id == cell) {
-                        Some(c) if c.state == CellState::Draining => {
-                            c.state = CellState::Active;
-                            true
-                        }
-                        _ => false,
+                b.update_map(Box::new(move |m: &mut CellMap| match m.cell_mut(cell) {
+                    Some(c) if c.state == CellState::Draining => {
+                        c.state = CellState::Active;
+                        true
                     }
+                    _ => false,
                 }))
                 .await
             })
