@@ -146,7 +146,7 @@ pub fn open(
                 node_id: node,
             };
             let body = serde_json::to_vec_pretty(&id).expect("identity serializes");
-            crate::snapshot::write_file_durably(&id_path, &body).map_err(io)?;
+            service::write_file_durably(&id_path, &body).map_err(io)?;
         }
         Err(e) => return Err(io(e)),
     }

@@ -86,23 +86,8 @@ fn load(cli: &Cli) -> anyhow::Result<CellConfig> {
     Ok(cfg)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,openraft=warn".into()),
-        )
-        .with_target(false)
-        .init();
+    service::init_tracing("info,openraft=warn");
     // A half-alive replica is worse than a dead one: log the panic and abort.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -124,7 +109,12 @@ fn main() -> anyhow::Result<()> {
         let raft = tokio::net::TcpListener::bind(cfg.raft_listen)
             .await
             .with_context(|| format!("bind Raft RPC on {}", cfg.raft_listen))?;
-        cell::run(cfg, cell::Listeners { api, raft }, shutdown_signal()).await?;
+        cell::run(
+            cfg,
+            cell::Listeners { api, raft },
+            service::shutdown_signal(),
+        )
+        .await?;
         Ok(())
     })
 }

@@ -280,22 +280,12 @@ impl CellMetrics {
             )?,
             registry: registry.clone(),
         };
-        let build = IntGaugeVec::new(
-            Opts::new("cellkv_cell_build_info", "Build information; always 1"),
-            &["version"],
-        )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-        registry.register(Box::new(build))?;
+        service::register_build_info(&registry, "cellkv_cell")?;
         Ok(m)
     }
 
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = String::new();
-        let enc = prometheus::TextEncoder::new();
-        if let Err(e) = enc.encode_utf8(&self.registry.gather(), &mut buf) {
-            tracing::warn!("failed to encode metrics: {e}");
-        }
-        buf
+        service::render(&self.registry)
     }
 }

@@ -105,21 +105,6 @@ impl AsyncSeek for SnapshotFile {
     }
 }
 
-/// Writes `bytes` to `path` so that after a crash the file is either the old or the new content.
-pub fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
-}
-
 #[derive(Serialize, Deserialize)]
 struct Current {
     file: String,
@@ -181,7 +166,7 @@ impl SnapshotDir {
             file: name.clone(),
             meta: meta.clone(),
         };
-        write_file_durably(
+        service::write_file_durably(
             &self.dir.join("current.json"),
             &serde_json::to_vec(&cur).map_err(std::io::Error::other)?,
         )?;

@@ -113,6 +113,22 @@ fn crates_depend_one_way() {
         &["cellkv-cell", "cellkv-router", "rocksdb", "openraft"],
     );
     assert_none(&deps, "cellkv-tests", &["cellkv-cell", "cellkv-router"]);
+    // The shared server plumbing knows nothing of cells, routing or storage.
+    assert_none(
+        &deps,
+        "cellkv-service",
+        &[
+            "cellkv-common",
+            "cellkv-cell",
+            "cellkv-router",
+            "cellkv-loadtest",
+            "cellkv-control",
+            "rocksdb",
+            "openraft",
+            "hyper",
+            "axum",
+        ],
+    );
 }
 
 #[test]
@@ -123,4 +139,5 @@ fn the_checker_sees_real_edges() {
     assert!(deps["cellkv-cell"].iter().any(|d| d == "rocksdb"));
     assert!(deps["cellkv-router"].iter().any(|d| d == "cellkv-common"));
     assert!(deps["cellkv-control"].iter().any(|d| d == "cellkv-common"));
+    assert!(deps["cellkv-service"].iter().any(|d| d == "prometheus"));
 }

@@ -2,7 +2,7 @@
 //! refreshed from the job records at scrape time (labels: job id, bounded by
 //! the jobs kept in the control store).
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
 
 use crate::job::{Job, JobStatus};
 
@@ -92,8 +92,6 @@ impl ControlMetrics {
                     .set(value);
             }
         }
-        let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
-        String::from_utf8(buf).unwrap_or_default()
+        service::render(&self.registry)
     }
 }

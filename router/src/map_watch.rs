@@ -17,7 +17,6 @@
 //! routing with its last map and reports the staleness (log, metrics,
 //! `/readyz`). The cache file lets a restarted router start from that map.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -424,35 +423,12 @@ pub async fn save_cache(path: PathBuf, map: &CellMap) {
     };
     let epoch = map.epoch;
     let shown = path.display().to_string();
-    let res = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
+    let res = tokio::task::spawn_blocking(move || service::write_file_durably(&path, &bytes)).await;
     match res {
         Ok(Ok(())) => tracing::debug!(epoch, path = %shown, "saved the cell map"),
         Ok(Err(e)) => tracing::warn!(epoch, "failed to save the cell map to {shown}: {e}"),
         Err(e) => tracing::warn!(epoch, "failed to save the cell map to {shown}: {e}"),
     }
-}
-
-/// Replaces `path` with `bytes` so that a crash leaves the old or the new
-/// content, never a mix: write a sibling temporary file, fsync it, rename it
-/// over `path`, fsync the directory (makes the rename durable).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("the cache path has no file name"))?;
-    let mut tmp_name = name.to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Reads a cache file: `Ok(None)` if there is none, the map if it parses and
@@ -531,11 +507,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("map.json");
         assert_eq!(read_cache(&path), Ok(None));
-        write_atomically(&path, &serde_json::to_vec(&map(5)).unwrap()).unwrap();
+        service::write_file_durably(&path, &serde_json::to_vec(&map(5)).unwrap()).unwrap();
         assert!(!dir.path().join("map.json.tmp").exists());
         assert_eq!(read_cache(&path).unwrap().unwrap().epoch, 5);
         // Overwrite in place.
-        write_atomically(&path, &serde_json::to_vec(&map(6)).unwrap()).unwrap();
+        service::write_file_durably(&path, &serde_json::to_vec(&map(6)).unwrap()).unwrap();
         assert_eq!(read_cache(&path).unwrap().unwrap().epoch, 6);
 
         let control = ControlConfig {

@@ -40,22 +40,8 @@ fn load(cli: &Cli) -> anyhow::Result<ControlConfig> {
     Ok(cfg)
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
-
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_target(false)
-        .init();
+    service::init_tracing("info");
     let cli = Cli::parse();
     let cfg = load(&cli).context("load configuration")?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -65,7 +51,7 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
             .await
             .with_context(|| format!("bind the admin API on {}", cfg.admin_listen))?;
-        control::server::run(cfg, listener, shutdown_signal()).await?;
+        control::server::run(cfg, listener, service::shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -1,0 +1,108 @@
+//! The few things every cellkv server binary (`cellkv-cell`, `cellkv-router`,
+//! `cellkv-control`) does identically: set up logging, wait for the signal
+//! that starts a graceful shutdown, expose its Prometheus registry, and
+//! replace a small state file crash-safely. Kept apart from `common`, which
+//! stays free of I/O.
+
+use std::io::Write;
+use std::path::Path;
+
+use prometheus::{IntGaugeVec, Opts, Registry};
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new
+/// content, never a mix: write a sibling `<name>.tmp`, fsync it, rename it
+/// over `path`, fsync the directory (which makes the rename durable).
+pub fn write_file_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{} has no file name", path.display())))?;
+    let mut tmp_name = name.to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` or else `default_filter`.
+pub fn init_tracing(default_filter: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
+        )
+        .with_target(false)
+        .init();
+}
+
+/// Completes on SIGTERM or Ctrl-C (SIGINT): the start of a graceful shutdown.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Registers `<prefix>_build_info{version}`, always 1.
+pub fn register_build_info(registry: &Registry, prefix: &str) -> prometheus::Result<()> {
+    let build = IntGaugeVec::new(
+        Opts::new(
+            format!("{prefix}_build_info"),
+            "Build information; always 1",
+        ),
+        &["version"],
+    )?;
+    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    registry.register(Box::new(build))
+}
+
+/// The text exposition of every metric in `registry`.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = String::new();
+    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut buf) {
+        tracing::warn!("failed to encode metrics: {e}");
+    }
+    buf
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durable_write_replaces_and_leaves_no_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let path = dir.join("state.json");
+        write_file_durably(&path, b"one").unwrap();
+        write_file_durably(&path, b"two").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"two");
+        assert!(!dir.join("state.json.tmp").exists());
+    }
+
+    #[test]
+    fn build_info_renders_with_the_version() {
+        let r = Registry::new();
+        register_build_info(&r, "cellkv_test").unwrap();
+        let text = render(&r);
+        assert!(
+            text.contains(&format!(
+                "cellkv_test_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            )),
+            "{text}"
+        );
+        // Registering twice is an error, not a silent duplicate.
+        assert!(register_build_info(&r, "cellkv_test").is_err());
+    }
+}
