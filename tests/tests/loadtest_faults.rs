@@ -7,29 +7,22 @@
 //!   starts them again from `cluster.json`; the run passes, and stopping
 //!   `cellkv-local` afterwards stops the replacements too.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use loadtest::external::ExternalCluster;
 use loadtest::local::ClusterInfo;
 use loadtest::process::bin_path;
 use serde_json::Value;
+use support::{run_loadtest, KillOnDrop};
 
 /// Bound on one harness run (cluster start, ~25 s of load, verification).
 const RUN_LIMIT: Duration = Duration::from_secs(100);
 /// Bound on `cellkv-local` serving, and on it stopping.
 const LOCAL_LIMIT: Duration = Duration::from_secs(60);
-
-/// A child process killed (with what it started) if the test fails.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Kills whatever the cluster.json in `dir` names and is still running
 /// (replacements the harness started are not children of cellkv-local).
@@ -57,40 +50,6 @@ impl Drop for ReapCluster {
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../config/scenarios/{name}.toml"))
-}
-
-/// Runs `cellkv-loadtest` with `args`, output to `log`; returns its exit status.
-fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path) -> ExitStatus {
-    let log_file = std::fs::File::create(log).unwrap();
-    let started = Instant::now();
-    let mut child = KillOnDrop(
-        Command::new(bin_path("cellkv-loadtest").unwrap())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap(),
-    );
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            panic!(
-                "cellkv-loadtest ran over {RUN_LIMIT:?}; output:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    eprintln!(
-        "cellkv-loadtest {:?} finished in {:.1?} ({status}):\n{}",
-        args,
-        started.elapsed(),
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    status
 }
 
 fn report(out: &Path) -> Value {
@@ -136,6 +95,7 @@ fn smoke_slow_cell_passes_with_the_slowdown_on_the_slowed_cell_only() {
             out.as_os_str(),
         ],
         &dir.path().join("loadtest.log"),
+        RUN_LIMIT,
     );
     if status.code() != Some(0) {
         fail_keeping(dir, &format!("expected exit code 0, got {status}"));
@@ -253,6 +213,7 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
             dir.path().join("refused").as_os_str(),
         ],
         &refused_log,
+        RUN_LIMIT,
     );
     assert_eq!(status.code(), Some(2));
     let text = std::fs::read_to_string(&refused_log).unwrap();
@@ -273,6 +234,7 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
             out.as_os_str(),
         ],
         &dir.path().join("loadtest.log"),
+        RUN_LIMIT,
     );
     if status.code() != Some(0) {
         drop(local);

@@ -31,6 +31,8 @@ use support::*;
 const ADMIN_TOKEN: &str = "ops-admin-token-0123456789abcdef";
 const CLIENT_TOKEN: &str = "local-client-token-0123456789";
 const CONTROL_CELL: CellId = CellId(100);
+/// The control cell's API token (the control server and routers present it).
+const CONTROL_CELL_TOKEN: &str = "ops-control-cell-token-0123456789";
 const BUCKET: &str = "ops";
 /// An operator test: start-up, load, a whole migration, checks.
 const OPS_TEST_LIMIT: Duration = Duration::from_secs(240);
@@ -60,6 +62,25 @@ fn spec_of(cell: &LocalCell) -> CellSpec {
     s
 }
 
+/// Starts `bin --config config` in the config file's directory, logging to
+/// `<label>.log` there.
+fn start_process(label: &str, bin: &str, config: &Path) -> ManagedProcess {
+    let dir = config.parent().expect("config files live in a directory");
+    let p = ManagedProcess::new(ProcessSpec {
+        label: label.into(),
+        bin: bin_path(bin).unwrap(),
+        args: vec!["--config".into(), config.into()],
+        dir: dir.to_owned(),
+        log_path: dir.join(format!("{label}.log")),
+        env: vec![
+            ("RUST_LOG".into(), "info".into()),
+            ("NO_COLOR".into(), "1".into()),
+        ],
+    });
+    p.start().unwrap();
+    p
+}
+
 /// The processes of one operator test.
 struct Ops {
     dir: PathBuf,
@@ -79,7 +100,7 @@ impl Ops {
         let control_cell = must_start(
             CellOptions {
                 cell_id: CONTROL_CELL,
-                api_token: "ops-control-cell-token-0123456789".into(),
+                api_token: CONTROL_CELL_TOKEN.into(),
                 ..CellOptions::default()
             },
             &dir.join("control-cell"),
@@ -115,7 +136,7 @@ impl Ops {
                 "admin_listen = \"127.0.0.1:{control_port}\"\n\
                  admin_token = \"{ADMIN_TOKEN}\"\n\
                  control_cell = [{}]\n\
-                 control_token = \"ops-control-cell-token-0123456789\"\n\
+                 control_token = \"{CONTROL_CELL_TOKEN}\"\n\
                  cell_api_token = \"{}\"\n\
                  cell_admin_token = \"{}\"\n\
                  initial_map = \"{}\"\n{control_extra}",
@@ -126,18 +147,7 @@ impl Ops {
             ),
         )
         .unwrap();
-        let control = ManagedProcess::new(ProcessSpec {
-            label: "control".into(),
-            bin: bin_path("cellkv-control").unwrap(),
-            args: vec!["--config".into(), control_cfg.into()],
-            dir: control_dir.clone(),
-            log_path: control_dir.join("control.log"),
-            env: vec![
-                ("RUST_LOG".into(), "info".into()),
-                ("NO_COLOR".into(), "1".into()),
-            ],
-        });
-        control.start().unwrap();
+        let control = start_process("control", "cellkv-control", &control_cfg);
         let control_url = format!("http://127.0.0.1:{control_port}");
 
         let router_port = free_port().unwrap();
@@ -146,24 +156,13 @@ impl Ops {
         let listen: SocketAddr = format!("127.0.0.1:{router_port}").parse().unwrap();
         let mut router_toml = router_config_toml(&RouterOptions::default(), listen, &map).unwrap();
         router_toml.push_str(&format!(
-            "\n[control]\nendpoints = [{}]\ntoken = \"ops-control-cell-token-0123456789\"\npoll_interval = \"200ms\"\ncache_file = \"{}\"\n",
+            "\n[control]\nendpoints = [{}]\ntoken = \"{CONTROL_CELL_TOKEN}\"\npoll_interval = \"200ms\"\ncache_file = \"{}\"\n",
             endpoints.join(", "),
             router_dir.join("map-cache.json").display()
         ));
         let router_cfg = router_dir.join("config.toml");
         std::fs::write(&router_cfg, router_toml).unwrap();
-        let router = ManagedProcess::new(ProcessSpec {
-            label: "router".into(),
-            bin: bin_path("cellkv-router").unwrap(),
-            args: vec!["--config".into(), router_cfg.into()],
-            dir: router_dir.clone(),
-            log_path: router_dir.join("router.log"),
-            env: vec![
-                ("RUST_LOG".into(), "info".into()),
-                ("NO_COLOR".into(), "1".into()),
-            ],
-        });
-        router.start().unwrap();
+        let router = start_process("router", "cellkv-router", &router_cfg);
         let ops = Ops {
             dir: dir.to_owned(),
             _control_cell: control_cell,
@@ -375,6 +374,27 @@ impl Load {
             let base = router_url.to_owned();
             tasks.push(tokio::spawn(async move {
                 let auth = format!("Bearer {CLIENT_TOKEN}");
+                // Records a failed answer for `key`. A transport error counts
+                // only while the router is meant to be up; after any failed
+                // PUT the key's state is unknown, so its ack is forgotten.
+                let failed = |key: &str,
+                              r: &Result<loadtest::http::Resp, loadtest::http::HttpError>,
+                              was_put: bool| {
+                    let mut keys = keys.lock().unwrap();
+                    let log = keys.entry(key.to_owned()).or_default();
+                    match r {
+                        Ok(r) => log
+                            .errors
+                            .push((r.status, r.error_code().unwrap_or_default())),
+                        Err(e) if !router_down.load(Ordering::Relaxed) => {
+                            log.errors.push((0, e.to_string()))
+                        }
+                        Err(_) => {}
+                    }
+                    if was_put {
+                        log.acked = None;
+                    }
+                };
                 let mut i: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
@@ -390,72 +410,41 @@ impl Load {
                         )
                         .await;
                     ops.fetch_add(1, Ordering::Relaxed);
-                    match put {
+                    let want = match &put {
                         Ok(r) if r.status == 200 || r.status == 201 => {
                             let etag = r.header("etag").unwrap_or("").to_owned();
-                            keys.lock().unwrap().entry(key.clone()).or_default().acked = Some(etag);
+                            keys.lock().unwrap().entry(key.clone()).or_default().acked =
+                                Some(etag.clone());
+                            etag
                         }
-                        Ok(r) => {
-                            let code = r.error_code().unwrap_or_default();
-                            keys.lock()
-                                .unwrap()
-                                .entry(key.clone())
-                                .or_default()
-                                .errors
-                                .push((r.status, code));
-                            // The write may or may not have happened: forget what we knew.
-                            keys.lock().unwrap().entry(key.clone()).or_default().acked = None;
-                            continue;
-                        }
-                        Err(e) => {
-                            if !router_down.load(Ordering::Relaxed) {
-                                keys.lock()
-                                    .unwrap()
-                                    .entry(key.clone())
-                                    .or_default()
-                                    .errors
-                                    .push((0, e.to_string()));
+                        _ => {
+                            failed(&key, &put, true);
+                            if put.is_err() {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                             }
-                            keys.lock().unwrap().entry(key.clone()).or_default().acked = None;
-                            tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
                         }
-                    }
+                    };
                     // Read it back: must be exactly the acknowledged version.
-                    let want = keys.lock().unwrap()[&key].acked.clone();
                     let get = client
                         .request(Method::GET, &url, &[("authorization", &auth)], Bytes::new())
                         .await;
                     ops.fetch_add(1, Ordering::Relaxed);
-                    match get {
+                    match &get {
                         Ok(r) if r.status == 200 => {
-                            let got = r.header("etag").unwrap_or("").to_owned();
-                            if Some(&got) != want.as_ref() {
+                            let got = r.header("etag").unwrap_or("");
+                            if got != want {
                                 stale
                                     .lock()
                                     .unwrap()
                                     .push(format!("{key}: read {got}, acked {want:?}"));
                             }
                         }
-                        Ok(r) => {
-                            let code = r.error_code().unwrap_or_default();
-                            keys.lock()
-                                .unwrap()
-                                .entry(key.clone())
-                                .or_default()
-                                .errors
-                                .push((r.status, code));
-                        }
-                        Err(e) => {
-                            if !router_down.load(Ordering::Relaxed) {
-                                keys.lock()
-                                    .unwrap()
-                                    .entry(key.clone())
-                                    .or_default()
-                                    .errors
-                                    .push((0, e.to_string()));
+                        _ => {
+                            failed(&key, &get, false);
+                            if get.is_err() {
+                                tokio::time::sleep(Duration::from_millis(20)).await;
                             }
-                            tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
                 }

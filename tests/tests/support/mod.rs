@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -228,10 +229,8 @@ pub fn obj_url(base: &str, bucket: &str, key: &str) -> String {
     format!("{base}/v1/buckets/{bucket}/objects/{key}")
 }
 
-/// Lowercase hex, for scan cursors.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Scan cursors travel as hex (`after=`).
+pub use common::wire::hex;
 
 /// `"abc"` → `abc`.
 pub fn unquote(etag: &str) -> &str {
@@ -638,4 +637,51 @@ fn metric_reader_sums_matching_series() {
     assert_eq!(metric(text, "x_total", &[]), 9.0);
     assert_eq!(metric(text, "y", &[]), 7.0);
     assert_eq!(metric(text, "z", &[]), 0.0);
+}
+
+/// A child process killed (with whatever it started) when dropped, e.g. when
+/// a test fails.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the `cellkv-loadtest` binary with `args`, its output to `log`, for
+/// at most `limit` (then it is killed and the test fails with the output);
+/// prints the output and returns the exit status.
+pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> ExitStatus {
+    let log_file = std::fs::File::create(log).unwrap();
+    let started = Instant::now();
+    let mut child = KillOnDrop(
+        Command::new(loadtest::process::bin_path("cellkv-loadtest").unwrap())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            panic!(
+                "cellkv-loadtest ran over {limit:?}; output:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!(
+        "cellkv-loadtest {:?} finished in {:.1?} ({status}):\n{}",
+        args,
+        started.elapsed(),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    status
 }
