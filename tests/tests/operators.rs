@@ -840,3 +840,241 @@ async fn replace_a_killed_replica_under_load() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------------------
+// cellkvctl, the operator CLI, against the same processes
+
+/// What one `cellkvctl` run printed.
+struct CtlOut {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl CtlOut {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "cellkvctl --json printed no JSON ({e}): {}\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+impl Ops {
+    /// Runs `cellkvctl args` against this control server (URL and token from
+    /// the environment, as an operator would set them), at most `limit`.
+    async fn ctl_with(&self, env: &[(&str, &str)], args: &[&str], limit: Duration) -> CtlOut {
+        let mut cmd = std::process::Command::new(bin_path("cellkvctl").unwrap());
+        cmd.args(args)
+            .env("CELLKV_CONTROL_URL", &self.control_url)
+            .env("CELLKV_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("NO_COLOR", "1")
+            .stdin(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let what = format!("cellkvctl {}", args.join(" "));
+        let out = tokio::time::timeout(
+            limit,
+            tokio::task::spawn_blocking(move || cmd.output().unwrap()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what} ran over {limit:?}"))
+        .unwrap();
+        let out = CtlOut {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        eprintln!(
+            "$ {what}\n-> exit {}\n{}{}",
+            out.code, out.stdout, out.stderr
+        );
+        out
+    }
+
+    async fn ctl(&self, args: &[&str]) -> CtlOut {
+        self.ctl_with(&[], args, secs(30)).await
+    }
+
+    /// `cellkvctl args` must succeed.
+    async fn ctl_ok(&self, args: &[&str]) -> CtlOut {
+        let out = self.ctl(args).await;
+        assert_eq!(
+            out.code,
+            0,
+            "cellkvctl {args:?} failed:\n{}{}\ncontrol log:\n{}",
+            out.stdout,
+            out.stderr,
+            self.control.log_tail(30)
+        );
+        out
+    }
+}
+
+/// A key of `bucket` that the map routes to `cell`.
+fn key_on(map: &CellMap, bucket: &str, cell: CellId) -> String {
+    let routing = map.routing().unwrap();
+    (0..)
+        .map(|i| format!("probe-{i}"))
+        .find(|k| routing.cell_for(bucket, k) == cell)
+        .unwrap()
+}
+
+/// Status of a GET through the router and its error code (if any).
+async fn router_get(router_url: &str, bucket: &str, key: &str) -> (u16, String) {
+    let client = Client::new(ClientConfig::default());
+    let auth = format!("Bearer {CLIENT_TOKEN}");
+    match client
+        .request(
+            Method::GET,
+            &obj_url(router_url, bucket, key),
+            &[("authorization", &auth)],
+            Bytes::new(),
+        )
+        .await
+    {
+        Ok(r) => (r.status, r.error_code().unwrap_or_default()),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// The operator's whole workflow through `cellkvctl` (not the admin API):
+/// status (table and JSON), clear errors for a wrong token, an unreachable
+/// server and removing a cell that still owns keys; isolate and restore
+/// with the router following; plan, drain with `--wait` under load, jobs,
+/// remove. The load's checks are the same as the other operator tests'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cellkvctl_drives_isolate_plan_drain_and_remove() {
+    let dir = TestDir::new("ops-ctl");
+    bounded_by(OPS_TEST_LIMIT, async {
+        let ops = Ops::start(dir.path(), 3, "batch_max_bytes = 65536\n").await;
+        preload(&ops.router_url, 600, 1024).await;
+
+        // status: a table with every cell, and the same as JSON.
+        let out = ops.ctl_ok(&["status"]).await;
+        assert!(out.stdout.contains("CELL") && out.stdout.contains("LEADER"));
+        for id in ["1", "2", "3"] {
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.starts_with(id) && l.contains("active")),
+                "cell {id} missing from:\n{}",
+                out.stdout
+            );
+        }
+        let status = ops.ctl_ok(&["--json", "status"]).await.json();
+        let cells = status["cells"].as_array().expect("cells");
+        assert_eq!(cells.len(), 3, "{status}");
+        let share: f64 = cells.iter().map(|c| c["share_pct"].as_f64().unwrap()).sum();
+        assert!((share - 100.0).abs() < 0.01, "shares add up to {share}");
+        for c in cells {
+            assert!(!c["leader"].is_null(), "no leader shown: {c}");
+        }
+
+        // Errors say what to do, with distinct exit codes.
+        let bad = ops
+            .ctl_with(
+                &[("CELLKV_ADMIN_TOKEN", "not-the-admin-token")],
+                &["status"],
+                secs(30),
+            )
+            .await;
+        assert_eq!(bad.code, 2, "wrong token exit code");
+        assert!(bad.stderr.contains("unauthorized") && bad.stderr.contains("CELLKV_ADMIN_TOKEN"));
+        let nowhere = format!("http://127.0.0.1:{}", free_port().unwrap());
+        let down = ops.ctl(&["--url", &nowhere, "status"]).await;
+        assert_eq!(down.code, 2, "unreachable server exit code");
+        assert!(down.stderr.contains("cannot reach"), "{}", down.stderr);
+
+        // isolate: the router fails cell 2's keys fast; restore brings them back.
+        let map = ops.map().await;
+        let k2 = key_on(&map, BUCKET, CellId(2));
+        let k1 = key_on(&map, BUCKET, CellId(1));
+        ops.ctl_ok(&["cell", "isolate", "2"]).await;
+        assert_eq!(
+            ops.map().await.cell(CellId(2)).unwrap().state,
+            CellState::Isolated
+        );
+        must_eventually(secs(5), "the router isolates cell 2", || async {
+            let (s, code) = router_get(&ops.router_url, BUCKET, &k2).await;
+            (s == 503 && code == "cell_unavailable").then_some(())
+        })
+        .await;
+        // ...and only cell 2: a key of cell 1 still answers (404: never written).
+        assert_eq!(router_get(&ops.router_url, BUCKET, &k1).await.0, 404);
+        ops.ctl_ok(&["cell", "restore", "2"]).await;
+        must_eventually(secs(5), "the router restores cell 2", || async {
+            (router_get(&ops.router_url, BUCKET, &k2).await.0 == 404).then_some(())
+        })
+        .await;
+
+        let mut load = Load::start(&ops.router_url, 4, 100);
+        load.wait_ops(800, secs(60)).await;
+
+        // plan: what a drain of cell 3 would move, to cells 1 and 2.
+        let plan = ops.ctl_ok(&["--json", "plan", "drain", "3"]).await.json();
+        assert!(plan["ranges"].as_u64().unwrap() > 0, "{plan}");
+        assert!(plan["keys"].as_u64().unwrap() > 0, "{plan}");
+        assert!(plan["bytes"].as_u64().unwrap() > 0, "{plan}");
+        let to: std::collections::BTreeSet<u64> = plan["pairs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                assert_eq!(p["from"].as_u64(), Some(3), "{p}");
+                p["to"].as_u64().unwrap()
+            })
+            .collect();
+        assert_eq!(to, [1, 2].into(), "{plan}");
+        let text = ops.ctl_ok(&["plan", "drain", "3"]).await;
+        assert!(text.stdout.contains("FROM") && text.stdout.contains("total:"));
+
+        // remove refuses a cell that still owns keys, and says what to do.
+        let refused = ops.ctl(&["cell", "remove", "3"]).await;
+        assert_eq!(refused.code, 1);
+        assert!(
+            refused.stderr.contains("drain it first") && refused.stderr.contains("force"),
+            "{}",
+            refused.stderr
+        );
+
+        // drain --wait follows the job to its end with a progress line.
+        let before = ops.map().await;
+        let drained = ops
+            .ctl_with(&[], &["cell", "drain", "3", "--wait"], secs(150))
+            .await;
+        assert_eq!(drained.code, 0, "{}", drained.stderr);
+        assert!(drained.stderr.contains("ranges"), "{}", drained.stderr);
+        let map = ops.map().await;
+        assert_eq!(map.cell(CellId(3)).unwrap().state, CellState::Empty);
+
+        let jobs = ops.ctl_ok(&["--json", "jobs"]).await.json();
+        let job = jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["cell"].as_u64() == Some(3))
+            .unwrap_or_else(|| panic!("no drain job listed: {jobs}"))
+            .clone();
+        assert_eq!(job_state(&job), "done", "{job}");
+        print_job_summary("drain via cellkvctl", &job);
+        let table = ops.ctl_ok(&["jobs"]).await;
+        assert!(table.stdout.contains("JOB") && table.stdout.contains("done"));
+
+        ops.ctl_ok(&["cell", "remove", "3"]).await;
+        let map: CellMap =
+            serde_json::from_value(ops.ctl_ok(&["--json", "map"]).await.json()).unwrap();
+        assert!(map.cell(CellId(3)).is_none());
+
+        load.wait_ops(300, secs(30)).await;
+        load.stop().await;
+        let (checked, inside) = load
+            .verify(&ops.router_url, &moved_ranges(&before, &map))
+            .await;
+        eprintln!("verified {checked} acknowledged keys; {inside} errors inside moving ranges");
+    })
+    .await;
+}
