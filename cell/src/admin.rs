@@ -1,7 +1,8 @@
 //! The control plane's endpoints on the control port (`/admin/*`, admin
 //! token): the cell's range ownership (read, change), ingest of objects
 //! copied from another cell, purge of ranges moved away, per-range
-//! statistics, and replica management (learners, voters, leadership).
+//! statistics, and replica management (learners, voters, leadership:
+//! `transfer-leader` on the leader, `elect` on the target).
 //! Changes go through this cell's Raft log; answers are JSON (ingest bodies
 //! are wire bincode). See `docs/control-plane.md` for the contract.
 //!
@@ -9,7 +10,8 @@
 //! stable code: `bad_request` (invalid input), `not_leader` (421, with the
 //! leader's node id and API address, and its control address in
 //! `X-Cellkv-Leader-Control`), `precondition_failed` (an ownership op the
-//! record refuses), `moved` (ingest outside an incoming range), `timeout`.
+//! record refuses, a learner as transfer target, a transfer already
+//! running), `moved` (ingest outside an incoming range), `timeout`.
 
 // Handlers' errors are ready responses, built once per refused request: size is irrelevant.
 #![allow(clippy::result_large_err)]
@@ -39,6 +41,7 @@ use crate::objects;
 use crate::read_barrier::ReadError;
 use crate::replica::Replica;
 use crate::state_machine::MAX_PURGE_LIMIT;
+use crate::transfer::{self, TransferError};
 use crate::types::{ReplicaNode, Request, Response as SmResponse};
 
 /// Header of a `not_leader` answer on the control port: the leader's control address.
@@ -70,6 +73,7 @@ pub fn routes(rep: &Replica) -> Router<Arc<Replica>> {
         .route("/admin/learner", post(add_learner))
         .route("/admin/voters", post(set_voters))
         .route("/admin/elect", post(elect))
+        .route("/admin/transfer-leader", post(transfer_leader))
         .layer(DefaultBodyLimit::max(MAX_JSON_BYTES));
     let ingest = Router::new()
         .route("/admin/ingest", post(ingest))
@@ -174,8 +178,25 @@ fn write_error(rep: &Replica, e: RaftError<u64, ClientWriteError<u64, ReplicaNod
 }
 
 /// Proposes one entry and waits until it is applied (or the request deadline).
+/// The entry goes through the write gate like client writes, so a
+/// leadership transfer holds it back too.
 async fn propose(rep: &Replica, req: Request) -> Result<SmResponse, Response> {
-    match tokio::time::timeout(rep.cfg.request_timeout, rep.raft.client_write(req)).await {
+    let write = async {
+        let sent = {
+            let _submitting = rep.writes.enter().await;
+            rep.raft.client_write_ff(req).await
+        };
+        let rx = match sent {
+            Ok(rx) => rx,
+            Err(fatal) => return Err(RaftError::Fatal(fatal)),
+        };
+        match rx.await {
+            Ok(res) => res.map_err(RaftError::APIError),
+            // The core dropped the reply: it is stopping.
+            Err(_) => Err(RaftError::Fatal(openraft::error::Fatal::Stopped)),
+        }
+    };
+    match tokio::time::timeout(rep.cfg.request_timeout, write).await {
         Err(_) => Err(fail(
             rep,
             ErrorCode::Timeout,
@@ -658,5 +679,43 @@ async fn elect(State(rep): State<Arc<Replica>>, body: Bytes) -> AdminResult {
             rep.cfg.raft.election_timeout_max + rep.cfg.raft.heartbeat_interval,
         ))
         .await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferRequest {
+    /// The voter to hand leadership to.
+    to: u64,
+    /// The whole transfer's budget (default 10 s, at most 60 s); writes are
+    /// held for at most `transfer::pause_cap` of it (2 s by default).
+    timeout_ms: Option<u64>,
+}
+
+/// `POST /admin/transfer-leader`: on the leader, hands leadership to voter
+/// `to` while clients keep writing (`transfer.rs`, ADR 0009): holds new
+/// writes, waits until `to` has the whole log, asks it to start an election,
+/// and resumes writes once it leads. Queued writes then get `not_leader`
+/// naming the new leader.
+async fn transfer_leader(State(rep): State<Arc<Replica>>, body: Bytes) -> AdminResult {
+    let req: TransferRequest = parse_json(&rep, &body)?;
+    if req.timeout_ms == Some(0) {
+        return Err(bad(&rep, "timeout_ms must be > 0"));
+    }
+    let budget = req
+        .timeout_ms
+        .map_or(transfer::DEFAULT_TIMEOUT, Duration::from_millis)
+        .min(transfer::MAX_TIMEOUT);
+    match transfer::transfer(&rep, req.to, budget).await {
+        Ok(reply) => Ok(Json(reply).into_response()),
+        Err(e) => Err(match e {
+            TransferError::NotLeader { leader } => not_leader(&rep, leader),
+            TransferError::BadTarget(_) => bad(&rep, e.to_string()),
+            TransferError::NotVoter(_) | TransferError::Busy => {
+                fail(&rep, ErrorCode::PreconditionFailed, e.to_string())
+            }
+            TransferError::Timeout(_) => fail(&rep, ErrorCode::Timeout, e.to_string()),
+            TransferError::Stopped(_) => fail(&rep, ErrorCode::ShuttingDown, e.to_string()),
+        }),
     }
 }

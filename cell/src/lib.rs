@@ -27,6 +27,7 @@ pub mod read_barrier;
 pub mod replica;
 pub mod snapshot;
 pub mod state_machine;
+pub mod transfer;
 pub mod types;
 
 use std::future::Future;
@@ -134,6 +135,7 @@ pub async fn run(
         cfg.raft.snapshot_rpc_timeout,
         cfg.max_raft_body_bytes(),
     );
+    let peers = network.clone();
     let raft = types::Raft::new(
         cfg.node_id.0,
         Arc::new(raft_config(&cfg)?),
@@ -149,9 +151,18 @@ pub async fn run(
             "failpoint abort_after_ack is armed: this replica aborts after acknowledging a write"
         );
     }
+    let writes = Arc::new(proposer::WriteGate::new(metrics.clone()));
     let rep = Arc::new(Replica {
         reads: read_barrier::ReadBarrier::start(raft.clone()),
-        proposer: proposer::Proposer::start(raft.clone(), metrics.clone(), flush_gate),
+        proposer: proposer::Proposer::start(
+            raft.clone(),
+            metrics.clone(),
+            flush_gate,
+            writes.clone(),
+        ),
+        writes,
+        peers,
+        transfer: tokio::sync::Mutex::new(()),
         cfg,
         raft,
         db,

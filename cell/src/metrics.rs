@@ -18,6 +18,11 @@ const FSYNC_BUCKETS: &[f64] = &[
 ];
 /// Appends covered by one fsync: 1 means no batching happened.
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+/// A transfer's write pause: a few ms when the target keeps up, capped at
+/// `transfer::MAX_WRITE_PAUSE` (2 s); the top buckets show a cap being hit.
+const WRITE_PAUSE_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0,
+];
 /// Snapshot builds range from milliseconds (empty) to minutes (gigabytes).
 const SNAPSHOT_BUCKETS: &[f64] = &[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0];
 
@@ -48,6 +53,8 @@ pub struct CellMetrics {
     pub refusals_total: IntCounterVec,
     pub ingested_objects_total: IntCounter,
     pub purged_objects_total: IntCounter,
+    pub leader_transfers_total: IntCounterVec,
+    pub leader_transfer_write_pause_seconds: Histogram,
 }
 
 impl CellMetrics {
@@ -276,6 +283,26 @@ impl CellMetrics {
                 IntCounter::new(
                     "cellkv_cell_purged_objects_total",
                     "Objects deleted by purge entries applied on this replica",
+                )?,
+            )?,
+            leader_transfers_total: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cellkv_cell_leader_transfers_total",
+                        "Leadership transfers this replica ran as leader, by outcome (moved, timeout, failed)",
+                    ),
+                    &["outcome"],
+                )?,
+            )?,
+            leader_transfer_write_pause_seconds: reg(
+                r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "cellkv_cell_leader_transfer_write_pause_seconds",
+                        "How long a leadership transfer held new writes on the leader",
+                    )
+                    .buckets(WRITE_PAUSE_BUCKETS.to_vec()),
                 )?,
             )?,
             registry: registry.clone(),

@@ -1,6 +1,8 @@
 //! Outbound Raft RPC: openraft's network factory over HTTP/1.1 (hyper, pooled
 //! keep-alive connections, TCP_NODELAY) with bincode bodies. Every request
 //! carries the cluster secret and the cell id; the peer refuses anything else.
+//! Besides openraft's three RPCs it sends one of ours: a leader's request
+//! that a replica of the same cell start an election (`transfer.rs`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::transfer::{ElectionReply, ElectionRequest};
 use crate::types::{ReplicaNode, TypeConfig};
 
 /// Header naming the cell a Raft RPC belongs to; a replica of another cell refuses it.
@@ -77,6 +80,32 @@ impl Network {
             snapshot_timeout,
             max_body,
         }
+    }
+}
+
+impl Network {
+    /// Asks replica `target` (control port `raft_addr`) to start an election
+    /// now (`POST /raft/elect`), waiting at most `timeout` for its answer.
+    pub async fn request_election(
+        &self,
+        target: u64,
+        raft_addr: &str,
+        req: &ElectionRequest,
+        timeout: Duration,
+    ) -> Result<ElectionReply, String> {
+        let peer = PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{raft_addr}"),
+        };
+        let body = common::wire::encode(req).map_err(|e| e.to_string())?;
+        peer.call("/raft/elect", body, timeout.min(self.rpc_timeout))
+            .await
+            .map_err(|f| match f {
+                Failure::Unreachable(m) => format!("node {target} unreachable: {m}"),
+                Failure::Timeout => format!("node {target} did not answer in time"),
+                Failure::Other(m) => format!("node {target}: {m}"),
+            })
     }
 }
 

@@ -12,12 +12,17 @@
 //!                                    client_write_ff(Request{ops}) ─▶ Raft
 //!                                    on commit+apply: reply to each op
 //! ```
+//!
+//! Every submission to Raft happens under the [`WriteGate`], which a
+//! leadership transfer (`transfer.rs`) closes for a few milliseconds: while it
+//! is closed, new batches wait in the queue (nothing is dropped) and entries
+//! already proposed finish as usual.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot, OwnedRwLockWriteGuard, RwLock, RwLockReadGuard, Semaphore};
 
 use crate::log_store::FlushGate;
 use crate::metrics::CellMetrics;
@@ -52,15 +57,93 @@ struct Pending {
     reply: oneshot::Sender<Result<(OpResult, u64), ProposeError>>,
 }
 
+/// Holds new log entries back from Raft while a leadership transfer runs.
+///
+/// Every submission of a client or admin write to Raft happens inside
+/// [`enter`](Self::enter) (a channel send to the Raft core: microseconds).
+/// [`pause`](Self::pause) waits for the submissions already inside and then
+/// holds every later one until its guard is dropped. Callers wait; nothing
+/// is dropped or failed here.
+pub struct WriteGate {
+    /// Read side: one submission. Write side: a pause. tokio's `RwLock` is
+    /// fair (FIFO), so a pause waits only for the submissions already inside,
+    /// and submissions that arrive after a pause asked for it queue behind it.
+    lock: Arc<RwLock<()>>,
+    metrics: Arc<CellMetrics>,
+}
+
+impl WriteGate {
+    pub fn new(metrics: Arc<CellMetrics>) -> WriteGate {
+        WriteGate {
+            lock: Arc::new(RwLock::new(())),
+            metrics,
+        }
+    }
+
+    /// Lets one submission through; waits while a pause holds the gate.
+    /// Hold the guard only around the send to Raft, never while waiting for
+    /// the entry to commit. Cancellation-safe.
+    pub async fn enter(&self) -> RwLockReadGuard<'_, ()> {
+        self.lock.read().await
+    }
+
+    /// Closes the gate until the returned guard is dropped. Waits only for
+    /// submissions already inside. Cancellation-safe.
+    pub async fn pause(&self) -> WritePause {
+        let held = self.lock.clone().write_owned().await;
+        WritePause {
+            _held: held,
+            since: Instant::now(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// Whether a pause holds the gate now.
+    pub fn is_paused(&self) -> bool {
+        self.lock.try_read().is_err()
+    }
+}
+
+/// A closed [`WriteGate`]: writes resume when this is dropped, on every
+/// path (success, error, timeout, or the request being abandoned), and the
+/// pause is recorded in `cellkv_cell_leader_transfer_write_pause_seconds`.
+pub struct WritePause {
+    _held: OwnedRwLockWriteGuard<()>,
+    since: Instant,
+    metrics: Arc<CellMetrics>,
+}
+
+impl WritePause {
+    /// How long writes have been held so far.
+    pub fn elapsed(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl Drop for WritePause {
+    fn drop(&mut self) {
+        let held = self.since.elapsed();
+        self.metrics
+            .leader_transfer_write_pause_seconds
+            .observe(held.as_secs_f64());
+        tracing::debug!(?held, "writes resumed");
+    }
+}
+
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Pending>,
 }
 
 impl Proposer {
-    pub fn start(raft: Raft, metrics: Arc<CellMetrics>, gate: Arc<FlushGate>) -> Proposer {
+    pub fn start(
+        raft: Raft,
+        metrics: Arc<CellMetrics>,
+        flush: Arc<FlushGate>,
+        writes: Arc<WriteGate>,
+    ) -> Proposer {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(raft, metrics, gate, rx));
+        tokio::spawn(run(raft, metrics, flush, writes, rx));
         Proposer { tx }
     }
 
@@ -82,6 +165,7 @@ async fn run(
     raft: Raft,
     metrics: Arc<CellMetrics>,
     gate: Arc<FlushGate>,
+    writes: Arc<WriteGate>,
     mut rx: mpsc::Receiver<Pending>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
@@ -109,6 +193,9 @@ async fn run(
                 gate.wait_past(seen, MAX_GATE_WAIT).await;
             }
         }
+        // Waits here while a leadership transfer holds writes; the batch is
+        // taken afterwards, so it carries everything queued meanwhile.
+        let submitting = writes.enter().await;
         let mut bytes = first.op.size_hint();
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH_OPS && bytes < MAX_BATCH_BYTES {
@@ -128,6 +215,7 @@ async fn run(
         let (ops, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.op, p.reply)).unzip();
         sent_at = Some(gate.flushed());
         let sent = raft.client_write_ff(Request::Ops(ops)).await;
+        drop(submitting);
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let outcome = match sent {
@@ -171,5 +259,107 @@ async fn run(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn gate() -> Arc<WriteGate> {
+        let metrics = CellMetrics::new(prometheus::Registry::new()).expect("metrics");
+        Arc::new(WriteGate::new(Arc::new(metrics)))
+    }
+
+    /// Long enough for a ready task to run on the test runtime; used only to
+    /// show that something did *not* happen.
+    const SETTLE: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn a_pause_holds_submissions_until_dropped_and_loses_none() {
+        let g = gate();
+        let pause = g.pause().await;
+        assert!(g.is_paused());
+        let through = Arc::new(AtomicUsize::new(0));
+        let mut waiting = Vec::new();
+        for _ in 0..10 {
+            let (g, through) = (g.clone(), through.clone());
+            waiting.push(tokio::spawn(async move {
+                let _s = g.enter().await;
+                through.fetch_add(1, Ordering::SeqCst);
+            }));
+        }
+        tokio::time::sleep(SETTLE).await;
+        assert_eq!(
+            through.load(Ordering::SeqCst),
+            0,
+            "a submission passed a pause"
+        );
+        drop(pause);
+        for w in waiting {
+            tokio::time::timeout(Duration::from_secs(5), w)
+                .await
+                .expect("submissions resume when the pause ends")
+                .unwrap();
+        }
+        assert_eq!(through.load(Ordering::SeqCst), 10);
+        assert!(!g.is_paused());
+    }
+
+    #[tokio::test]
+    async fn a_pause_waits_for_the_submission_inside_and_goes_before_later_ones() {
+        let g = gate();
+        let inside = g.enter().await;
+        let g2 = g.clone();
+        let pausing = tokio::spawn(async move { g2.pause().await });
+        tokio::time::sleep(SETTLE).await;
+        assert!(
+            !pausing.is_finished(),
+            "paused while a submission was inside"
+        );
+        // A submission arriving after the pause asked queues behind it.
+        let g3 = g.clone();
+        let later = tokio::spawn(async move {
+            let _s = g3.enter().await;
+        });
+        tokio::time::sleep(SETTLE).await;
+        assert!(
+            !later.is_finished(),
+            "a later submission overtook the pause"
+        );
+        drop(inside);
+        let pause = tokio::time::timeout(Duration::from_secs(5), pausing)
+            .await
+            .expect("the pause starts once the submission inside left")
+            .unwrap();
+        tokio::time::sleep(SETTLE).await;
+        assert!(!later.is_finished(), "a submission passed a pause");
+        drop(pause);
+        tokio::time::timeout(Duration::from_secs(5), later)
+            .await
+            .expect("resumed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_pause_resumes_writes_and_is_recorded() {
+        let g = gate();
+        let g2 = g.clone();
+        // A transfer whose request is dropped mid-way (client gone, timeout).
+        let transfer = tokio::spawn(async move {
+            let _pause = g2.pause().await;
+            std::future::pending::<()>().await;
+        });
+        tokio::time::sleep(SETTLE).await;
+        assert!(g.is_paused());
+        transfer.abort();
+        let _ = transfer.await;
+        let _entered = tokio::time::timeout(Duration::from_secs(5), g.enter())
+            .await
+            .expect("writes resume when the pausing task is dropped");
+        let h = &g.metrics.leader_transfer_write_pause_seconds;
+        assert_eq!(h.get_sample_count(), 1);
+        assert!(h.get_sample_sum() >= SETTLE.as_secs_f64() * 0.9);
     }
 }

@@ -1,6 +1,8 @@
 //! The control port: inbound Raft RPC (`/raft/*`, cluster secret) and cell
 //! administration (`/admin/*`, admin token). Kept off the API port so the
-//! router's credentials can never reach consensus or membership.
+//! router's credentials can never reach consensus or membership. Besides
+//! openraft's RPCs, `/raft/elect` lets this cell's leader ask a replica to
+//! start an election (leadership transfer, `transfer.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use crate::api::error_response;
 use crate::auth::{check_bearer, Bearer};
 use crate::network::CELL_HEADER;
 use crate::replica::Replica;
+use crate::transfer::ElectionRequest;
 use crate::types::ReplicaNode;
 
 pub fn router(rep: Arc<Replica>) -> Router {
@@ -28,6 +31,7 @@ pub fn router(rep: Arc<Replica>) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/elect", post(elect))
         .layer(middleware::from_fn_with_state(rep.clone(), require_peer));
     let admin = Router::new()
         .route("/admin/init", post(init))
@@ -161,6 +165,27 @@ async fn snapshot(State(rep): State<Arc<Replica>>, body: Bytes) -> Response {
         .with_label_values(&["snapshot"])
         .inc();
     bincode_reply(&rep.raft.install_snapshot(req).await)
+}
+
+/// `POST /raft/elect`: the leader asks this replica to start an election now.
+async fn elect(State(rep): State<Arc<Replica>>, body: Bytes) -> Response {
+    let req: ElectionRequest = match decode_or_400(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    rep.metrics
+        .raft_rpc_total
+        .with_label_values(&["elect"])
+        .inc();
+    match crate::transfer::on_election_request(&rep, &req).await {
+        Ok(reply) => bincode_reply(&reply),
+        Err(e) => error_response(
+            ErrorCode::ShuttingDown,
+            format!("Raft stopped: {e}"),
+            Some(rep.cfg.cell_id),
+            None,
+        ),
+    }
 }
 
 #[derive(Serialize, Deserialize)]

@@ -1012,8 +1012,32 @@ async fn replace_replica(
 #[serde(deny_unknown_fields)]
 struct TransferLeader {
     to: Option<NodeId>,
+    /// The cell's budget for the transfer (default 10 s, at most 60 s).
+    timeout_ms: Option<u64>,
 }
 
+/// Default and largest budget a cell gets for one leadership transfer.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_TRANSFER_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the `elect` fallback waits for the target to lead.
+const ELECT_FALLBACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The replica of `spec` whose `/health` says it leads, if one does.
+async fn leader_by_health(app: &App, spec: &CellSpec) -> Option<NodeId> {
+    for r in &spec.replicas {
+        if let Some(h) = app.cells.health(r, HEALTH_TIMEOUT).await {
+            if h["role"] == "leader" {
+                return Some(r.node_id);
+            }
+        }
+    }
+    None
+}
+
+/// `POST /v1/cells/{id}/transfer-leader`: the cell's leader hands leadership
+/// to `to` (or to another voter) while clients keep writing
+/// (`/admin/transfer-leader`, ADR 0009). Cells without that endpoint get
+/// `/admin/elect` on the target instead, which is reliable only in a quiet cell.
 async fn transfer_leader(
     State(app): State<Arc<App>>,
     Path(id): Path<u32>,
@@ -1022,14 +1046,7 @@ async fn transfer_leader(
     let req: TransferLeader = json_body(&body)?;
     let map = load_map(&app).await?;
     let spec = cell_of(&map, id)?;
-    let mut current = None;
-    for r in &spec.replicas {
-        if let Some(h) = app.cells.health(r, HEALTH_TIMEOUT).await {
-            if h["role"] == "leader" {
-                current = Some(r.node_id);
-            }
-        }
-    }
+    let current = leader_by_health(&app, &spec).await;
     let target = match req.to {
         Some(t) => t,
         None => spec
@@ -1039,12 +1056,53 @@ async fn transfer_leader(
             .find(|n| Some(*n) != current)
             .ok_or_else(|| ApiError::conflict(format!("cell {id} has no other replica to lead")))?,
     };
+    if !spec.replicas.iter().any(|r| r.node_id == target) {
+        return Err(ApiError::bad(format!(
+            "node {target} is not a replica of cell {id} in the map"
+        )));
+    }
     if Some(target) == current {
         return Ok(Json(json!({"cell": id, "leader": target, "changed": false})).into_response());
     }
-    app.cells.elect(&spec, target).await?;
+    if req.timeout_ms == Some(0) {
+        return Err(ApiError::bad("timeout_ms must be > 0"));
+    }
+    let budget = req
+        .timeout_ms
+        .map_or(TRANSFER_TIMEOUT, Duration::from_millis)
+        .min(MAX_TRANSFER_TIMEOUT);
+    match app.cells.transfer_leader(&spec, target, budget).await {
+        Ok(v) => Ok(Json(json!({
+            "cell": id,
+            "leader": v["leader"],
+            "changed": true,
+            "term": v["term"],
+            "attempts": v["attempts"],
+            "write_pause_ms": v["write_pause_ms"],
+        }))
+        .into_response()),
+        Err(CellError::Refused { status: 404, .. }) => {
+            tracing::warn!(cell = id, "the cell has no /admin/transfer-leader (an older build); using /admin/elect on the target");
+            elect_fallback(&app, id, &spec, target).await
+        }
+        Err(e) => {
+            // A call retried after an unknown outcome can find the target
+            // already leading (and be refused for it): look before failing.
+            if leader_by_health(&app, &spec).await == Some(target) {
+                return Ok(
+                    Json(json!({"cell": id, "leader": target, "changed": true})).into_response()
+                );
+            }
+            Err(e.into())
+        }
+    }
+}
+
+/// `/admin/elect` on the target, then waits for it to lead.
+async fn elect_fallback(app: &App, id: u32, spec: &CellSpec, target: NodeId) -> ApiResult {
+    app.cells.elect(spec, target).await?;
     let replica = spec.replicas.iter().find(|r| r.node_id == target).cloned();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + ELECT_FALLBACK_WAIT;
     while tokio::time::Instant::now() < deadline {
         if let Some(r) = &replica {
             if let Some(h) = app.cells.health(r, HEALTH_TIMEOUT).await {
@@ -1059,7 +1117,7 @@ async fn transfer_leader(
     Err(ApiError::new(
         ErrorCode::Timeout,
         format!(
-        "node {target} started an election but is not the leader after 5s; check cellkvctl status"
-    ),
+            "node {target} started an election but is not the leader after {ELECT_FALLBACK_WAIT:?}; check cellkvctl status"
+        ),
     ))
 }

@@ -392,6 +392,28 @@ impl CellClient {
             .await
     }
 
+    /// Asks the cell's leader to hand leadership to voter `to`
+    /// (`POST /admin/transfer-leader`), giving the cell `budget`; follows
+    /// `not_leader` hints to the leader. A cell without the endpoint (an
+    /// older build) answers `Refused` with status 404.
+    pub async fn transfer_leader(
+        &self,
+        cell: &CellSpec,
+        to: NodeId,
+        budget: Duration,
+    ) -> Result<Value, CellError> {
+        let body = serde_json::json!({"to": to, "timeout_ms": budget.as_millis() as u64});
+        // Room for leader hops and the answer beyond the cell's own budget.
+        self.admin_json_within(
+            cell,
+            Method::POST,
+            "/admin/transfer-leader",
+            Some(&body),
+            budget + Duration::from_secs(5),
+        )
+        .await
+    }
+
     /// Asks replica `node` of `cell` to start an election now.
     pub async fn elect(&self, cell: &CellSpec, node: NodeId) -> Result<Value, CellError> {
         let r = cell

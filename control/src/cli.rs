@@ -911,7 +911,13 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                     )
                     .await?;
                 out(&v, &|v| {
-                    format!("cell {cell}: leader is node {}\n", s(&v["leader"]))
+                    let mut line = format!("cell {cell}: leader is node {}", s(&v["leader"]));
+                    if v["changed"] == false {
+                        line.push_str(" (unchanged)");
+                    } else if let Some(ms) = v["write_pause_ms"].as_u64() {
+                        line.push_str(&format!(" (writes paused {ms} ms)"));
+                    }
+                    line + "\n"
                 });
             }
         },

@@ -18,6 +18,13 @@ use crate::metrics::RouterMetrics;
 
 /// Largest `/health` body read; real ones are well under 4 KiB.
 const HEALTH_BODY_MAX_BYTES: usize = 64 << 10;
+/// A round that finds no serving leader is repeated this much later before
+/// the cell counts as unhealthy. A leadership transfer leaves the cell
+/// without a serving leader for a few milliseconds (the old one has stepped
+/// down, the new one has no quorum acknowledgement yet); one round landing
+/// there must not open the breaker, which would fail every request of the
+/// cell for `open_duration`. A dead cell is isolated this much later.
+const RECHECK_DELAY: Duration = Duration::from_millis(100);
 
 /// The fields of a replica's `/health` answer the router uses; the rest is ignored.
 #[derive(Debug, Deserialize)]
@@ -92,9 +99,18 @@ pub async fn run_checker(
             _ = stop.wait_for(|s| *s) => return,
             _ = tick.tick() => {}
         }
+        let round = async {
+            match check(&http, &cell, timeout).await {
+                Some(l) => Some(l),
+                None => {
+                    tokio::time::sleep(RECHECK_DELAY).await;
+                    check(&http, &cell, timeout).await
+                }
+            }
+        };
         let leader = tokio::select! {
             _ = stop.wait_for(|s| *s) => return,
-            l = check(&http, &cell, timeout) => l,
+            l = round => l,
         };
         let outcome = if leader.is_some() {
             "healthy"
