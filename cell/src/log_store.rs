@@ -41,6 +41,10 @@ const KEY_PURGED: &[u8] = b"last_purged";
 /// Appends waiting for the syncer. Bounded so a stalled disk pushes back on
 /// openraft instead of queueing without limit; 4096 covers many RPC batches.
 const SYNC_QUEUE_CAPACITY: usize = 4096;
+/// Most stored bytes of log entries replicated in one AppendEntries (an
+/// entry larger than this still goes, alone): what a follower can receive,
+/// append and fsync well inside the heartbeat interval on a busy host.
+pub const MAX_APPEND_BYTES: usize = 4 << 20;
 
 fn bincode_cfg() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -240,10 +244,13 @@ impl LogStore {
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
+impl LogStore {
+    /// The entries of `range` in order; with `max_bytes`, stops before the
+    /// entry that would take the stored size past it (never before the first).
+    fn read_entries<RB: RangeBounds<u64>>(
+        &self,
         range: RB,
+        max_bytes: Option<usize>,
     ) -> Result<Vec<Entry>, StorageError> {
         use std::ops::Bound;
         let start = match range.start_bound() {
@@ -252,6 +259,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let cf = db::cf(&self.db, CF_LOG);
+        let mut bytes = 0usize;
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             cf,
@@ -267,9 +275,36 @@ impl RaftLogReader<TypeConfig> for LogStore {
             if !range.contains(&idx) {
                 break;
             }
+            bytes = bytes.saturating_add(v.len());
+            if max_bytes.is_some_and(|max| bytes > max) && !out.is_empty() {
+                break;
+            }
             out.push(decode::<Entry>(&v).map_err(read_err)?);
         }
         Ok(out)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(range, None)
+    }
+
+    /// What replication sends in one AppendEntries: at most
+    /// [`MAX_APPEND_BYTES`] of entries (at least one). openraft 0.9 gives an
+    /// AppendEntries the heartbeat interval as its deadline and would
+    /// otherwise read, encode and send up to `max_payload_entries` entries of
+    /// up to several MiB each to a returning follower: a request that can
+    /// never finish in time, so the follower never catches up.
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.read_entries(start..end, Some(MAX_APPEND_BYTES))
     }
 }
 

@@ -37,7 +37,7 @@ const MAX_GATE_WAIT: Duration = Duration::from_millis(20);
 /// Most ops in one entry: bounds the apply batch and AppendEntries size.
 const MAX_BATCH_OPS: usize = 1024;
 /// Most bytes in one entry (values dominate); one large object still goes alone.
-pub const MAX_BATCH_BYTES: usize = 8 << 20;
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
 /// Writes waiting for a batch. Bounded: when full, handlers wait (back-pressure).
 const QUEUE_CAPACITY: usize = 16_384;
 
