@@ -87,7 +87,11 @@ impl JobManager {
     }
 
     /// Refuses when a job is active, naming it.
+    /// A job could start here now: this server holds the job lease and no
+    /// job is active. Checked before a handler changes the map for a job
+    /// (marking a cell draining), so a refusal leaves the map untouched.
     pub fn check_idle(&self) -> Result<(), JobError> {
+        self.require_lease()?;
         match self.active() {
             Some(j) => Err(JobError::Conflict(format!(
                 "job {} ({:?}) is {:?}; wait for it (cellkvctl jobs show {} --wait), or cancel it first",
@@ -99,7 +103,6 @@ impl JobManager {
 
     /// Saves a new job and starts it.
     pub async fn start(self: &Arc<Self>, job: Job) -> Result<Job, JobError> {
-        self.require_lease()?;
         self.check_idle()?;
         self.save(&job).await?;
         self.spawn(job.clone());

@@ -234,7 +234,8 @@ fn analyze_fault(
         .cells
         .iter()
         .map(|c| input.shares.get(c).copied().unwrap_or(1.0 / n))
-        .sum::<f64>()
+        // A fold from +0.0: an empty `sum` is -0.0, shown as "-0.000%".
+        .fold(0.0, |a, b| a + b)
         .min(1.0);
     FaultAnalysis {
         window: f.clone(),

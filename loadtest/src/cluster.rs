@@ -163,7 +163,9 @@ impl CellLayout {
         self.peers.iter().find(|p| p.node_id == node)
     }
 
-    /// This cell as a router's cell map sees it.
+    /// This cell as the cell map names it: weight 1, active, every replica's
+    /// API address and control port (the control plane's way in; routers
+    /// ignore it).
     pub fn cell_spec(&self) -> common::CellSpec {
         common::CellSpec {
             id: self.cell_id,
@@ -174,7 +176,7 @@ impl CellLayout {
                 .map(|p| common::ReplicaSpec {
                     node_id: p.node_id,
                     api_addr: p.api_addr.to_string(),
-                    control_addr: None,
+                    control_addr: Some(p.raft_addr.to_string()),
                 })
                 .collect(),
             state: common::CellState::Active,
@@ -876,6 +878,10 @@ mod tests {
         let spec = l.cell_spec();
         assert_eq!(spec.id, CellId(7));
         assert_eq!(spec.replicas[2].api_addr, l.peers[2].api_addr.to_string());
+        assert_eq!(
+            spec.replicas[2].control_addr,
+            Some(l.peers[2].raft_addr.to_string())
+        );
     }
 
     #[test]

@@ -5,11 +5,16 @@
 //! Faults need processes: a cluster the harness starts (`start_local`; for
 //! `slow_cell` it puts latency proxies between the router and that cell), or
 //! one described by a `cluster.json` (`--cluster`, faulted by pid, see
-//! `external`). A bare router takes load only.
+//! `external`). Moves (`drain_cell`, `add_cell`) go through the cluster's
+//! control server and are followed to their end (`migration`); `add_cell`
+//! starts the new cell's processes, so it needs `start_local`. A bare router
+//! takes load only.
 //!
 //! ```text
+//! [preload] (one cell's keys) ─▶ workload preload ─▶ load:
 //! clients / open-loop dispatcher ──samples──▶ aggregator (Recorder, WriteLedger, progress)
-//! fault task (inject at at_s, undo at at_s + duration_s)
+//! fault task (inject at at_s, undo at at_s + duration_s; a move follows its job)
+//! ─▶ read every acknowledged write back ─▶ report
 //! ```
 //! Everything is bounded by the scenario's duration plus [`GRACE`].
 
@@ -21,16 +26,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use common::{CellId, Ring};
+use common::{CellId, CellSpec, RoutingTable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::admin::AdminClient;
 use crate::external::ExternalCluster;
 use crate::http::{Client, ClientConfig, HttpError, Resp};
 use crate::ledger::{ReadBack, Verification, WriteLedger};
-use crate::local::{LocalCluster, LocalClusterOptions, LocalLayout};
+use crate::local::{next_free_id, LocalCluster, LocalClusterOptions, LocalLayout};
+use crate::migration::{self, MoveRecord};
 use crate::report::{render_html, render_progress, render_table, Report};
-use crate::scenario::{FaultKind, Mode, Scenario, Target};
+use crate::scenario::{FaultKind, Mode, Preload, Scenario, Target};
 use crate::stats::{OpenLoopSchedule, Outcome, Recorder, Sample};
 use crate::workload::{Op, OpGenerator, OpKind};
 
@@ -45,6 +52,14 @@ const SETUP_CONCURRENCY: usize = 16;
 /// Attempts per key while preloading and verifying (a fault may just have ended).
 const SETUP_ATTEMPTS: u32 = 5;
 const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// How often a `[preload]` prints its progress.
+const PRELOAD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How long a `[preload]` keeps retrying one object after 5xx, 429 or
+/// transport errors: a cell taking large writes on a busy machine can lose
+/// its leader for seconds, and the router's breaker then refuses it a while
+/// longer; the preload waits that out rather than fail the run.
+const PRELOAD_RETRY_FOR: Duration = Duration::from_secs(60);
+const PRELOAD_RETRY_PAUSE_MAX: Duration = Duration::from_secs(2);
 
 /// Why a run could not produce a verdict: a usage or setup problem (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -101,40 +116,74 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         out.display()
     );
 
-    let target = TargetCluster::open(&scenario, &out).await?;
+    let mut target = TargetCluster::open(&scenario, &out).await?;
     let client = Client::new(ClientConfig {
         request_timeout: Duration::from_millis(scenario.request_timeout_ms),
-        pool_max_idle_per_host: concurrency(&scenario.mode).max(SETUP_CONCURRENCY),
+        pool_max_idle_per_host: concurrency(&scenario.mode).max(SETUP_CONCURRENCY).max(
+            scenario
+                .preload
+                .as_ref()
+                .map_or(0, |p| p.concurrency as usize),
+        ),
         ..ClientConfig::default()
     });
     let api = Arc::new(Api {
         client,
         base: target.url.clone(),
         auth: target.auth.clone(),
-        ring: target.ring.clone(),
+        routing: target.routing.clone(),
     });
-    let mut ledger = WriteLedger::new();
+    // The ids the add_cell faults will give their cells, so the ledger can
+    // order a moved key's writes from the start.
+    let mut added = Vec::new();
+    let mut next = target.next_cell_id;
+    for _ in 0..scenario.added_cells() {
+        added.push(next);
+        next = next_free_id(next.0);
+    }
+    let generations = scenario.cell_generations(&added);
+    let mut ledger = WriteLedger::with_generations(generations.clone());
+    if let Some(p) = &scenario.preload {
+        preload_cell(&api, p, &mut ledger).await?;
+    }
     if scenario.workload.preload {
         preload(&api, &scenario, &mut ledger).await?;
     }
 
-    let (rec, run_ledger, key_cells, fault_errors) = load(&scenario, &api, &target).await?;
-    ledger.merge(&run_ledger);
-    let verification = verify(&api, &ledger).await;
+    let run = load(&scenario, &api, &mut target, &added, generations).await?;
+    ledger.merge(&run.ledger);
+    let head_buckets: Vec<String> = scenario.preload.iter().map(|p| p.bucket.clone()).collect();
+    let verification = verify(&api, &ledger, &head_buckets).await;
 
-    let cells = if target.cells.is_empty() {
-        rec.cells().into_iter().collect()
+    let mut cells = if target.cells.is_empty() {
+        run.rec.cells().into_iter().collect()
     } else {
         target.cells.clone()
     };
+    // Cells added by the run are judged like the others from when they serve.
+    for m in &run.moves {
+        if let (FaultKind::AddCell, Some(c), true) = (m.kind, m.cell, m.job.is_some()) {
+            if !cells.contains(&c) {
+                cells.push(c);
+            }
+        }
+    }
     let shares = if target.shares.is_empty() {
         // No ring known (a bare router): each cell's share of the distinct
         // keys it answered for estimates its share of the ring.
-        observed_shares(&key_cells)
+        observed_shares(&run.key_cells)
     } else {
         target.shares.clone()
     };
-    let report = Report::build(&scenario, &rec, &cells, shares, Some(&verification));
+    let fault_errors = run.fault_errors;
+    let report = Report::build(
+        &scenario,
+        &run.rec,
+        &cells,
+        shares,
+        Some(&verification),
+        &run.moves,
+    );
     write_reports(&report, &out)?;
     println!("{}", render_table(&report));
     println!("report: {}", out.join("report.html").display());
@@ -152,15 +201,16 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
 
 /// Refuses what the harness cannot do, before starting anything.
 fn check_supported(s: &Scenario) -> Result<()> {
-    let mut why: Vec<String> = s
-        .unsupported_faults()
-        .into_iter()
-        .map(|(i, r)| format!("fault {} ({}): {r}", i + 1, s.faults[i].kind.as_str()))
-        .collect();
+    let mut why: Vec<String> = Vec::new();
     match &s.target {
         Target::Router(_) if !s.faults.is_empty() => why.push(
             "faults need the cluster's processes: use `start_local`, or a cluster file \
              (`cluster_file`, `--cluster DIR`) written by cellkv-local; a bare router takes load only"
+                .to_owned(),
+        ),
+        Target::Router(_) if s.preload.is_some() => why.push(
+            "[preload] needs the cell map to pick its cell's keys: use `start_local`, or a \
+             cluster file (`cluster_file`, `--cluster DIR`) written by cellkv-local"
                 .to_owned(),
         ),
         Target::ClusterFile(p) => {
@@ -171,6 +221,17 @@ fn check_supported(s: &Scenario) -> Result<()> {
                          directly; slowing a cell needs the latency proxies the harness puts in \
                          front of it when it starts the cluster itself: run this scenario \
                          without --cluster (target `start_local`)",
+                        i + 1,
+                        p.display()
+                    ));
+                }
+                if f.kind == FaultKind::AddCell {
+                    why.push(format!(
+                        "fault {} (add_cell): a new cell's processes would be started by this \
+                         harness, not by the cellkv-local that runs {} and owns its layout.json, \
+                         so nothing would stop them or bring them back on a restart: run this \
+                         scenario without --cluster (target `start_local`), or add a cell to a \
+                         running cluster by hand (`cellkvctl cell add`)",
                         i + 1,
                         p.display()
                     ));
@@ -212,12 +273,22 @@ fn concurrency(mode: &Mode) -> usize {
 struct TargetCluster {
     url: String,
     auth: String,
-    ring: Option<Ring>,
+    /// Where each key lives at the start (the live map's ownership when
+    /// there is a control server): preload keys are picked, and failed
+    /// requests attributed, by it.
+    routing: Option<RoutingTable>,
     /// Empty when unknown (a bare router): the cells seen in answers are used.
     cells: Vec<CellId>,
     shares: BTreeMap<CellId, f64>,
+    /// The id the first added cell gets.
+    next_cell_id: CellId,
     /// The processes, when the harness can fault them (faults need it).
     control: Option<Control>,
+}
+
+/// Every cell's share of the hash space under `routing`.
+fn shares_of(routing: &RoutingTable, cells: &[CellId]) -> BTreeMap<CellId, f64> {
+    cells.iter().map(|&c| (c, routing.share(c))).collect()
 }
 
 impl TargetCluster {
@@ -254,21 +325,43 @@ impl TargetCluster {
                             .join(", ")
                     );
                 }
-                let opts = LocalClusterOptions {
+                let mut opts = LocalClusterOptions {
                     cells: l.cells as usize,
                     proxied_cells,
                     ..LocalClusterOptions::default()
                 };
+                if let Some(o) = &l.raft {
+                    opts.cell.raft = o.apply(&opts.cell.raft);
+                    eprintln!(
+                        "cellkv-loadtest: Raft timing of every replica: heartbeat {:?}, elections {:?}..{:?}, {} entries per AppendEntries",
+                        opts.cell.raft.heartbeat_interval,
+                        opts.cell.raft.election_timeout_min,
+                        opts.cell.raft.election_timeout_max,
+                        opts.cell.raft.max_payload_entries
+                    );
+                }
                 let cluster = LocalCluster::start(opts, &dir)
                     .await
                     .context("start the local cluster")?;
-                let ring = cluster.cell_map().ring().context("the cluster's ring")?;
+                eprintln!(
+                    "cellkv-loadtest: control server at {} (cluster.json: {})",
+                    cluster.control_url(),
+                    cluster.cluster_json_path().display()
+                );
+                let routing = cluster
+                    .admin()
+                    .map()
+                    .await?
+                    .routing()
+                    .context("the cluster's live map")?;
+                let cells: Vec<CellId> = cluster.cells().iter().map(|c| c.cell_id()).collect();
                 Ok(TargetCluster {
                     url: cluster.router_url(),
                     auth: cluster.auth(),
-                    cells: cluster.cells().iter().map(|c| c.cell_id()).collect(),
-                    shares: ring.shares(),
-                    ring: Some(ring),
+                    shares: shares_of(&routing, &cells),
+                    cells,
+                    routing: Some(routing),
+                    next_cell_id: cluster.layout().next_cell_id(),
                     control: Some(Control::Local(cluster)),
                 })
             }
@@ -303,16 +396,34 @@ impl TargetCluster {
                     ids.len(),
                     info.router.url
                 );
-                let ring = LocalLayout::load(&info.dir)?
-                    .map(|l| l.cell_map().ring())
-                    .transpose()
-                    .context("the cluster's ring")?;
+                let needs_control =
+                    s.preload.is_some() || s.faults.iter().any(|f| f.kind.is_move());
+                let routing = match cluster.admin() {
+                    // The live map: cells may own other ranges than at the first start.
+                    Ok(admin) => Some(
+                        admin
+                            .map()
+                            .await
+                            .context("read the live map from the control server")?
+                            .routing()
+                            .context("the cluster's live map")?,
+                    ),
+                    Err(e) if needs_control => return Err(e),
+                    Err(_) => LocalLayout::load(&info.dir)?
+                        .map(|l| l.cell_map().routing())
+                        .transpose()
+                        .context("the cluster's map")?,
+                };
                 Ok(TargetCluster {
                     url: info.router.url.trim_end_matches('/').to_owned(),
                     auth: format!("Bearer {}", info.token),
+                    shares: routing
+                        .as_ref()
+                        .map(|r| shares_of(r, &ids))
+                        .unwrap_or_default(),
+                    next_cell_id: next_free_id(ids.iter().map(|c| c.0).max().unwrap_or(0)),
                     cells: ids,
-                    shares: ring.as_ref().map(Ring::shares).unwrap_or_default(),
-                    ring,
+                    routing,
                     control: Some(Control::External(cluster)),
                 })
             }
@@ -326,9 +437,10 @@ impl TargetCluster {
                 Ok(TargetCluster {
                     url: r.url.trim_end_matches('/').to_owned(),
                     auth: format!("Bearer {token}"),
-                    ring: None,
+                    routing: None,
                     cells: Vec::new(),
                     shares: BTreeMap::new(),
+                    next_cell_id: CellId(1),
                     control: None,
                 })
             }
@@ -344,7 +456,7 @@ struct Api {
     client: Client,
     base: String,
     auth: String,
-    ring: Option<Ring>,
+    routing: Option<RoutingTable>,
 }
 
 /// An acknowledged write, for the ledger.
@@ -371,6 +483,11 @@ impl Api {
         self.client.get(&self.object_url(bucket, key), &auth).await
     }
 
+    async fn head(&self, bucket: &str, key: &str) -> Result<Resp, HttpError> {
+        let auth = [("authorization", self.auth.as_str())];
+        self.client.head(&self.object_url(bucket, key), &auth).await
+    }
+
     async fn put(
         &self,
         bucket: &str,
@@ -378,9 +495,19 @@ impl Api {
         len: u32,
         cond: Option<(&str, &str)>,
     ) -> Result<Resp, HttpError> {
+        self.put_value(bucket, key, Bytes::from(vec![b'v'; len as usize]), cond)
+            .await
+    }
+
+    async fn put_value(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        cond: Option<(&str, &str)>,
+    ) -> Result<Resp, HttpError> {
         let mut headers = vec![("authorization", self.auth.as_str())];
         headers.extend(cond);
-        let body = Bytes::from(vec![b'v'; len as usize]);
         self.client
             .put(&self.object_url(bucket, key), &headers, body)
             .await
@@ -454,7 +581,9 @@ impl Api {
     }
 
     fn ring_cell(&self, op: &Op) -> Option<CellId> {
-        self.ring.as_ref().map(|r| r.cell_for(&op.bucket, &op.key))
+        self.routing
+            .as_ref()
+            .map(|r| r.cell_for(&op.bucket, &op.key))
     }
 }
 
@@ -559,8 +688,136 @@ async fn preload(api: &Arc<Api>, s: &Scenario, ledger: &mut WriteLedger) -> Resu
     Ok(())
 }
 
-/// Reads every acknowledged key back and judges it.
-async fn verify(api: &Arc<Api>, ledger: &WriteLedger) -> Verification {
+/// `[preload]`: writes `p.objects()` objects whose keys the start map
+/// places on `p.cell`, with `p.concurrency` writers, printing progress;
+/// records every ack. Fails if one cannot be written.
+async fn preload_cell(api: &Arc<Api>, p: &Preload, ledger: &mut WriteLedger) -> Result<()> {
+    let routing = api
+        .routing
+        .as_ref()
+        .context("[preload] needs the cluster's map to pick the cell's keys")?;
+    let n = p.objects();
+    if !routing.owners().contains(&p.cell) {
+        bail!(
+            "[preload]: cell {} owns no key in the live map (drained? removed?)",
+            p.cell
+        );
+    }
+    let keys: Vec<String> = (0u64..)
+        .map(|i| format!("pre-{i:09}"))
+        .filter(|k| routing.cell_for(&p.bucket, k) == p.cell)
+        .take(n as usize)
+        .collect();
+    // One value for every object: random bytes, so no layer compresses them away.
+    let mut rng = crate::workload::Rng::seed_from(u64::from(p.cell.0));
+    let value: Bytes = (0..p.value_size)
+        .map(|_| rng.below(256) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let total_mib = (n * u64::from(p.value_size)) as f64 / f64::from(1u32 << 20);
+    eprintln!(
+        "cellkv-loadtest: preloading cell {}: {n} objects of {} bytes ({total_mib:.1} MiB) in bucket {:?}, {} writers",
+        p.cell, p.value_size, p.bucket, p.concurrency
+    );
+    let started = Instant::now();
+    let keys = Arc::new(keys);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..p.concurrency {
+        let (api, keys, next, done, value) = (
+            api.clone(),
+            keys.clone(),
+            next.clone(),
+            done.clone(),
+            value.clone(),
+        );
+        let bucket = p.bucket.clone();
+        set.spawn(async move {
+            let mut acks = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(k) = keys.get(i) else { break };
+                let give_up = Instant::now() + PRELOAD_RETRY_FOR;
+                let mut pause = SETUP_RETRY_PAUSE;
+                let ack = loop {
+                    let last = match api.put_value(&bucket, k, value.clone(), None).await {
+                        Ok(r) if r.is_success() => {
+                            break ack_of(&r, &bucket, k).ok_or_else(|| {
+                                format!(
+                                    "PUT {bucket}/{k}: no X-Cellkv-Version or ETag in the answer"
+                                )
+                            });
+                        }
+                        // A refusal that retrying cannot change (413, 403...).
+                        Ok(r) if r.status < 500 && r.status != 429 => {
+                            break Err(format!("PUT {bucket}/{k}: {} {}", r.status, r.text()));
+                        }
+                        Ok(r) => format!("{} {}", r.status, r.text()),
+                        Err(e) => e.to_string(),
+                    };
+                    if Instant::now() + pause > give_up {
+                        break Err(format!(
+                            "PUT {bucket}/{k} still failing after {PRELOAD_RETRY_FOR:?}: {last}"
+                        ));
+                    }
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(PRELOAD_RETRY_PAUSE_MAX);
+                };
+                acks.push(ack?);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(acks)
+        });
+    }
+    let mut tick = tokio::time::interval(PRELOAD_PROGRESS_EVERY);
+    tick.tick().await;
+    let mut acks = Vec::with_capacity(n as usize);
+    let mut failure: Option<String> = None;
+    loop {
+        tokio::select! {
+            r = set.join_next() => {
+                let Some(r) = r else { break };
+                match r.context("a preload writer panicked")? {
+                    Ok(a) => acks.extend(a),
+                    Err(e) => {
+                        // Stop the others: the run cannot be what the scenario says.
+                        failure.get_or_insert(e);
+                        next.store(usize::MAX / 2, Ordering::Relaxed);
+                    }
+                }
+            }
+            _ = tick.tick() => {
+                let d = done.load(Ordering::Relaxed) as u64;
+                let secs = started.elapsed().as_secs_f64();
+                let bytes = d * u64::from(p.value_size);
+                eprintln!(
+                    "cellkv-loadtest: preload {d}/{n} objects ({:.1} of {total_mib:.1} MiB), {:.1} MB/s",
+                    bytes as f64 / f64::from(1u32 << 20),
+                    bytes as f64 / 1e6 / secs.max(1e-3)
+                );
+            }
+        }
+    }
+    if let Some(e) = failure {
+        bail!("preload: {e}");
+    }
+    for a in &acks {
+        ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "cellkv-loadtest: preloaded {} objects ({total_mib:.1} MiB) onto cell {} in {secs:.1} s ({:.1} MB/s)",
+        acks.len(),
+        p.cell,
+        (acks.len() as u64 * u64::from(p.value_size)) as f64 / 1e6 / secs.max(1e-3)
+    );
+    Ok(())
+}
+
+/// Reads every acknowledged key back and judges it. Keys in `head_buckets`
+/// (large preloaded objects) are read with HEAD: version and etag only.
+async fn verify(api: &Arc<Api>, ledger: &WriteLedger, head_buckets: &[String]) -> Verification {
     let started = Instant::now();
     let keys: Vec<(String, String)> = ledger
         .keys()
@@ -571,9 +828,11 @@ async fn verify(api: &Arc<Api>, ledger: &WriteLedger) -> Verification {
         "cellkv-loadtest: reading {} acknowledged keys back",
         keys.len()
     );
-    let reads = for_each(api, keys.clone(), |api, (b, k): &(String, String)| {
+    let heads: Arc<Vec<String>> = Arc::new(head_buckets.to_vec());
+    let reads = for_each(api, keys.clone(), move |api, (b, k): &(String, String)| {
         let (b, k) = (b.clone(), k.clone());
-        async move { read_back(&api, &b, &k).await }
+        let head = heads.contains(&b);
+        async move { read_back(&api, &b, &k, head).await }
     })
     .await;
     let mut v = Verification::default();
@@ -590,10 +849,15 @@ async fn verify(api: &Arc<Api>, ledger: &WriteLedger) -> Verification {
     v
 }
 
-async fn read_back(api: &Api, b: &str, k: &str) -> ReadBack {
+async fn read_back(api: &Api, b: &str, k: &str, head: bool) -> ReadBack {
     let mut last = String::new();
     for _ in 0..SETUP_ATTEMPTS {
-        match api.get(b, k).await {
+        let r = if head {
+            api.head(b, k).await
+        } else {
+            api.get(b, k).await
+        };
+        match r {
             Ok(r) if r.is_success() => {
                 let version = r.header("x-cellkv-version").and_then(|v| v.parse().ok());
                 match (version, r.header("etag")) {
@@ -618,20 +882,35 @@ async fn read_back(api: &Api, b: &str, k: &str) -> ReadBack {
 // ---------------------------------------------------------------------------
 // Load, faults, aggregation
 
+/// What the load phase produced.
+struct LoadRun {
+    rec: Recorder,
+    ledger: WriteLedger,
+    key_cells: KeyCells,
+    /// Faults that could not be injected or undone.
+    fault_errors: Vec<String>,
+    /// The moves (drains, adds) and their jobs.
+    moves: Vec<MoveRecord>,
+}
+
 /// Offers the load for the scenario's duration while the faults run; returns
-/// what the aggregator collected and the faults' errors.
+/// what the aggregator collected, the faults' errors and the moves. `added`
+/// are the ids the `add_cell` faults give their cells, `generations` order
+/// the writes of moved keys (see `ledger`).
 async fn load(
     s: &Scenario,
     api: &Arc<Api>,
-    target: &TargetCluster,
-) -> Result<(Recorder, WriteLedger, KeyCells, Vec<String>)> {
+    target: &mut TargetCluster,
+    added: &[CellId],
+    generations: BTreeMap<CellId, i64>,
+) -> Result<LoadRun> {
     let duration = Duration::from_secs(u64::from(s.duration_s()));
     let gen = OpGenerator::new(&s.workload, s.seed).context("workload")?;
     let (tx, rx) = mpsc::channel::<Done>(SAMPLE_CHANNEL);
     let t0 = Instant::now();
     let end = t0 + duration;
     let cells = target.cells.clone();
-    let aggregator = tokio::spawn(aggregate(rx, t0, cells));
+    let aggregator = tokio::spawn(aggregate(rx, t0, cells, generations));
     let mut load = JoinSet::new();
     match s.mode {
         Mode::Closed { clients } => {
@@ -683,9 +962,9 @@ async fn load(
     }
     drop(tx);
 
-    let fault_errors = match &target.control {
-        Some(control) => run_faults(s, control, t0).await,
-        None => Vec::new(),
+    let (fault_errors, moves) = match &mut target.control {
+        Some(control) => run_faults(s, control, t0, added).await,
+        None => (Vec::new(), Vec::new()),
     };
     let bounded = tokio::time::timeout_at((end + GRACE).into(), async {
         while load.join_next().await.is_some() {}
@@ -699,7 +978,13 @@ async fn load(
         while load.join_next().await.is_some() {}
     }
     let (rec, ledger, key_cells) = aggregator.await.context("the aggregator task failed")?;
-    Ok((rec, ledger, key_cells, fault_errors))
+    Ok(LoadRun {
+        rec,
+        ledger,
+        key_cells,
+        fault_errors,
+        moves,
+    })
 }
 
 /// The cell each key was answered by (last answer wins).
@@ -723,9 +1008,10 @@ async fn aggregate(
     mut rx: mpsc::Receiver<Done>,
     t0: Instant,
     cells: Vec<CellId>,
+    generations: BTreeMap<CellId, i64>,
 ) -> (Recorder, WriteLedger, KeyCells) {
     let mut rec = Recorder::new();
-    let mut ledger = WriteLedger::new();
+    let mut ledger = WriteLedger::with_generations(generations);
     let mut key_cells = KeyCells::new();
     let mut tick =
         tokio::time::interval_at((t0 + Duration::from_secs(1)).into(), Duration::from_secs(1));
@@ -756,22 +1042,43 @@ enum Step {
     Undo(usize),
 }
 
-/// Injects and undoes every fault on time; returns what failed.
-async fn run_faults(s: &Scenario, control: &Control, t0: Instant) -> Vec<String> {
+/// Injects and undoes every fault on time; returns what failed, and the
+/// moves. A move's inject lasts until its job ends (within `duration_s`).
+async fn run_faults(
+    s: &Scenario,
+    control: &mut Control,
+    t0: Instant,
+    added: &[CellId],
+) -> (Vec<String>, Vec<MoveRecord>) {
     let mut steps: Vec<(u32, u8, Step)> = Vec::new();
     for (i, f) in s.faults.iter().enumerate() {
         let end = f.at_s + f.duration_s();
         // At one instant, undo before injecting (a cell comes back before the
         // next fault), except a fault's own undo after its inject.
         steps.push((f.at_s, 1, Step::Inject(i)));
-        steps.push((end, if end == f.at_s { 2 } else { 0 }, Step::Undo(i)));
+        if !f.kind.is_move() {
+            steps.push((end, if end == f.at_s { 2 } else { 0 }, Step::Undo(i)));
+        }
     }
     steps.sort_by_key(|(t, o, _)| (*t, *o));
     let mut killed_leader: Vec<Option<usize>> = vec![None; s.faults.len()];
     let mut errors = Vec::new();
+    let mut moves = Vec::new();
+    let mut added = added.iter().copied();
     for (at, _, step) in steps {
         tokio::time::sleep_until((t0 + Duration::from_secs(u64::from(at))).into()).await;
         let (i, what, r) = match step {
+            Step::Inject(i) if s.faults[i].kind.is_move() => {
+                let m = run_move(s, control, i, t0, &mut added).await;
+                let r = match &m.error {
+                    // The job ran and failed: the report says so (an SLO), not a setup error.
+                    Some(_) if m.job.is_some() => Ok(()),
+                    Some(e) => Err(anyhow::anyhow!("{e}")),
+                    None => Ok(()),
+                };
+                moves.push(m);
+                (i, "run", r.and_then(|()| control.after_change()))
+            }
             Step::Inject(i) => (
                 i,
                 "inject",
@@ -789,7 +1096,45 @@ async fn run_faults(s: &Scenario, control: &Control, t0: Instant) -> Vec<String>
             }
         }
     }
-    errors
+    (errors, moves)
+}
+
+/// Runs move fault `i` (drain or add) to its end: the job must be done by
+/// `at_s + duration_s`. Never fails: what went wrong is in the record.
+async fn run_move(
+    s: &Scenario,
+    control: &mut Control,
+    i: usize,
+    t0: Instant,
+    added: &mut impl Iterator<Item = CellId>,
+) -> MoveRecord {
+    let f = &s.faults[i];
+    let deadline = t0 + Duration::from_secs(u64::from(f.at_s) + u64::from(f.duration_s()));
+    let now = || t0.elapsed().as_secs_f64();
+    let cell = match f.kind {
+        FaultKind::AddCell => added.next(),
+        _ => f.cell,
+    };
+    let rec = MoveRecord::new(i, f.kind, cell, now());
+    let admin = match control.admin() {
+        Ok(a) => a,
+        Err(e) => return rec.failed(now(), format!("{e:#}")),
+    };
+    let bw = f.bandwidth_bytes_per_sec;
+    match (f.kind, cell) {
+        (FaultKind::DrainCell, Some(c)) => migration::drain(&admin, rec, c, bw, t0, deadline).await,
+        (FaultKind::AddCell, Some(c)) => {
+            eprintln!(
+                "cellkv-loadtest: t={:.0}s starting cell {c} (3 replicas)",
+                now()
+            );
+            match control.add_cell(c).await {
+                Ok(spec) => migration::add(&admin, rec, &spec, bw, t0, deadline).await,
+                Err(e) => rec.failed(now(), format!("start cell {c}: {e:#}")),
+            }
+        }
+        (k, _) => rec.failed(now(), format!("{} names no cell", k.as_str())),
+    }
 }
 
 async fn inject(
@@ -811,7 +1156,7 @@ async fn inject(
         }
         FaultKind::RestartRouter => control.stop_router().await?,
         FaultKind::DrainCell | FaultKind::AddCell => {
-            bail!("{} is not supported", f.kind.as_str())
+            bail!("{} is a move: run_move runs it", f.kind.as_str())
         }
     }
     control.after_change()
@@ -844,6 +1189,8 @@ async fn undo(
 
 /// The processes the faults act on: a cluster this harness started, or one
 /// found through its `cluster.json`.
+// One value per run, moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Control {
     Local(LocalCluster),
     External(ExternalCluster),
@@ -855,6 +1202,25 @@ const ROUTER_STOP_SLACK: Duration = Duration::from_secs(5);
 const EXTERNAL_ROUTER_STOP: Duration = Duration::from_secs(20);
 
 impl Control {
+    /// A client of the cluster's control server.
+    fn admin(&self) -> Result<AdminClient> {
+        match self {
+            Control::Local(c) => Ok(c.admin().clone()),
+            Control::External(c) => c.admin(),
+        }
+    }
+
+    /// Starts a new data cell `id`; its spec, to register it with.
+    async fn add_cell(&mut self, id: CellId) -> Result<CellSpec> {
+        match self {
+            Control::Local(c) => c.add_cell(id).await,
+            Control::External(_) => bail!(
+                "add_cell needs a cluster the harness started (start_local): the cellkv-local \
+                 running this one owns its processes and layout"
+            ),
+        }
+    }
+
     /// SIGKILLs `cell`'s current leader; returns its index.
     async fn kill_leader(&self, cell: CellId) -> Result<usize> {
         match self {

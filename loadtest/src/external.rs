@@ -11,6 +11,10 @@
 //! A process restarted here is not a child of `cellkv-local`: it runs in a
 //! process group of its own, outlives the harness, and `cellkv-local` stops
 //! it on exit by the pid `cluster.json` names ([`PidProcess`]).
+//!
+//! Moves (drain, add) go through the control server `cluster.json` names
+//! ([`ExternalCluster::admin`]); starting a new cell's processes here is not
+//! done: they would be no child of `cellkv-local`, which owns `layout.json`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::CellId;
 
+use crate::admin::AdminClient;
 use crate::cluster::{leader_of, PROBE_TIMEOUT};
 use crate::http::{Client, ClientConfig};
 use crate::local::{write_atomically, ClusterInfo, CommandInfo, CLUSTER_FILE};
@@ -242,6 +247,19 @@ impl ExternalCluster {
 
     pub fn cell_ids(&self) -> Vec<CellId> {
         self.lock().cells.iter().map(|c| c.id).collect()
+    }
+
+    /// A client of the control server's admin API, if the cluster has one.
+    pub fn admin(&self) -> Result<AdminClient> {
+        let info = self.lock();
+        let c = info.control.as_ref().with_context(|| {
+            format!(
+                "{} names no control server (written by a cellkv-local without a control \
+                 plane? start the cluster again with this one)",
+                self.path.display()
+            )
+        })?;
+        Ok(AdminClient::new(&c.url, &c.admin_token))
     }
 
     /// The router as a pid process, if it has a pid.
@@ -581,6 +599,7 @@ mod tests {
                     proxy_url: None,
                 }],
             }],
+            control: None,
         };
         std::fs::write(d.join(CLUSTER_FILE), serde_json::to_string(&info).unwrap()).unwrap();
         wait_log(&replica_log, "up --config").await;
@@ -589,6 +608,8 @@ mod tests {
         let c = ExternalCluster::open(d).unwrap();
         c.check_running().unwrap();
         assert_eq!(c.cell_ids(), vec![CellId(1)]);
+        let e = c.admin().err().unwrap().to_string();
+        assert!(e.contains("names no control server"), "{e}");
 
         // A pid whose command line differs is not ours: never signalled.
         let imposter = PidProcess {

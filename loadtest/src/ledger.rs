@@ -3,11 +3,15 @@
 //! with its latest acknowledged write. Reading back over HTTP is the driver's.
 //!
 //! Versions are Raft log indexes of the key's cell (ADR 0005), so they order
-//! the writes of one key while it stays in one cell. After a drain moves a key,
-//! versions of two cells are not comparable: that check will need the move log.
+//! the writes of one key while it stays in one cell. Once a move (drain, add)
+//! hands a key to another cell, versions of the two cells are not comparable:
+//! the etag names the cell that wrote it (`<cell>-<index>-<op>`, kept by the
+//! copy), and the cells' *generations* (`Scenario::cell_generations`: a
+//! move's source below its destination) order writes of different cells.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
+use common::CellId;
 use serde::{Deserialize, Serialize};
 
 /// The latest acknowledged write of a key.
@@ -23,8 +27,25 @@ fn op_position(etag: &str) -> Option<u64> {
     etag.trim_matches('"').rsplit('-').next()?.parse().ok()
 }
 
-/// Whether `(version, etag)` was written after `than`.
-fn is_later(version: u64, etag: &str, than: &AckedWrite) -> bool {
+/// The cell that wrote an etag `<cell>-<index>-<op>`.
+fn etag_cell(etag: &str) -> Option<CellId> {
+    etag.trim_matches('"')
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+        .map(CellId)
+}
+
+/// Whether `(version, etag)` was written after `than`: by the writing cells'
+/// generations when two cells wrote them, else by version and op position.
+fn is_later(gens: &BTreeMap<CellId, i64>, version: u64, etag: &str, than: &AckedWrite) -> bool {
+    if let (Some(a), Some(b)) = (etag_cell(etag), etag_cell(&than.etag)) {
+        let gen = |c: CellId| gens.get(&c).copied().unwrap_or(0);
+        if a != b && gen(a) != gen(b) {
+            return gen(a) > gen(b);
+        }
+    }
     match version.cmp(&than.version) {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
@@ -87,11 +108,21 @@ pub enum Verdict {
 #[derive(Clone, Debug, Default)]
 pub struct WriteLedger {
     acked: HashMap<(String, String), AckedWrite>,
+    /// Orders writes of one key by different cells (see the module doc).
+    generations: BTreeMap<CellId, i64>,
 }
 
 impl WriteLedger {
     pub fn new() -> WriteLedger {
         WriteLedger::default()
+    }
+
+    /// A ledger that orders writes of different cells by `generations`.
+    pub fn with_generations(generations: BTreeMap<CellId, i64>) -> WriteLedger {
+        WriteLedger {
+            acked: HashMap::new(),
+            generations,
+        }
     }
 
     /// Keys with an acknowledged write.
@@ -107,7 +138,7 @@ impl WriteLedger {
     pub fn record_ack(&mut self, bucket: &str, key: &str, version: u64, etag: &str) {
         match self.acked.get_mut(&(bucket.to_owned(), key.to_owned())) {
             Some(prev) => {
-                if is_later(version, etag, prev) {
+                if is_later(&self.generations, version, etag, prev) {
                     *prev = AckedWrite {
                         version,
                         etag: etag.to_owned(),
@@ -163,7 +194,7 @@ impl WriteLedger {
             },
             ReadBack::Missing => lost(LossKind::Missing, None),
             ReadBack::Found { version, etag } => {
-                if *etag == acked.etag || is_later(*version, etag, acked) {
+                if *etag == acked.etag || is_later(&self.generations, *version, etag, acked) {
                     Verdict::Kept
                 } else {
                     lost(
@@ -236,6 +267,42 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn writes_of_a_moved_key_are_ordered_by_the_cells_generations() {
+        // Cell 3 is drained (generation -1): its writes come first, whatever
+        // their versions; cell 4 was added (generation 2): its writes last.
+        let gens = BTreeMap::from([(CellId(3), -1), (CellId(4), 2)]);
+        let mut l = WriteLedger::with_generations(gens.clone());
+        l.record_ack("b", "k", 9000, "\"3-9000-0\"");
+        l.record_ack("b", "k", 12, "\"1-12-0\""); // after the move, lower version
+        assert_eq!(l.check("b", "k", &found(12, "\"1-12-0\"")), Verdict::Kept);
+        // The copy (source etag) is older than the acknowledged write at the new owner.
+        assert!(matches!(
+            l.check("b", "k", &found(9000, "\"3-9000-0\"")),
+            Verdict::Lost(LostWrite {
+                kind: LossKind::Older,
+                ..
+            })
+        ));
+        // A late ack from the source does not replace the newer one.
+        l.record_ack("b", "k", 9001, "\"3-9001-0\"");
+        assert_eq!(l.check("b", "k", &found(12, "\"1-12-0\"")), Verdict::Kept);
+        // An added cell's write is later than an old owner's.
+        l.record_ack("b", "j", 500, "\"2-500-0\"");
+        assert_eq!(l.check("b", "j", &found(7, "\"4-7-0\"")), Verdict::Kept);
+        // Merged ledgers keep the order.
+        let mut m = WriteLedger::with_generations(gens);
+        m.merge(&l);
+        assert_eq!(m.check("b", "k", &found(12, "\"1-12-0\"")), Verdict::Kept);
+        // Same generation, different cells (no known move between them): versions decide.
+        let mut n = WriteLedger::new();
+        n.record_ack("b", "k", 10, "1-10-0");
+        n.record_ack("b", "k", 11, "2-11-0");
+        assert_eq!(n.check("b", "k", &found(11, "2-11-0")), Verdict::Kept);
+        assert_eq!(etag_cell("\"12-5-0\""), Some(CellId(12)));
+        assert_eq!(etag_cell("nonsense"), None);
     }
 
     #[test]

@@ -1,177 +1,74 @@
 //! A whole cellkv cluster on loopback in one directory (`LocalCluster`): a
-//! router in front of N cells of 3 replicas each. The first start allocates
-//! ports and secrets and persists them in `layout.json`; a later start on the
-//! same directory brings the same cluster back on its data. Once everything
-//! serves, `cluster.json` tells people and scripts where everything is.
-//! Process control is `cluster` (cells) and `router_proc` (router).
+//! router in front of N data cells of 3 replicas each, and the control plane
+//! the router follows (a 3-replica control cell holding the cell map and the
+//! migration jobs, and `cellkv-control` serving the admin API). The first
+//! start allocates ports and secrets and persists them in `layout.json`
+//! (`layout`); a later start on the same directory brings the same cluster
+//! back on its data, its map and the cells added meanwhile. Once everything
+//! serves, `cluster.json` (`info`) tells people and scripts where everything
+//! is. Process control is `cluster` (cells), `router_proc` and `control_proc`.
 //!
 //! ```text
 //! dir/
 //!   lock            flock'ed while a LocalCluster runs the directory
-//!   layout.json     ports + secrets, written once, reused by every later start
-//!   cluster.json    written when the cluster serves: router url + pid + command,
-//!                   token, replicas (pid, command, urls); rewritten by whoever
-//!                   restarts a process (the load harness, `external`)
-//!   router/         config.toml, router.log
+//!   layout.json     ports + secrets, written once (and when a cell is added)
+//!   cluster.json    written when the cluster serves: router, control server,
+//!                   control cell and data cells (pids, commands, urls); rewritten
+//!                   by whoever restarts a process (the load harness, `external`)
+//!   control.env     CELLKV_CONTROL_URL + CELLKV_ADMIN_TOKEN for cellkvctl
+//!   router/         config.toml ([control] section), router.log, map-cache.json
+//!   control/        config.toml, initial-map.toml, control.log, c100-n<node>/
 //!   c<cell>-n<node>/ config.toml, replica.log, data/
 //! ```
+//!
+//! Start order: every cell (control cell included) bootstraps, then the
+//! control server stores the initial map if the control cell holds none and
+//! takes the job lease, then the router starts and follows the map. Stop
+//! order: router, control server, then every replica.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::{CellId, CellMap, NodeId};
-use serde::{Deserialize, Serialize};
+use common::{CellId, CellMap, CellSpec};
 
+use crate::admin::AdminClient;
 use crate::cluster::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
+use crate::control_proc::{ControlProc, ControlServerOptions, ControlSetup, CONTROL_BIN};
 use crate::external::{ExternalCluster, PidProcess};
-use crate::process::{bin_path, free_port, ProcessSpec};
+use crate::process::{bin_path, free_port};
 use crate::proxy::LatencyProxy;
-use crate::router_proc::{RouterOptions, RouterProc, TokenOptions, ROUTER_BIN};
+use crate::router_proc::{
+    RouterControlOptions, RouterOptions, RouterProc, TokenOptions, ROUTER_BIN,
+};
+
+mod info;
+mod layout;
+
+pub use info::{
+    CellInfo, ClusterInfo, CommandInfo, ControlInfo, ReplicaInfo, RouterInfo, CLUSTER_FILE,
+    CONTROL_ENV_FILE,
+};
+pub use layout::{
+    next_free_id, ControlLayout, LocalLayout, Secrets, CONTROL_CELL_ID, CONTROL_REPLICAS,
+    LAYOUT_FILE, LAYOUT_VERSION,
+};
 
 /// Name of the launcher binary (`src/bin/cellkv-local.rs`).
 pub const LOCAL_BIN: &str = "cellkv-local";
-/// Ports and secrets of a cluster directory.
-pub const LAYOUT_FILE: &str = "layout.json";
-/// Where everything is, written once the cluster serves.
-pub const CLUSTER_FILE: &str = "cluster.json";
 /// Held (flock) by the one `LocalCluster` running the directory.
 pub const LOCK_FILE: &str = "lock";
-/// Version of `layout.json`; a different one is refused, never guessed at.
-pub const LAYOUT_VERSION: u32 = 1;
 /// Name of the client token the cluster creates (the first `[[tokens]]`).
 pub const CLIENT_TOKEN_NAME: &str = "local";
+/// How often the router polls the control cell for a new map: well under a
+/// second, so a job's map change reaches it before most requests notice.
+pub const MAP_POLL_INTERVAL: Duration = Duration::from_millis(200);
 /// Time a process gets beyond its own shutdown grace before `stop` SIGKILLs it.
 const STOP_SLACK: Duration = Duration::from_secs(5);
-
-// ---------------------------------------------------------------------------
-// layout.json
-
-/// The secrets of a cluster: generated once, persisted, reused.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Secrets {
-    pub cluster_secret: String,
-    /// Router → cell bearer token (every cell's `api_token`).
-    pub cell_api_token: String,
-    /// Every cell's `/admin` token.
-    pub admin_token: String,
-    /// The client token of the router (`Authorization: Bearer ...`).
-    pub client_token: String,
-}
-
-impl Secrets {
-    /// Fresh, distinct secrets of 40+ characters (32 hex digits from a
-    /// randomly seeded hasher over time, pid and a counter; loopback only).
-    pub fn generate() -> Secrets {
-        Secrets {
-            cluster_secret: secret("cluster"),
-            cell_api_token: secret("cell-api"),
-            admin_token: secret("admin"),
-            client_token: secret("client"),
-        }
-    }
-}
-
-fn secret(prefix: &str) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let mut out = format!("{prefix}-");
-    for _ in 0..2 {
-        // `RandomState` is seeded from the OS once per thread and then varies per instance.
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(now);
-        h.write_u32(std::process::id());
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        out.push_str(&format!("{:016x}", h.finish()));
-    }
-    out
-}
-
-/// Where everything of a cluster listens, and its secrets (`layout.json`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalLayout {
-    pub version: u32,
-    pub router_listen: SocketAddr,
-    pub secrets: Secrets,
-    pub cells: Vec<CellLayout>,
-}
-
-impl LocalLayout {
-    /// Cells `1..=cells` of `replicas` replicas each on fresh loopback ports,
-    /// the router on `router_port` (or a fresh one), fresh secrets.
-    pub fn allocate(
-        cells: usize,
-        replicas: usize,
-        router_port: Option<u16>,
-    ) -> Result<LocalLayout> {
-        if cells == 0 || replicas == 0 {
-            bail!("a cluster needs at least one cell of at least one replica");
-        }
-        let port = match router_port {
-            Some(p) => p,
-            None => free_port().context("allocate the router's port")?,
-        };
-        let cells = (1..=cells)
-            .map(|id| {
-                let id = u32::try_from(id).context("too many cells")?;
-                CellLayout::allocate(CellId(id), replicas).context("allocate the cells' ports")
-            })
-            .collect::<Result<_>>()?;
-        Ok(LocalLayout {
-            version: LAYOUT_VERSION,
-            router_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            secrets: Secrets::generate(),
-            cells,
-        })
-    }
-
-    /// The layout persisted in `dir`, if there is one.
-    pub fn load(dir: &Path) -> Result<Option<LocalLayout>> {
-        let path = dir.join(LAYOUT_FILE);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
-        };
-        let layout: LocalLayout =
-            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-        if layout.version != LAYOUT_VERSION {
-            bail!(
-                "{} has version {}; this harness reads version {LAYOUT_VERSION}",
-                path.display(),
-                layout.version
-            );
-        }
-        Ok(Some(layout))
-    }
-
-    /// Writes `dir/layout.json` (atomically: a crash never leaves half a file).
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).context("serialize the layout")?;
-        write_atomically(&dir.join(LAYOUT_FILE), text.as_bytes())
-    }
-
-    /// The cell map the router is given: every cell active, weight 1, epoch 1.
-    pub fn cell_map(&self) -> CellMap {
-        CellMap {
-            epoch: 1,
-            cells: self.cells.iter().map(CellLayout::cell_spec).collect(),
-            ..CellMap::default()
-        }
-    }
-}
 
 /// Takes `dir/lock` exclusively, or fails at once if another cluster holds it:
 /// two harnesses on one directory would fight over ports, data and cluster.json.
@@ -202,118 +99,14 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// Writes `path` through a temporary file and a rename: a reader never sees half a file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let name = path
+        .file_name()
+        .with_context(|| format!("{} names no file", path.display()))?;
+    let tmp = path.with_file_name(format!("{}.tmp", name.to_string_lossy()));
     std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("rename {}", tmp.display()))
-}
-
-// ---------------------------------------------------------------------------
-// cluster.json
-
-/// The content of `cluster.json`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterInfo {
-    pub router: RouterInfo,
-    /// The client token (`Authorization: Bearer <token>`).
-    pub token: String,
-    /// Router → cell token, for talking to replicas directly.
-    pub cell_api_token: String,
-    /// Every cell's `/admin` token.
-    pub admin_token: String,
-    /// The cluster directory.
-    pub dir: PathBuf,
-    pub cells: Vec<CellInfo>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouterInfo {
-    /// `http://host:port` of the public API.
-    pub url: String,
-    /// `None` (null) when the router is not running.
-    pub pid: Option<u32>,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    /// How to start it again exactly as it ran (absent in files of older launchers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<CommandInfo>,
-}
-
-/// A process's command line, working directory and environment (beyond the
-/// inherited one, minus [`SCRUBBED_ENV`](crate::process::SCRUBBED_ENV)), so
-/// another program can restart it identically; stdout and stderr go to its `log`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandInfo {
-    pub bin: PathBuf,
-    pub args: Vec<String>,
-    pub cwd: PathBuf,
-    #[serde(default)]
-    pub env: Vec<(String, String)>,
-}
-
-impl CommandInfo {
-    pub(crate) fn of(spec: &ProcessSpec) -> CommandInfo {
-        CommandInfo {
-            bin: spec.bin.clone(),
-            args: spec
-                .args
-                .iter()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            cwd: spec.dir.clone(),
-            env: spec.env.clone(),
-        }
-    }
-
-    /// The process's argv as `/proc/<pid>/cmdline` shows it.
-    pub fn argv(&self) -> Vec<String> {
-        std::iter::once(self.bin.to_string_lossy().into_owned())
-            .chain(self.args.iter().cloned())
-            .collect()
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CellInfo {
-    pub id: CellId,
-    pub replicas: Vec<ReplicaInfo>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaInfo {
-    pub node_id: NodeId,
-    /// `None` (null) when the replica is not running.
-    pub pid: Option<u32>,
-    /// The cell API (`/v1`, `/health`, `/metrics`).
-    pub api_url: String,
-    /// Raft RPC and `/admin`.
-    pub raft_url: String,
-    pub data_dir: PathBuf,
-    pub config: PathBuf,
-    pub log: PathBuf,
-    /// How to start it again exactly as it ran (absent in files of older launchers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub command: Option<CommandInfo>,
-    /// `http://host:port` of the latency proxy the router reaches this
-    /// replica through, when there is one (`slow_cell` scenarios).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub proxy_url: Option<String>,
-}
-
-impl ReplicaInfo {
-    fn of(r: &ReplicaProc, proxy: Option<&LatencyProxy>) -> ReplicaInfo {
-        ReplicaInfo {
-            node_id: r.node_id(),
-            pid: r.pid(),
-            api_url: r.api_url(),
-            raft_url: r.raft_url(),
-            data_dir: r.data_dir().to_owned(),
-            config: r.config_path().to_owned(),
-            log: r.log_path().to_owned(),
-            command: Some(CommandInfo::of(r.spec())),
-            proxy_url: proxy.map(|p| format!("http://{}", p.listen_addr())),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -328,18 +121,23 @@ pub struct LocalClusterOptions {
     /// The router's port; `None`: the layout's, or a fresh one. A port given
     /// here replaces the layout's (the router is stateless).
     pub router_port: Option<u16>,
-    /// Template of every cell: `cell_id` and the three secrets are replaced,
-    /// `replicas` counts only for a fresh layout.
+    /// Template of every cell (the control cell and cells added later too):
+    /// `cell_id` and the secrets are replaced, `replicas` counts only for a
+    /// fresh layout and added cells.
     pub cell: CellOptions,
-    /// Template of the router: `cell_api_token` is replaced, and the cluster's
-    /// client token (named [`CLIENT_TOKEN_NAME`]) is put before `tokens`,
-    /// which therefore lists only extra tokens.
+    /// Template of the router: `cell_api_token` and `control` are replaced,
+    /// and the cluster's client token (named [`CLIENT_TOKEN_NAME`]) is put
+    /// before `tokens`, which therefore lists only extra tokens.
     pub router: RouterOptions,
+    /// Template of the control server (its addresses and secrets are the cluster's).
+    pub control: ControlServerOptions,
     /// Deadline for [`LocalCluster::start`] to have everything serving.
     pub start_timeout: Duration,
     /// Cells the router reaches through a [`LatencyProxy`] per replica (for
     /// `slow_cell`; Raft traffic between the replicas stays direct). The
-    /// proxies run on the runtime that starts the cluster, for as long as it lives.
+    /// proxies run on the runtime that starts the cluster, for as long as it
+    /// lives. The router's starting map names the proxies; a map the control
+    /// server publishes later (after a drain or an add) names the replicas.
     pub proxied_cells: Vec<CellId>,
 }
 
@@ -353,21 +151,27 @@ impl Default for LocalClusterOptions {
                 tokens: Vec::new(),
                 ..RouterOptions::default()
             },
-            start_timeout: Duration::from_secs(60),
+            control: ControlServerOptions::default(),
+            start_timeout: Duration::from_secs(90),
             proxied_cells: Vec::new(),
         }
     }
 }
 
-/// A router and its cells as real processes on loopback, in one directory.
-/// Dropping it SIGKILLs every process (router first); [`stop`](Self::stop)
-/// stops them gracefully.
+/// A router, a control plane and data cells as real processes on loopback,
+/// in one directory. Dropping it SIGKILLs every process (router first);
+/// [`stop`](Self::stop) stops them gracefully.
 pub struct LocalCluster {
-    // Fields drop in order: the router goes before the cells.
+    // Fields drop in order: the router, then the control server, then the cells.
     router: RouterProc,
+    control: ControlProc,
     cells: Vec<LocalCell>,
+    control_cell: LocalCell,
     /// Per proxied cell, one proxy per replica (in replica order).
     proxies: Vec<(CellId, Vec<LatencyProxy>)>,
+    /// Options of a cell added later (secrets filled in, id replaced).
+    cell_template: CellOptions,
+    cell_bin: PathBuf,
     layout: LocalLayout,
     dir: PathBuf,
     /// The directory's lock, released last (when every process is gone).
@@ -376,10 +180,12 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// Starts the cluster of `dir`: the one `dir/layout.json` describes (same
-    /// ports, secrets and data), or a fresh one. Returns once every cell is
-    /// ready and the router serves every cell, after writing `cluster.json`.
+    /// ports, secrets, data and map), or a fresh one. Returns once every cell
+    /// is ready, the control server holds the job lease and the router serves
+    /// every cell of the live map, after writing `cluster.json`.
     pub async fn start(opts: LocalClusterOptions, dir: &Path) -> Result<LocalCluster> {
         let deadline = Instant::now() + opts.start_timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let dir = dir
             .canonicalize()
@@ -394,19 +200,36 @@ impl LocalCluster {
         }
         let cell_bin = bin_path(CELL_BIN)?;
         let router_bin = bin_path(ROUTER_BIN)?;
+        let control_bin = bin_path(CONTROL_BIN)?;
         let layout = Self::layout_for(&opts, &dir)?;
-        let secrets = &layout.secrets;
+        let secrets = layout.secrets.clone();
+        let cell_template = CellOptions {
+            cluster_secret: secrets.cluster_secret.clone(),
+            api_token: secrets.cell_api_token.clone(),
+            admin_token: secrets.admin_token.clone(),
+            ..opts.cell.clone()
+        };
 
+        // Every cell at once; the control cell has its own API token.
+        let control_cell = LocalCell::spawn_with_binary(
+            &cell_bin,
+            CellOptions {
+                cell_id: CONTROL_CELL_ID,
+                replicas: layout.control.cell.peers.len(),
+                api_token: secrets.control_cell_token.clone(),
+                start_timeout: left(),
+                ..cell_template.clone()
+            },
+            layout.control.cell.clone(),
+            &dir.join("control"),
+        )?;
         let mut cells = Vec::with_capacity(layout.cells.len());
         for cl in &layout.cells {
             let cell_opts = CellOptions {
                 cell_id: cl.cell_id,
                 replicas: cl.peers.len(),
-                cluster_secret: secrets.cluster_secret.clone(),
-                api_token: secrets.cell_api_token.clone(),
-                admin_token: secrets.admin_token.clone(),
-                start_timeout: deadline.saturating_duration_since(Instant::now()),
-                ..opts.cell.clone()
+                start_timeout: left(),
+                ..cell_template.clone()
             };
             // Pushed one by one: if a later spawn fails, Drop kills the earlier ones.
             cells.push(LocalCell::spawn_with_binary(
@@ -416,12 +239,33 @@ impl LocalCluster {
                 &dir,
             )?);
         }
-        for (cell, r) in cells
+        let all: Vec<&LocalCell> = std::iter::once(&control_cell).chain(&cells).collect();
+        for (cell, r) in all
             .iter()
-            .zip(join_all(cells.iter().map(LocalCell::bootstrap).collect()).await)
+            .zip(join_all(all.iter().map(|c| c.bootstrap()).collect()).await)
         {
             r.with_context(|| format!("start cell {}", cell.cell_id()))?;
         }
+
+        // The control server: stores the map if the control cell has none,
+        // tells every data cell what it owns, takes the job lease.
+        let control = ControlProc::prepare(
+            &control_bin,
+            &opts.control,
+            &ControlSetup {
+                admin_listen: layout.control.admin_listen,
+                admin_token: secrets.control_admin_token.clone(),
+                control_cell: layout.control.endpoints(),
+                control_token: secrets.control_cell_token.clone(),
+                cell_api_token: secrets.cell_api_token.clone(),
+                cell_admin_token: secrets.admin_token.clone(),
+                initial_map: Some(layout.cell_map()),
+            },
+            &dir.join("control"),
+        )?;
+        control.start()?;
+        control.wait_ready(left()).await?;
+        let live_epoch = control.admin().map().await?.epoch;
 
         let mut router_opts = opts.router.clone();
         router_opts.cell_api_token = secrets.cell_api_token.clone();
@@ -429,6 +273,12 @@ impl LocalCluster {
             0,
             TokenOptions::unlimited(CLIENT_TOKEN_NAME, &secrets.client_token),
         );
+        router_opts.control = Some(RouterControlOptions {
+            endpoints: layout.control.endpoints(),
+            token: secrets.control_cell_token.clone(),
+            poll_interval: MAP_POLL_INTERVAL,
+            cache_file: Some(dir.join("router").join("map-cache.json")),
+        });
         let mut proxies = Vec::new();
         let mut router_map = layout.cell_map();
         for &id in &opts.proxied_cells {
@@ -464,27 +314,38 @@ impl LocalCluster {
         router.start()?;
         let cluster = LocalCluster {
             router,
+            control,
             cells,
+            control_cell,
             proxies,
+            cell_template,
+            cell_bin,
             layout,
             dir,
             _lock: lock,
         };
+        cluster.router.wait_alive(left()).await?;
         cluster
             .router
-            .wait_alive(deadline.saturating_duration_since(Instant::now()))
-            .await?;
-        cluster
-            .router
-            .wait_serving_all(deadline.saturating_duration_since(Instant::now()))
+            .wait_readyz(
+                left(),
+                "following the live map and serving every cell",
+                |s, v| {
+                    s == 200
+                        && v["epoch"].as_u64().is_some_and(|e| e >= live_epoch)
+                        && crate::router_proc::all_cells_serving(v)
+                },
+            )
             .await?;
         cluster.write_cluster_json()?;
+        cluster.write_control_env()?;
         Ok(cluster)
     }
 
-    /// The persisted layout, checked against `opts`, or a fresh one (saved).
+    /// The persisted layout (a version-1 one migrated and saved), checked
+    /// against `opts`, or a fresh one (saved).
     fn layout_for(opts: &LocalClusterOptions, dir: &Path) -> Result<LocalLayout> {
-        let Some(mut layout) = LocalLayout::load(dir)? else {
+        let Some((mut layout, version)) = LocalLayout::load_versioned(dir)? else {
             if let Some(p) = opts.router_port {
                 TcpListener::bind((Ipv4Addr::LOCALHOST, p))
                     .with_context(|| format!("router port {p} is not free"))?;
@@ -493,6 +354,14 @@ impl LocalCluster {
             layout.save(dir)?;
             return Ok(layout);
         };
+        if version != LAYOUT_VERSION {
+            eprintln!(
+                "cellkv-local: {} was version {version} (no control plane); migrated to \
+                 version {LAYOUT_VERSION}: a control cell and a control server join the cluster",
+                dir.join(LAYOUT_FILE).display()
+            );
+            layout.save(dir)?;
+        }
         if layout.cells.len() != opts.cells {
             bail!(
                 "{} describes {} cells, not {}: use the same cell count, or a new directory",
@@ -510,8 +379,48 @@ impl LocalCluster {
         Ok(layout)
     }
 
+    /// Starts a new data cell `id` (3 replicas on fresh ports, like the
+    /// others), persisted in `layout.json` first so a restart brings it back,
+    /// and waits until it is ready. It is not in the map yet: register it
+    /// with the control server (`AdminClient::add_cell`) to give it keys.
+    pub async fn add_cell(&mut self, id: CellId) -> Result<CellSpec> {
+        if id == CONTROL_CELL_ID || id.0 == 0 {
+            bail!("cell id {id} is not available for a data cell");
+        }
+        if self.layout.cells.iter().any(|c| c.cell_id == id) {
+            bail!("the cluster has a cell {id} already");
+        }
+        let cl = CellLayout::allocate(id, self.cell_template.replicas)
+            .context("allocate the new cell's ports")?;
+        self.layout.cells.push(cl.clone());
+        self.layout.save(&self.dir)?;
+        let opts = CellOptions {
+            cell_id: id,
+            ..self.cell_template.clone()
+        };
+        let started = async {
+            let cell = LocalCell::spawn_with_binary(&self.cell_bin, opts, cl.clone(), &self.dir)?;
+            cell.bootstrap().await?;
+            anyhow::Ok(cell)
+        }
+        .await;
+        match started {
+            Ok(cell) => {
+                self.cells.push(cell);
+                self.write_cluster_json()?;
+                Ok(cl.cell_spec())
+            }
+            Err(e) => {
+                self.layout.cells.retain(|c| c.cell_id != id);
+                self.layout.save(&self.dir)?;
+                Err(e.context(format!("start the new cell {id}")))
+            }
+        }
+    }
+
     /// What `cluster.json` says now (pids of the processes running now).
     pub fn info(&self) -> ClusterInfo {
+        let control = &self.control;
         ClusterInfo {
             router: RouterInfo {
                 url: self.router.url(),
@@ -527,19 +436,18 @@ impl LocalCluster {
             cells: self
                 .cells
                 .iter()
-                .map(|c| {
-                    let proxies = self.proxies_of(c.cell_id());
-                    CellInfo {
-                        id: c.cell_id(),
-                        replicas: c
-                            .replicas()
-                            .iter()
-                            .enumerate()
-                            .map(|(i, r)| ReplicaInfo::of(r, proxies.get(i)))
-                            .collect(),
-                    }
-                })
+                .map(|c| CellInfo::of(c, self.proxies_of(c.cell_id())))
                 .collect(),
+            control: Some(ControlInfo {
+                url: control.url(),
+                admin_token: self.layout.secrets.control_admin_token.clone(),
+                pid: control.pid(),
+                config: control.config_path().to_owned(),
+                log: control.log_path().to_owned(),
+                command: Some(CommandInfo::of(control.spec())),
+                cell_token: self.layout.secrets.control_cell_token.clone(),
+                cell: CellInfo::of(&self.control_cell, &[]),
+            }),
         }
     }
 
@@ -549,6 +457,16 @@ impl LocalCluster {
         let text = serde_json::to_string_pretty(&self.info()).context("serialize cluster.json")?;
         write_atomically(&path, text.as_bytes())?;
         Ok(path)
+    }
+
+    /// Writes `control.env`: what `cellkvctl` needs, sourceable by a shell.
+    fn write_control_env(&self) -> Result<()> {
+        let text = format!(
+            "CELLKV_CONTROL_URL={}\nCELLKV_ADMIN_TOKEN={}\n",
+            self.control.url(),
+            self.layout.secrets.control_admin_token
+        );
+        write_atomically(&self.dir.join(CONTROL_ENV_FILE), text.as_bytes())
     }
 
     pub fn cluster_json_path(&self) -> PathBuf {
@@ -564,8 +482,9 @@ impl LocalCluster {
         &self.layout
     }
 
-    /// The cell map of the replicas' own addresses (the router's differs
-    /// for proxied cells: it names the proxies).
+    /// The starting map: every data cell of the layout with the replicas' own
+    /// addresses, epoch 1 (the router's names the proxies of proxied cells).
+    /// The live map, changed by drains and adds, is [`AdminClient::map`].
     pub fn cell_map(&self) -> CellMap {
         self.layout.cell_map()
     }
@@ -600,6 +519,26 @@ impl LocalCluster {
         self.router.url()
     }
 
+    /// The control server.
+    pub fn control(&self) -> &ControlProc {
+        &self.control
+    }
+
+    /// A client of the control server's admin API.
+    pub fn admin(&self) -> &AdminClient {
+        self.control.admin()
+    }
+
+    /// `http://<control server admin API>`, no trailing slash.
+    pub fn control_url(&self) -> String {
+        self.control.url()
+    }
+
+    /// The control cell (3 replicas holding the map and the jobs).
+    pub fn control_cell(&self) -> &LocalCell {
+        &self.control_cell
+    }
+
     /// The client token.
     pub fn token(&self) -> &str {
         &self.layout.secrets.client_token
@@ -614,11 +553,12 @@ impl LocalCluster {
         &self.layout.secrets
     }
 
+    /// The data cells (including cells added since the start).
     pub fn cells(&self) -> &[LocalCell] {
         &self.cells
     }
 
-    /// The cell with id `id`. Panics if there is none.
+    /// The data cell with id `id`. Panics if there is none.
     pub fn cell(&self, id: CellId) -> &LocalCell {
         self.cells
             .iter()
@@ -634,31 +574,45 @@ impl LocalCluster {
                 self.router.log_tail(40)
             );
         }
+        if let Some(status) = self.control.unexpected_exit() {
+            bail!(
+                "the control server exited unexpectedly ({status}); log tail:\n{}",
+                self.control.log_tail(40)
+            );
+        }
+        self.control_cell
+            .check_no_crash()
+            .context("the control cell")?;
         for c in &self.cells {
             c.check_no_crash()?;
         }
         Ok(())
     }
 
-    /// Polls until every cell is ready and the router serves every cell
-    /// (after restarting processes).
+    /// Polls until every cell is ready, the control server holds the job
+    /// lease and the router serves every cell (after restarting processes).
     pub async fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        self.control_cell
+            .wait_ready(left())
+            .await
+            .context("the control cell")?;
         for c in &self.cells {
-            c.wait_ready(deadline.saturating_duration_since(Instant::now()))
+            c.wait_ready(left())
                 .await
                 .with_context(|| format!("cell {}", c.cell_id()))?;
         }
-        self.router
-            .wait_serving_all(deadline.saturating_duration_since(Instant::now()))
-            .await?;
+        self.control.wait_ready(left()).await?;
+        self.router.wait_serving_all(left()).await?;
         Ok(())
     }
 
-    /// Stops everything gracefully: SIGTERM to the router, then to every
-    /// replica at once (SIGCONT too, so a frozen one can act on it), each
-    /// with its shutdown grace plus a margin, SIGKILL for stragglers. Fails,
-    /// after stopping everything, if a process did not exit 0 on its own.
+    /// Stops everything gracefully: SIGTERM to the router, then to the
+    /// control server (which finishes its job step), then to every replica
+    /// at once (SIGCONT too, so a frozen one can act on it), each with its
+    /// shutdown grace plus a margin, SIGKILL for stragglers. Fails, after
+    /// stopping everything, if a process did not exit 0 on its own.
     pub async fn stop(&self) -> Result<()> {
         let mut problems = Vec::new();
         let (router_replacement, replica_replacements) = self.replacements();
@@ -667,21 +621,29 @@ impl LocalCluster {
                 problems.push(format!("{e:#}"));
             }
         }
-        if self.router.is_running() {
-            let _ = self.router.cont();
-            match self
-                .router
-                .terminate(self.router.shutdown_grace() + STOP_SLACK)
-                .await
-            {
-                Ok(s) if s.success() => {}
-                Ok(s) => problems.push(format!("the router exited with {s}")),
-                Err(e) => problems.push(format!("{e:#}")),
+        for (label, p, grace) in [
+            (
+                "the router",
+                self.router.process(),
+                self.router.shutdown_grace(),
+            ),
+            (
+                "the control server",
+                self.control.process(),
+                self.control.shutdown_grace(),
+            ),
+        ] {
+            if p.is_running() {
+                let _ = p.cont();
+                match p.terminate(grace + STOP_SLACK).await {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => problems.push(format!("{label} exited with {s}")),
+                    Err(e) => problems.push(format!("{e:#}")),
+                }
             }
         }
-        let running: Vec<&ReplicaProc> = self
-            .cells
-            .iter()
+        let running: Vec<&ReplicaProc> = std::iter::once(&self.control_cell)
+            .chain(&self.cells)
             .flat_map(|c| c.replicas())
             .filter(|r| r.is_running())
             .collect();
@@ -691,9 +653,8 @@ impl LocalCluster {
             }
             let _ = r.cont();
         }
-        let grace = self
-            .cells
-            .iter()
+        let grace = std::iter::once(&self.control_cell)
+            .chain(&self.cells)
             .map(|c| c.options().shutdown_grace)
             .max()
             .unwrap_or_default();
@@ -778,15 +739,18 @@ impl LocalCluster {
         pids(&on_disk) != pids(written)
     }
 
-    /// SIGKILLs every running process, router first.
+    /// SIGKILLs every running process: router, control server, cells.
     pub fn kill_all(&self) -> Result<()> {
         if self.router.is_running() {
             self.router.kill()?;
         }
+        if self.control.is_running() {
+            self.control.kill()?;
+        }
         for c in &self.cells {
             c.kill_all()?;
         }
-        Ok(())
+        self.control_cell.kill_all()
     }
 }
 
@@ -794,7 +758,7 @@ impl Drop for LocalCluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
             eprintln!(
-                "==== cluster in {} failed; router and replica logs follow ====",
+                "==== cluster in {} failed; router, control server and replica logs follow ====",
                 self.dir.display()
             );
         }
@@ -833,65 +797,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layout_round_trips_through_json_and_a_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        assert_eq!(LocalLayout::load(dir.path()).unwrap(), None);
-        let layout = LocalLayout::allocate(3, 3, None).unwrap();
-        layout.save(dir.path()).unwrap();
-        assert_eq!(LocalLayout::load(dir.path()).unwrap(), Some(layout.clone()));
-
-        // The persisted shape: addresses as strings, ids as numbers.
-        let v: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.path().join(LAYOUT_FILE)).unwrap()).unwrap();
-        assert_eq!(v["version"], 1);
-        assert_eq!(v["router_listen"], layout.router_listen.to_string());
-        assert_eq!(v["cells"][2]["cell_id"], 3);
-        assert_eq!(v["cells"][2]["peers"][0]["node_id"], 1);
-        assert_eq!(
-            v["cells"][2]["peers"][0]["api_addr"],
-            layout.cells[2].peers[0].api_addr.to_string()
-        );
-        assert_eq!(v["secrets"]["client_token"], layout.secrets.client_token);
-
-        // Every port distinct; the map lists every replica's API address.
-        let mut ports: Vec<u16> = layout
-            .cells
-            .iter()
-            .flat_map(|c| &c.peers)
-            .flat_map(|p| [p.api_addr.port(), p.raft_addr.port()])
-            .collect();
-        ports.push(layout.router_listen.port());
-        let n = ports.len();
-        ports.sort_unstable();
-        ports.dedup();
-        assert_eq!(ports.len(), n);
-        let map = layout.cell_map();
-        map.validate().unwrap();
-        assert_eq!(map.cells.len(), 3);
-        assert_eq!(
-            map.cells[1].replicas[2].api_addr,
-            layout.cells[1].peers[2].api_addr.to_string()
-        );
-
-        // Another version is refused, not guessed at.
-        let newer = LocalLayout {
-            version: 2,
-            ..layout
-        };
-        newer.save(dir.path()).unwrap();
-        let err = LocalLayout::load(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("version 2"), "{err}");
-        assert!(LocalLayout::allocate(0, 3, None).is_err());
-        assert_eq!(
-            LocalLayout::allocate(1, 1, Some(4242))
-                .unwrap()
-                .router_listen
-                .port(),
-            4242
-        );
-    }
-
-    #[test]
     fn a_directory_is_run_by_one_cluster_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let held = lock_dir(dir.path()).unwrap();
@@ -902,111 +807,14 @@ mod tests {
     }
 
     #[test]
-    fn secrets_are_long_distinct_and_fresh() {
-        let a = Secrets::generate();
-        let b = Secrets::generate();
-        let all = [
-            &a.cluster_secret,
-            &a.cell_api_token,
-            &a.admin_token,
-            &a.client_token,
-            &b.cluster_secret,
-            &b.cell_api_token,
-            &b.admin_token,
-            &b.client_token,
-        ];
-        for s in all {
-            assert!(s.len() >= 16, "{s}");
-            assert!(s.bytes().all(|c| c.is_ascii_graphic()), "{s}");
-        }
-        let distinct: std::collections::BTreeSet<_> = all.iter().collect();
-        assert_eq!(distinct.len(), all.len());
-    }
-
-    #[test]
-    fn cluster_json_has_the_documented_shape() {
-        let info = ClusterInfo {
-            router: RouterInfo {
-                url: "http://127.0.0.1:18080".into(),
-                pid: Some(42),
-                config: "/d/router/config.toml".into(),
-                log: "/d/router/router.log".into(),
-                command: Some(CommandInfo {
-                    bin: "/bin/cellkv-router".into(),
-                    args: vec!["--config".into(), "/d/router/config.toml".into()],
-                    cwd: "/d/router".into(),
-                    env: vec![("RUST_LOG".into(), "info".into())],
-                }),
-            },
-            token: "client-x".into(),
-            cell_api_token: "cell-api-x".into(),
-            admin_token: "admin-x".into(),
-            dir: "/d".into(),
-            cells: vec![CellInfo {
-                id: CellId(1),
-                replicas: vec![ReplicaInfo {
-                    node_id: NodeId(2),
-                    pid: None,
-                    api_url: "http://127.0.0.1:17001".into(),
-                    raft_url: "http://127.0.0.1:17101".into(),
-                    data_dir: "/d/c1-n2/data".into(),
-                    config: "/d/c1-n2/config.toml".into(),
-                    log: "/d/c1-n2/replica.log".into(),
-                    command: None,
-                    proxy_url: Some("http://127.0.0.1:17201".into()),
-                }],
-            }],
-        };
-        let v = serde_json::to_value(&info).unwrap();
-        let keys = |v: &serde_json::Value| -> Vec<String> {
-            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
-            k.sort();
-            k
-        };
-        assert_eq!(
-            keys(&v),
-            [
-                "admin_token",
-                "cell_api_token",
-                "cells",
-                "dir",
-                "router",
-                "token"
-            ]
-        );
-        assert_eq!(
-            keys(&v["router"]),
-            ["command", "config", "log", "pid", "url"]
-        );
-        assert_eq!(keys(&v["router"]["command"]), ["args", "bin", "cwd", "env"]);
-        assert_eq!(v["router"]["command"]["args"][1], "/d/router/config.toml");
-        assert_eq!(v["router"]["command"]["env"][0][0], "RUST_LOG");
-        assert_eq!(v["router"]["url"], "http://127.0.0.1:18080");
-        assert_eq!(v["router"]["pid"], 42);
-        assert_eq!(v["token"], "client-x");
-        assert_eq!(keys(&v["cells"][0]), ["id", "replicas"]);
-        assert_eq!(v["cells"][0]["id"], 1);
-        let r = &v["cells"][0]["replicas"][0];
-        // No command: the key is left out (and a file without it still parses).
-        assert_eq!(
-            keys(r),
-            [
-                "api_url",
-                "config",
-                "data_dir",
-                "log",
-                "node_id",
-                "pid",
-                "proxy_url",
-                "raft_url"
-            ]
-        );
-        assert_eq!(r["proxy_url"], "http://127.0.0.1:17201");
-        assert_eq!(r["node_id"], 2);
-        assert_eq!(r["pid"], serde_json::Value::Null);
-        assert_eq!(r["data_dir"], "/d/c1-n2/data");
-        let back: ClusterInfo = serde_json::from_value(v).unwrap();
-        assert_eq!(back, info);
+    fn files_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONTROL_ENV_FILE);
+        write_atomically(&path, b"A=1\n").unwrap();
+        write_atomically(&path, b"A=2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "A=2\n");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temporary file left behind");
     }
 
     #[tokio::test]

@@ -27,12 +27,16 @@ pub const BIN_DIR_ENV: &str = "CELLKV_BIN_DIR";
 pub(crate) const POLL: Duration = Duration::from_millis(25);
 /// Environment variables cellkv processes read that must come only from the
 /// harness (config file, explicit `env`), never leak in from the caller's shell.
-pub const SCRUBBED_ENV: [&str; 7] = [
+pub const SCRUBBED_ENV: [&str; 11] = [
     "CELLKV_CONFIG",
     "CELLKV_ROUTER_CONFIG",
+    "CELLKV_CONTROL_CONFIG",
     "CELLKV_CLUSTER_SECRET",
     "CELLKV_API_TOKEN",
     "CELLKV_ADMIN_TOKEN",
+    "CELLKV_CONTROL_TOKEN",
+    "CELLKV_CELL_ADMIN_TOKEN",
+    "CELLKV_CONTROL_URL",
     "CELLKV_FAILPOINT",
     "RUST_LOG",
 ];

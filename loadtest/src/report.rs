@@ -1,8 +1,9 @@
 //! The run's report: a serde `Report` (the JSON file), the terminal summary
 //! table, a self-contained HTML page (inline CSS and SVG; no script, no
 //! external URL) with per-cell timelines of throughput, errors and p99 with
-//! the faults shaded, and the one-line live progress. The numbers come from
-//! `stats` and `analysis`; this module only assembles and renders them.
+//! the faults shaded and the moves (drains, adds) marked, and the one-line
+//! live progress. The numbers come from `stats`, `analysis` and the moves'
+//! jobs (`migration`); this module only assembles and renders them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analysis::{analyze, AnalysisResult};
 use crate::ledger::{LostWrite, Verification};
+use crate::migration::MoveRecord;
 use crate::scenario::{Mode, Scenario, SloResult};
 use crate::stats::{Phase, PhaseRow, Recorder, Scope, SecondStats};
 
@@ -48,26 +50,47 @@ pub struct Report {
     pub lost_writes: Vec<LostWrite>,
     /// Keys whose read-back failed, so could not be judged.
     pub writes_unverified: u64,
+    /// The moves (drains, adds) run through the control server, with their
+    /// jobs' figures.
+    #[serde(default)]
+    pub moves: Vec<MoveRecord>,
     /// Every SLO passed: the harness's exit status.
     pub passed: bool,
 }
 
+/// The SLO every run with moves gets: each job done within its fault's duration.
+pub const MOVES_DONE_SLO: &str = "moves_done";
+
 impl Report {
     /// Assembles the report of a finished run. `shares` are the cells' ring
     /// shares (missing: equal shares); `verification` is the lost-write check,
-    /// `None` if it did not run (then the lost-write SLO fails).
+    /// `None` if it did not run (then the lost-write SLO fails). A move that
+    /// finished is judged over the seconds it ran (not its whole
+    /// `duration_s`, which is only its deadline), and fails the
+    /// [`MOVES_DONE_SLO`] if it did not.
     pub fn build(
         scenario: &Scenario,
         rec: &Recorder,
         cells: &[CellId],
         shares: BTreeMap<CellId, f64>,
         verification: Option<&Verification>,
+        moves: &[MoveRecord],
     ) -> Report {
         let duration_s = scenario.duration_s().max(rec.end_second());
         let phases = scenario.phases();
-        let mut analysis = analyze(rec, &scenario.analysis_input(cells, shares));
+        let mut input = scenario.analysis_input(cells, shares);
+        for m in moves {
+            if let (Some((start, end)), Some(w)) = (m.window_s(), input.faults.get_mut(m.fault)) {
+                w.start_s = start;
+                w.end_s = end;
+            }
+        }
+        let mut analysis = analyze(rec, &input);
         analysis.lost_writes = verification.map(|v| v.lost.len() as u64);
-        let slo = scenario.slo.evaluate(&analysis);
+        let mut slo = scenario.slo.evaluate(&analysis);
+        if !moves.is_empty() || scenario.faults.iter().any(|f| f.kind.is_move()) {
+            slo.push(moves_slo(scenario, moves));
+        }
         let mut scopes: Vec<Scope> = cells.iter().map(|&c| Scope::Cell(c)).collect();
         for s in rec.scopes() {
             if !scopes.contains(&s) {
@@ -93,11 +116,44 @@ impl Report {
             writes_checked: verification.map_or(0, |v| v.checked),
             lost_writes: verification.map(|v| v.lost.clone()).unwrap_or_default(),
             writes_unverified: verification.map_or(0, |v| v.unverified.len() as u64),
+            moves: moves.to_vec(),
         }
     }
 
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string_pretty(self)
+    }
+}
+
+/// Every move the scenario asks for ran and its job is done.
+fn moves_slo(scenario: &Scenario, moves: &[MoveRecord]) -> SloResult {
+    let asked = scenario.faults.iter().filter(|f| f.kind.is_move()).count();
+    let done = moves.iter().filter(|m| m.done).count();
+    let failed: Vec<String> = moves
+        .iter()
+        .filter(|m| !m.done)
+        .map(|m| format!("{}: {}", m.label, m.error.as_deref().unwrap_or("not done")))
+        .collect();
+    let pass = done == asked && failed.is_empty();
+    SloResult {
+        name: MOVES_DONE_SLO.to_owned(),
+        target: format!("= {asked}"),
+        actual: Some(done as f64),
+        pass,
+        note: if failed.is_empty() && pass {
+            moves
+                .iter()
+                .filter_map(|m| {
+                    let j = m.job.as_ref()?;
+                    Some(format!("{}: {:.1} MB/s", m.label, j.mb_per_s))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        } else if failed.is_empty() {
+            format!("{} of {asked} moves ran", moves.len())
+        } else {
+            failed.join("; ")
+        },
     }
 }
 
@@ -245,6 +301,13 @@ pub fn render_table(r: &Report) -> String {
             pct(f.error_key_share),
             f.error_key_bound * 100.0
         );
+    }
+    if !r.moves.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "MOVES (jobs of the control server)");
+        for m in &r.moves {
+            let _ = writeln!(o, "  {}", m.summary());
+        }
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "SLO");
@@ -422,7 +485,7 @@ mod tests {
             "k0000000002",
             ledger.check("loadtest", "k0000000002", &second),
         );
-        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v))
+        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), &[])
     }
 
     #[test]
@@ -469,6 +532,124 @@ mod tests {
             "{table}"
         );
         assert!(render_html(&r).contains("k0000000002"));
+    }
+
+    /// The drain example on a synthetic trace: every cell answers in 2 ms;
+    /// cell 3 answers nothing once its keys moved (second 40 on).
+    fn drain_report(moves: &[MoveRecord]) -> Report {
+        let scenario =
+            Scenario::from_toml(include_str!("../../config/scenarios/drain-cell.toml")).unwrap();
+        let mut rec = Recorder::new();
+        for s in 0..scenario.duration_s() {
+            for c in 1..=3u32 {
+                if c == 3 && s >= 40 {
+                    continue;
+                }
+                for i in 0..50u64 {
+                    let start = Duration::from_secs(u64::from(s)) + Duration::from_millis(i * 20);
+                    rec.record(&Sample {
+                        cell: Some(CellId(c)),
+                        op: OpType::Read,
+                        key: Some(u64::from(c) * 100 + i),
+                        start,
+                        end: start + Duration::from_millis(2),
+                        outcome: Outcome::Ok,
+                    });
+                }
+            }
+        }
+        let v = Verification {
+            checked: 10,
+            kept: 10,
+            ..Verification::default()
+        };
+        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), moves)
+    }
+
+    fn drain_move(done: bool) -> MoveRecord {
+        let mut m = MoveRecord::new(
+            0,
+            crate::scenario::FaultKind::DrainCell,
+            Some(CellId(3)),
+            25.0,
+        );
+        m.job_started_s = Some(25.1);
+        m.ended_s = Some(40.4);
+        m.done = done;
+        if !done {
+            m.error = Some("job j-1 ended Failed: cell 1 refused ingest".into());
+        }
+        m.job = Some(crate::admin::JobFigures {
+            job: "j-1".into(),
+            kind: "drain".into(),
+            status: if done {
+                crate::admin::JobStatus::Done
+            } else {
+                crate::admin::JobStatus::Failed
+            },
+            message: None,
+            ranges_total: 12,
+            ranges_done: 12,
+            batches: 2,
+            keys_copied: 1000,
+            bytes_copied: 64 << 20,
+            keys_deleted: 0,
+            bytes_estimated: 64 << 20,
+            bandwidth_bytes_per_sec: 32 << 20,
+            elapsed_s: Some(15.3),
+            active_s: 15.0,
+            mb_per_s: 4.47,
+            keys_per_s: 66.7,
+            pause_max_ms: Some(40),
+            pause_p99_ms: Some(40),
+            pauses: 2,
+        });
+        m
+    }
+
+    #[test]
+    fn a_drain_is_judged_on_every_cell_over_the_seconds_it_ran() {
+        let r = drain_report(&[drain_move(true)]);
+        assert!(r.passed, "{:#?}", r.slo);
+        let f = &r.analysis.faults[0];
+        // The window is the move's seconds, not the fault's 90 s deadline.
+        assert_eq!((f.window.start_s, f.window.end_s), (25, 41));
+        assert!(f.faulted.is_empty());
+        let healthy: Vec<CellId> = f.healthy.iter().map(|h| h.cell).collect();
+        assert_eq!(healthy, cells());
+        assert_eq!(f.healthy_availability, Some(1.0));
+        let slo = r.slo.iter().find(|s| s.name == MOVES_DONE_SLO).unwrap();
+        assert!(slo.pass && slo.note.contains("4.5 MB/s"), "{slo:?}");
+        let t = render_table(&r);
+        assert!(t.contains("MOVES (jobs of the control server)"), "{t}");
+        assert!(
+            t.contains("drain_cell cell 3 job j-1 [25.1 s, 40.4 s]: done, 12 ranges, 1000 keys, 64.0 MiB in 15.0 s: 4.5 MB/s"),
+            "{t}"
+        );
+        let html = render_html(&r);
+        assert!(html.contains("<h2>Moves</h2>"));
+        assert_eq!(
+            html.matches("<rect class=\"move\"").count(),
+            r.timelines.len()
+        );
+        assert!(html.contains("drain_cell cell 3 done in 15.4 s, 4.5 MB/s"));
+        // The moves travel in the JSON (other floats may differ in the last bit).
+        let back: Report = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(back.moves, r.moves);
+    }
+
+    #[test]
+    fn a_move_that_failed_or_never_ran_fails_the_run() {
+        let r = drain_report(&[drain_move(false)]);
+        assert!(!r.passed);
+        let slo = r.slo.iter().find(|s| s.name == MOVES_DONE_SLO).unwrap();
+        assert!(!slo.pass && slo.note.contains("refused ingest"), "{slo:?}");
+        // Not finished: the fault keeps its scenario window.
+        assert_eq!(r.analysis.faults[0].window.end_s, 115);
+        assert!(render_table(&r).contains("FAILED: job j-1 ended Failed"));
+        assert!(render_html(&r).contains("drain_cell cell 3 FAILED"));
+        let r = drain_report(&[]);
+        assert!(!r.passed, "a move the scenario asks for must have run");
     }
 
     #[test]
@@ -619,7 +800,7 @@ mod tests {
             kept: 1234,
             ..Verification::default()
         };
-        let r = Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v));
+        let r = Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), &[]);
         let dir = std::env::temp_dir();
         std::fs::write(dir.join("cellkv-loadtest-sample.html"), render_html(&r)).unwrap();
         std::fs::write(

@@ -83,6 +83,18 @@ impl Default for BreakerOptions {
     }
 }
 
+/// The router's `[control]` table: where it watches the live cell map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterControlOptions {
+    /// `host:port` of the control cell replicas' cell API.
+    pub endpoints: Vec<String>,
+    /// The control cell's `api_token`.
+    pub token: String,
+    pub poll_interval: Duration,
+    /// Where the router saves every accepted map (and starts from).
+    pub cache_file: Option<PathBuf>,
+}
+
 /// Everything about a router that is neither its address nor the cell map:
 /// secrets, client tokens, limits, timeouts, and the harness's own deadlines.
 /// Defaults equal the router's, except the tokens (one unlimited local token).
@@ -100,6 +112,9 @@ pub struct RouterOptions {
     pub max_in_flight: usize,
     pub shutdown_grace: Duration,
     pub breaker: BreakerOptions,
+    /// `[control]`: follow the map in a control cell; `None`: the static
+    /// `cell_map` for the router's whole life.
+    pub control: Option<RouterControlOptions>,
     /// `RUST_LOG` of the router.
     pub rust_log: String,
     /// Extra environment of every run.
@@ -125,6 +140,7 @@ impl Default for RouterOptions {
             max_in_flight: 4096,
             shutdown_grace: Duration::from_secs(10),
             breaker: BreakerOptions::default(),
+            control: None,
             rust_log: "info".into(),
             env: Vec::new(),
         }
@@ -153,6 +169,18 @@ struct RouterConfigFile {
     breaker: BreakerConfigFile,
     tokens: Vec<TokenOptions>,
     cell_map: CellMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    control: Option<ControlConfigFile>,
+}
+
+#[derive(Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlConfigFile {
+    endpoints: Vec<String>,
+    token: String,
+    poll_interval: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cache_file: Option<PathBuf>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -165,7 +193,8 @@ struct BreakerConfigFile {
     recovery_successes: u32,
 }
 
-/// The router's config file: listening on `listen`, routing with `cell_map`.
+/// The router's config file: listening on `listen`, routing with `cell_map`
+/// (only its starting map when `opts.control` is set).
 pub fn router_config_toml(
     opts: &RouterOptions,
     listen: SocketAddr,
@@ -192,6 +221,12 @@ pub fn router_config_toml(
         },
         tokens: opts.tokens.clone(),
         cell_map: cell_map.clone(),
+        control: opts.control.as_ref().map(|c| ControlConfigFile {
+            endpoints: c.endpoints.clone(),
+            token: c.token.clone(),
+            poll_interval: humantime(c.poll_interval),
+            cache_file: c.cache_file.clone(),
+        }),
     };
     toml::to_string(&file).context("serialize the router config as TOML")
 }
@@ -471,6 +506,29 @@ mod tests {
             Some("127.0.0.1:7023")
         );
         assert_eq!(c2["replicas"][2]["node_id"].as_integer(), Some(3));
+        assert!(v.get("control").is_none(), "no [control] unless asked");
+
+        // With a control cell to follow: a `[control]` table, after the map.
+        opts.control = Some(RouterControlOptions {
+            endpoints: vec!["127.0.0.1:7801".into(), "127.0.0.1:7802".into()],
+            token: "control-cell-token-0123456789".into(),
+            poll_interval: Duration::from_millis(200),
+            cache_file: Some("/d/router/map-cache.json".into()),
+        });
+        let text = router_config_toml(&opts, listen, &cell_map()).unwrap();
+        let file: RouterConfigFile = toml::from_str(&text).unwrap();
+        assert_eq!(toml::to_string(&file).unwrap(), text);
+        let v: toml::Value = toml::from_str(&text).unwrap();
+        assert_eq!(v["control"]["poll_interval"].as_str(), Some("200ms"));
+        assert_eq!(
+            v["control"]["endpoints"][1].as_str(),
+            Some("127.0.0.1:7802")
+        );
+        assert_eq!(
+            v["control"]["cache_file"].as_str(),
+            Some("/d/router/map-cache.json")
+        );
+        assert_eq!(v["cell_map"]["epoch"].as_integer(), Some(3));
     }
 
     #[test]

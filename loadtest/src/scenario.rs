@@ -1,7 +1,9 @@
 //! A load-test scenario as written in `config/scenarios/*.toml`: the target
-//! cluster, the workload, closed or open loop, the phases, the faults and the
-//! SLOs; its validation, the timeline derived from it (phases, fault windows)
-//! and the SLO verdicts on an `AnalysisResult`. Running it is the driver's.
+//! cluster, the workload, closed or open loop, an optional preload of one
+//! cell, the phases, the faults (process faults, and moves run by the
+//! control server: `drain_cell`, `add_cell`) and the SLOs; its validation,
+//! the timeline derived from it (phases, fault windows) and the SLO verdicts
+//! on an `AnalysisResult`. Running it is the driver's.
 //!
 //! ```text
 //! 0        warmup_s      +steady_s            at_s   at_s+duration_s     +recovery_s
@@ -15,7 +17,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::CellId;
+use common::{names::validate_bucket, CellId};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisInput, FaultWindow, RecoveryTolerance};
@@ -28,6 +30,12 @@ pub use slo::{Slo, SloResult};
 
 /// Most clients (closed loop) or requests in flight (open loop) we allow.
 pub const MAX_CONCURRENCY: u32 = 100_000;
+/// Largest preloaded object: the router's and the cells' default `max_object_bytes`.
+pub const MAX_PRELOAD_VALUE: u32 = 4 << 20;
+/// Most objects a preload writes (each is read back at the end).
+pub const MAX_PRELOAD_OBJECTS: u64 = 10_000_000;
+/// Most writers of a preload.
+pub const MAX_PRELOAD_CONCURRENCY: u32 = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -78,6 +86,43 @@ pub struct RouterTarget {
 pub struct LocalTarget {
     /// Cells, ids `1..=cells`, 3 replicas each.
     pub cells: u32,
+    /// Raft timing of every replica, where it should differ from the cell's
+    /// defaults (50 ms heartbeats, 250–500 ms elections, 256 entries per
+    /// AppendEntries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftOverrides>,
+}
+
+/// `[target.start_local.raft]`. openraft 0.9 gives every AppendEntries the
+/// heartbeat interval as its deadline, so a cell taking large objects (whose
+/// log entries batch megabytes) needs longer heartbeats and fewer entries
+/// per AppendEntries, or a lagging follower never catches up.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftOverrides {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_timeout_min_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_timeout_max_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_payload_entries: Option<u64>,
+}
+
+impl RaftOverrides {
+    /// `base` with these overrides.
+    pub fn apply(&self, base: &crate::cluster::RaftOptions) -> crate::cluster::RaftOptions {
+        let ms =
+            |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_millis);
+        crate::cluster::RaftOptions {
+            heartbeat_interval: ms(self.heartbeat_interval_ms, base.heartbeat_interval),
+            election_timeout_min: ms(self.election_timeout_min_ms, base.election_timeout_min),
+            election_timeout_max: ms(self.election_timeout_max_ms, base.election_timeout_max),
+            max_payload_entries: self.max_payload_entries.unwrap_or(base.max_payload_entries),
+            ..base.clone()
+        }
+    }
 }
 
 /// How load is offered.
@@ -139,9 +184,14 @@ pub enum FaultKind {
     SlowCell,
     /// Stop the router; start it again after `duration_s` (0: at once).
     RestartRouter,
-    /// Move `cell`'s keys to the other cells. Needs the operator API.
+    /// Ask the control server to drain `cell` (move every range it owns to
+    /// the other cells) and follow the job; it must be done within
+    /// `duration_s`. No cell fails: every key must keep being served.
     DrainCell,
-    /// Add a new cell and move keys to it. Needs the operator API.
+    /// Start a new 3-replica cell (the next free id), register it with the
+    /// control server and rebalance onto it; the job must be done within
+    /// `duration_s`. Needs a `start_local` target (the harness starts the
+    /// cell's processes).
     AddCell,
 }
 
@@ -171,14 +221,10 @@ impl FaultKind {
         }
     }
 
-    /// Why the harness cannot inject this fault yet, if it cannot.
-    pub fn unsupported_reason(self) -> Option<&'static str> {
-        match self {
-            FaultKind::DrainCell | FaultKind::AddCell => {
-                Some("needs the operator API (moving keys between cells), not built yet")
-            }
-            _ => None,
-        }
+    /// Whether the fault moves keys through the control server (a job)
+    /// rather than acting on processes.
+    pub fn is_move(self) -> bool {
+        matches!(self, FaultKind::DrainCell | FaultKind::AddCell)
     }
 
     /// Whether the router should refuse the fault's requests at once (503
@@ -210,6 +256,10 @@ pub struct Fault {
     /// router and the cell (its requests, its health checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u32>,
+    /// `drain_cell` and `add_cell` only: the job's copy rate limit (bytes of
+    /// values per second); default: the control server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bandwidth_bytes_per_sec: Option<u64>,
 }
 
 impl Fault {
@@ -242,6 +292,45 @@ impl Fault {
     }
 }
 
+/// `[preload]`: objects written before the warm-up, every one to one cell
+/// (keys chosen by the live map's ownership), so a drain of that cell has
+/// something to move. Each is read back at the end (HEAD: version and etag)
+/// as part of the lost-write check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preload {
+    pub cell: CellId,
+    /// Value bytes in all; rounded up to whole objects of `value_size`.
+    pub bytes: u64,
+    #[serde(default = "default_preload_value_size")]
+    pub value_size: u32,
+    /// Writes in flight.
+    #[serde(default = "default_preload_concurrency")]
+    pub concurrency: u32,
+    /// The bucket of the objects (not one of the workload's).
+    #[serde(default = "default_preload_bucket")]
+    pub bucket: String,
+}
+
+fn default_preload_value_size() -> u32 {
+    256 << 10
+}
+
+fn default_preload_concurrency() -> u32 {
+    16
+}
+
+fn default_preload_bucket() -> String {
+    "preload".to_owned()
+}
+
+impl Preload {
+    /// How many objects it writes.
+    pub fn objects(&self) -> u64 {
+        self.bytes.div_ceil(u64::from(self.value_size.max(1)))
+    }
+}
+
 /// A whole scenario file.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +349,8 @@ pub struct Scenario {
     #[serde(default)]
     pub workload: Workload,
     pub mode: Mode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preload: Option<Preload>,
     #[serde(default)]
     pub phases: Phases,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -366,8 +457,55 @@ impl Scenario {
                 ),
             ));
         }
+        self.validate_preload()?;
         self.validate_faults()?;
         self.validate_slo()
+    }
+
+    fn validate_preload(&self) -> Result<(), ScenarioError> {
+        let Some(p) = &self.preload else {
+            return Ok(());
+        };
+        if let Target::StartLocal(l) = &self.target {
+            if p.cell.0 == 0 || p.cell.0 > l.cells {
+                return Err(invalid(
+                    "preload.cell",
+                    format!("cell {} is not in 1..={}", p.cell, l.cells),
+                ));
+            }
+        }
+        if p.value_size == 0 || p.value_size > MAX_PRELOAD_VALUE {
+            return Err(invalid(
+                "preload.value_size",
+                format!("must be 1..={MAX_PRELOAD_VALUE}, got {}", p.value_size),
+            ));
+        }
+        if p.bytes == 0 || p.objects() > MAX_PRELOAD_OBJECTS {
+            return Err(invalid(
+                "preload.bytes",
+                format!(
+                    "must be > 0 and at most {MAX_PRELOAD_OBJECTS} objects of value_size, got {}",
+                    p.bytes
+                ),
+            ));
+        }
+        if p.concurrency == 0 || p.concurrency > MAX_PRELOAD_CONCURRENCY {
+            return Err(invalid(
+                "preload.concurrency",
+                format!(
+                    "must be 1..={MAX_PRELOAD_CONCURRENCY}, got {}",
+                    p.concurrency
+                ),
+            ));
+        }
+        validate_bucket(&p.bucket).map_err(|e| invalid("preload.bucket", e.to_string()))?;
+        if self.workload.buckets.contains(&p.bucket) {
+            return Err(invalid(
+                "preload.bucket",
+                format!("{:?} is a workload bucket; pick another", p.bucket),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_target(&self) -> Result<(), ScenarioError> {
@@ -397,6 +535,27 @@ impl Scenario {
                         "target.start_local.cells",
                         format!("must be 1..=64, got {}", l.cells),
                     ));
+                }
+                if let Some(o) = &l.raft {
+                    let r = o.apply(&crate::cluster::RaftOptions::default());
+                    if r.heartbeat_interval.is_zero()
+                        || r.election_timeout_min <= r.heartbeat_interval
+                        || r.election_timeout_max <= r.election_timeout_min
+                    {
+                        return Err(invalid(
+                            "target.start_local.raft",
+                            format!(
+                                "need 0 < heartbeat_interval ({:?}) < election_timeout_min ({:?}) < election_timeout_max ({:?})",
+                                r.heartbeat_interval, r.election_timeout_min, r.election_timeout_max
+                            ),
+                        ));
+                    }
+                    if r.max_payload_entries == 0 {
+                        return Err(invalid(
+                            "target.start_local.raft.max_payload_entries",
+                            "must be > 0",
+                        ));
+                    }
                 }
             }
         }
@@ -467,6 +626,21 @@ impl Scenario {
                     ));
                 }
             }
+            match (f.kind.is_move(), f.bandwidth_bytes_per_sec) {
+                (true, Some(0)) => {
+                    return Err(invalid(field("bandwidth_bytes_per_sec"), "must be > 0"));
+                }
+                (false, Some(_)) => {
+                    return Err(invalid(
+                        field("bandwidth_bytes_per_sec"),
+                        format!(
+                            "only drain_cell and add_cell take a bandwidth, not {}",
+                            f.kind.as_str()
+                        ),
+                    ));
+                }
+                _ => {}
+            }
             if f.kind != FaultKind::RestartRouter && f.duration_s() == 0 {
                 return Err(invalid(field("duration_s"), "must be > 0"));
             }
@@ -488,14 +662,41 @@ impl Scenario {
         Ok(())
     }
 
-    /// Faults the harness cannot inject yet, with the reason: the driver
-    /// refuses to run a scenario that has any.
-    pub fn unsupported_faults(&self) -> Vec<(usize, &'static str)> {
+    /// Which cell's writes of a key are the later ones once the key moved,
+    /// given the ids the `add_cell` faults will give their cells (in fault
+    /// order): a generation per cell. A drained cell's writes all happened
+    /// before its keys reached their new owners, and an added cell's after
+    /// it took them, so each move puts its source below its destination.
+    /// Exact while each key moves at most once, or always the same way;
+    /// cells not listed are generation 0.
+    pub fn cell_generations(&self, added: &[CellId]) -> BTreeMap<CellId, i64> {
+        let mut gens = BTreeMap::new();
+        let mut added = added.iter();
+        for (k, f) in self.faults.iter().enumerate() {
+            let k = k as i64 + 1;
+            match f.kind {
+                FaultKind::DrainCell => {
+                    if let Some(c) = f.cell {
+                        gens.insert(c, -k);
+                    }
+                }
+                FaultKind::AddCell => {
+                    if let Some(&c) = added.next() {
+                        gens.insert(c, k);
+                    }
+                }
+                _ => {}
+            }
+        }
+        gens
+    }
+
+    /// How many cells the `add_cell` faults start.
+    pub fn added_cells(&self) -> usize {
         self.faults
             .iter()
-            .enumerate()
-            .filter_map(|(i, f)| f.kind.unsupported_reason().map(|r| (i, r)))
-            .collect()
+            .filter(|f| f.kind == FaultKind::AddCell)
+            .count()
     }
 
     /// The steady phase: every cell's baseline.
@@ -585,7 +786,7 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [(&str, &str); 8] = [
+    const EXAMPLES: [(&str, &str); 12] = [
         (
             "smoke-kill-cell",
             include_str!("../../config/scenarios/smoke-kill-cell.toml"),
@@ -618,6 +819,22 @@ mod tests {
             "drain-cell",
             include_str!("../../config/scenarios/drain-cell.toml"),
         ),
+        (
+            "smoke-drain-cell",
+            include_str!("../../config/scenarios/smoke-drain-cell.toml"),
+        ),
+        (
+            "bench-drain-1gib",
+            include_str!("../../config/scenarios/bench-drain-1gib.toml"),
+        ),
+        (
+            "add-cell",
+            include_str!("../../config/scenarios/add-cell.toml"),
+        ),
+        (
+            "smoke-add-cell",
+            include_str!("../../config/scenarios/smoke-add-cell.toml"),
+        ),
     ];
 
     #[test]
@@ -633,12 +850,23 @@ mod tests {
                 assert_eq!(w[0].end_s, w[1].start_s, "{name}: {phases:?}");
             }
             assert_eq!(s.duration_s(), phases.last().unwrap().end_s);
-            // Only the drain needs what is not built yet.
-            assert_eq!(
-                s.unsupported_faults().is_empty(),
-                name != "drain-cell",
-                "{name}"
-            );
+            // The move scenarios preload the drained cell, or add one.
+            if name.contains("drain") {
+                let p = s
+                    .preload
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{name}: no preload"));
+                assert_eq!(Some(p.cell), s.faults[0].cell, "{name}");
+                assert_eq!(s.faults[0].kind, FaultKind::DrainCell, "{name}");
+            }
+            if name.contains("add-cell") {
+                assert_eq!(s.added_cells(), 1, "{name}");
+            }
+            if name == "bench-drain-1gib" {
+                let p = s.preload.as_ref().unwrap();
+                assert!(p.bytes >= 1 << 30, "{name}: preload {} bytes", p.bytes);
+                assert!(matches!(s.mode, Mode::Open { .. }), "{name}: open loop");
+            }
             // A report can carry it: it serializes back to a valid scenario.
             let again = toml::to_string(&s).unwrap();
             assert_eq!(Scenario::from_toml(&again).unwrap(), s, "{name}");
@@ -657,7 +885,13 @@ mod tests {
         assert_eq!(s.phases, Phases::default());
         assert_eq!(s.slo, Slo::default());
         assert_eq!(s.workload, Workload::default());
-        assert_eq!(s.target, Target::StartLocal(LocalTarget { cells: 3 }));
+        assert_eq!(
+            s.target,
+            Target::StartLocal(LocalTarget {
+                cells: 3,
+                raft: None
+            })
+        );
         let s = Scenario::from_toml(
             "name = \"t\"\n[target]\ncluster_file = \"/tmp/c/cluster.json\"\n\
              [mode]\nopen = { rate = 250.5 }\n",
@@ -768,6 +1002,113 @@ mod tests {
         s.mode = Mode::Closed { clients: 1 };
         s.workload.key_count = 0;
         assert!(matches!(s.validate(), Err(ScenarioError::Workload(_))));
+    }
+
+    #[test]
+    fn preload_and_move_faults_are_checked() {
+        let s = Scenario::from_toml(&format!(
+            "{}[preload]\ncell = 3\nbytes = 1000\nvalue_size = 300\n",
+            minimal()
+        ))
+        .unwrap();
+        let p = s.preload.as_ref().unwrap();
+        assert_eq!(
+            (p.objects(), p.concurrency, p.bucket.as_str()),
+            (4, 16, "preload")
+        );
+        for (extra, field) in [
+            ("[preload]\ncell = 4\nbytes = 1\n", "preload.cell"),
+            ("[preload]\ncell = 1\nbytes = 0\n", "preload.bytes"),
+            (
+                "[preload]\ncell = 1\nbytes = 1\nvalue_size = 4194305\n",
+                "preload.value_size",
+            ),
+            (
+                "[preload]\ncell = 1\nbytes = 1\nconcurrency = 0\n",
+                "preload.concurrency",
+            ),
+            (
+                "[preload]\ncell = 1\nbytes = 1\nbucket = \"loadtest\"\n",
+                "preload.bucket",
+            ),
+            (
+                "[preload]\ncell = 1\nbytes = 1\nbucket = \"A B\"\n",
+                "preload.bucket",
+            ),
+        ] {
+            let r = Scenario::from_toml(&format!("{}{extra}", minimal()));
+            assert_eq!(invalid_field(r), field, "{extra}");
+        }
+
+        let f = |s: &str| format!("[[faults]]\n{s}\n");
+        let s = with_fault(
+            &(f("at_s = 25\nkind = \"drain_cell\"\ncell = 3\nbandwidth_bytes_per_sec = 1048576")
+                + &f("at_s = 90\nkind = \"add_cell\"")),
+        )
+        .unwrap();
+        assert_eq!(s.faults[0].duration_s(), 60);
+        assert_eq!(s.faults[0].bandwidth_bytes_per_sec, Some(1 << 20));
+        assert!(s
+            .faults
+            .iter()
+            .all(|f| f.kind.is_move() && !f.kind.expects_fast_fail()));
+        // Moves cost no availability: no cell is faulted, every cell is judged healthy.
+        let cells = [CellId(1), CellId(2), CellId(3)];
+        assert!(s.fault_windows(&cells).iter().all(|w| w.cells.is_empty()));
+        // The drained cell's writes come before everyone's, the added cell's after.
+        let g = s.cell_generations(&[CellId(4)]);
+        assert_eq!(g.get(&CellId(3)), Some(&-1));
+        assert_eq!(g.get(&CellId(4)), Some(&2));
+        assert_eq!(g.get(&CellId(1)), None);
+        for (text, field) in [
+            (
+                f("at_s = 25\nkind = \"drain_cell\"\ncell = 3\nbandwidth_bytes_per_sec = 0"),
+                "faults[0].bandwidth_bytes_per_sec",
+            ),
+            (
+                f("at_s = 25\nkind = \"kill_cell\"\ncell = 3\nbandwidth_bytes_per_sec = 5"),
+                "faults[0].bandwidth_bytes_per_sec",
+            ),
+            (f("at_s = 25\nkind = \"drain_cell\""), "faults[0].cell"),
+            (
+                f("at_s = 25\nkind = \"add_cell\"\ncell = 4"),
+                "faults[0].cell",
+            ),
+        ] {
+            assert_eq!(invalid_field(with_fault(&text)), field, "{text}");
+        }
+    }
+
+    #[test]
+    fn local_raft_timing_can_be_overridden() {
+        let text = "name = \"t\"\n[target.start_local]\ncells = 3\n\
+                    [target.start_local.raft]\nheartbeat_interval_ms = 200\n\
+                    election_timeout_min_ms = 1000\nelection_timeout_max_ms = 2000\n\
+                    max_payload_entries = 8\n[mode]\nclosed = { clients = 4 }\n";
+        let s = Scenario::from_toml(text).unwrap();
+        let Target::StartLocal(l) = &s.target else {
+            panic!("{:?}", s.target)
+        };
+        let base = crate::cluster::RaftOptions::default();
+        let r = l.raft.as_ref().unwrap().apply(&base);
+        assert_eq!(r.heartbeat_interval, std::time::Duration::from_millis(200));
+        assert_eq!(r.election_timeout_max, std::time::Duration::from_secs(2));
+        assert_eq!(r.max_payload_entries, 8);
+        assert_eq!(r.snapshot_chunk_bytes, base.snapshot_chunk_bytes);
+        // Elections must outlast heartbeats.
+        let bad = text.replace(
+            "election_timeout_min_ms = 1000",
+            "election_timeout_min_ms = 150",
+        );
+        assert_eq!(
+            invalid_field(Scenario::from_toml(&bad)),
+            "target.start_local.raft"
+        );
+        let bad = text.replace("max_payload_entries = 8", "max_payload_entries = 0");
+        assert_eq!(
+            invalid_field(Scenario::from_toml(&bad)),
+            "target.start_local.raft.max_payload_entries"
+        );
     }
 
     #[test]

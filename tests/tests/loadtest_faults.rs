@@ -5,7 +5,16 @@
 //! - an existing cluster: `cellkv-local` runs a cluster, `cellkv-loadtest run
 //!   smoke-kill-cell.toml --cluster DIR` kills cell 2's replicas by pid and
 //!   starts them again from `cluster.json`; the run passes, and stopping
-//!   `cellkv-local` afterwards stops the replacements too.
+//!   `cellkv-local` afterwards stops the replacements too;
+//! - moves: `smoke-drain-cell.toml` (8 MiB preloaded onto cell 3, then cell 3
+//!   drained) and `smoke-add-cell.toml` (cell 4 started and rebalanced onto)
+//!   on clusters the harness starts: the job is done, every cell stays
+//!   available, nothing is lost, the job's figures are in the report;
+//! - the control plane of `cellkv-local`: `cellkvctl` works against it, the
+//!   harness drains a cell of it through `--cluster DIR` (and refuses to add
+//!   one there, saying why), and a restart brings the drained map back;
+//! - `LocalCluster::add_cell`: a cell added to a running cluster comes back,
+//!   with its keys, when the cluster starts again on its directory.
 
 mod support;
 
@@ -13,11 +22,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use common::CellId;
+use http::Method;
 use loadtest::external::ExternalCluster;
-use loadtest::local::ClusterInfo;
+use loadtest::local::{ClusterInfo, LocalClusterOptions};
 use loadtest::process::bin_path;
 use serde_json::Value;
-use support::{run_loadtest, KillOnDrop};
+use support::{
+    bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, KillOnDrop, PublicApi,
+    TestDir,
+};
 
 /// Bound on one harness run (cluster start, ~25 s of load, verification).
 const RUN_LIMIT: Duration = Duration::from_secs(100);
@@ -40,6 +55,22 @@ impl Drop for ReapCluster {
         for c in &info.cells {
             for i in 0..c.replicas.len() {
                 procs.extend(ExternalCluster::replica_process(&info, c.id, i));
+            }
+        }
+        if let Some(c) = &info.control {
+            let pids = c
+                .pid
+                .into_iter()
+                .chain(c.cell.replicas.iter().filter_map(|r| r.pid));
+            for pid in pids {
+                // Only if it still runs a cellkv binary (the pid may be reused).
+                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmdline).contains("cellkv-") {
+                    let _ = Command::new("kill")
+                        .arg("-KILL")
+                        .arg(pid.to_string())
+                        .status();
+                }
             }
         }
         for p in procs {
@@ -136,6 +167,168 @@ fn smoke_slow_cell_passes_with_the_slowdown_on_the_slowed_cell_only() {
             assert_eq!(rep.proxy_url.is_some(), c.id.0 == 2, "cell {}", c.id);
         }
     }
+}
+
+/// The checks every move run must pass, from its JSON report: exit 0, the
+/// one move done with plausible figures, every cell (all judged healthy)
+/// at least the scenario's availability, nothing lost. Returns the move.
+fn assert_clean_move(r: &Value, kind: &str, cell: u64) -> Value {
+    assert_eq!(r["passed"], true, "{:#}", r["slo"]);
+    assert_eq!(slo(r, "moves_done")["pass"], true);
+    assert_eq!(r["analysis"]["lost_writes"], 0);
+    assert_eq!(r["lost_writes"].as_array().map(Vec::len), Some(0));
+    assert_eq!(r["writes_unverified"], 0);
+    let moves = r["moves"].as_array().expect("moves in the report");
+    assert_eq!(moves.len(), 1, "{moves:#?}");
+    let m = moves[0].clone();
+    assert_eq!(
+        (m["kind"].as_str(), m["cell"].as_u64()),
+        (Some(kind), Some(cell)),
+        "{m:#}"
+    );
+    assert_eq!(m["done"], true, "{m:#}");
+    let j = &m["job"];
+    assert_eq!(j["status"], "done", "{j:#}");
+    let ranges = j["ranges_total"].as_u64().unwrap();
+    assert!(
+        ranges > 0 && j["ranges_done"].as_u64() == Some(ranges),
+        "{j:#}"
+    );
+    assert!(j["keys_copied"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(j["bytes_copied"].as_u64().unwrap() > 0, "{j:#}");
+    assert!(j["active_s"].as_f64().unwrap() > 0.0, "{j:#}");
+    assert!(
+        j["elapsed_s"].as_f64().unwrap() >= j["active_s"].as_f64().unwrap() - 0.5,
+        "{j:#}"
+    );
+    assert!(j["mb_per_s"].as_f64().unwrap() > 0.0, "{j:#}");
+    assert!(j["keys_per_s"].as_f64().unwrap() > 0.0, "{j:#}");
+    let (max, p99) = (j["pause_max_ms"].as_u64(), j["pause_p99_ms"].as_u64());
+    assert!(max.is_some() && p99 <= max, "write pause {p99:?} / {max:?}");
+    // The isolation window is the seconds the move ran, and every cell is
+    // judged against the scenario's availability: a move fails no cell.
+    let f = &r["analysis"]["faults"][0];
+    let (start, end) = (
+        f["window"]["start_s"].as_u64().unwrap(),
+        f["window"]["end_s"].as_u64().unwrap(),
+    );
+    assert!(
+        start as f64 <= m["job_started_s"].as_f64().unwrap(),
+        "{f:#}"
+    );
+    assert!(end as f64 >= m["ended_s"].as_f64().unwrap(), "{f:#}");
+    assert!(f["faulted"].as_array().unwrap().is_empty());
+    let min = r["scenario"]["slo"]["healthy_availability_min"]
+        .as_f64()
+        .unwrap();
+    for h in f["healthy"].as_array().unwrap() {
+        let a = h["during"]["availability"].as_f64().unwrap();
+        assert!(
+            a >= min,
+            "cell {} availability {a} < {min} during the move",
+            h["cell"]
+        );
+    }
+    m
+}
+
+#[test]
+fn smoke_drain_cell_moves_the_preloaded_cell_with_nothing_lost() {
+    let dir = tempfile::Builder::new()
+        .prefix("cellkv-loadtest-drain-")
+        .tempdir()
+        .unwrap();
+    let out = dir.path().join("out");
+    let status = run_loadtest(
+        &[
+            "run".as_ref(),
+            scenario("smoke-drain-cell").as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &dir.path().join("loadtest.log"),
+        RUN_LIMIT,
+    );
+    if status.code() != Some(0) {
+        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
+    }
+    let r = report(&out);
+    let m = assert_clean_move(&r, "drain_cell", 3);
+    // The preload (128 objects of 64 KiB, all on cell 3) moved with the rest,
+    // and every one was read back with its etag.
+    let j = &m["job"];
+    assert!(j["bytes_copied"].as_u64().unwrap() >= 128 * 65536, "{j:#}");
+    assert!(j["keys_copied"].as_u64().unwrap() >= 128, "{j:#}");
+    assert!(r["writes_checked"].as_u64().unwrap() >= 2000 + 128);
+    assert_eq!(healthy_cells(&r["analysis"]["faults"][0]), vec![1, 2, 3]);
+    // Drained: after the move cell 3 answers nothing (its keys are elsewhere).
+    let recovery = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["phase"] == "recovery-1" && row["scope"]["cell"] == 3)
+        .expect("a recovery row for cell 3");
+    assert_eq!(recovery["summary"]["requests"], 0, "{recovery:#}");
+    let text = std::fs::read_to_string(dir.path().join("loadtest.log")).unwrap();
+    assert!(
+        text.contains("preloaded 128 objects"),
+        "no preload progress"
+    );
+    assert!(
+        text.contains("MOVES (jobs of the control server)"),
+        "no moves in the table"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Moves</h2>") && html.contains("<rect class=\"move\""));
+}
+
+#[test]
+fn smoke_add_cell_starts_a_cell_and_rebalances_onto_it() {
+    let dir = tempfile::Builder::new()
+        .prefix("cellkv-loadtest-add-")
+        .tempdir()
+        .unwrap();
+    let out = dir.path().join("out");
+    let status = run_loadtest(
+        &[
+            "run".as_ref(),
+            scenario("smoke-add-cell").as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &dir.path().join("loadtest.log"),
+        RUN_LIMIT,
+    );
+    if status.code() != Some(0) {
+        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
+    }
+    let r = report(&out);
+    assert_clean_move(&r, "add_cell", 4);
+    // Cell 4 is judged with the others, and served its share.
+    assert_eq!(r["cells"], serde_json::json!([1, 2, 3, 4]));
+    let f = &r["analysis"]["faults"][0];
+    assert_eq!(healthy_cells(f), vec![1, 2, 3, 4]);
+    let tail = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|row| row["phase"] == "recovery-1" && row["scope"]["cell"] == 4)
+        .expect("a recovery row for cell 4");
+    assert!(
+        tail["summary"]["requests"].as_u64().unwrap() > 0,
+        "{tail:#}"
+    );
+    // The new cell is in the cluster's layout (a restart brings it back)
+    // and in its cluster.json.
+    let layout: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cluster/layout.json")).unwrap())
+            .unwrap();
+    assert_eq!(layout["cells"].as_array().unwrap().len(), 4);
+    assert_eq!(layout["cells"][3]["cell_id"], 4);
+    let info: ClusterInfo =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cluster/cluster.json")).unwrap())
+            .unwrap();
+    assert_eq!(info.cells.len(), 4);
 }
 
 /// Polls until `dir/cluster.json` exists (cellkv-local writes it once serving).
@@ -297,4 +490,289 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
         let p = ExternalCluster::replica_process(&after, common::CellId(2), i).unwrap();
         assert!(!p.is_alive(), "{p:?} survived cellkv-local's stop");
     }
+}
+
+/// Sends SIGTERM to `local` (std's Child can only SIGKILL) and waits for it
+/// to exit 0 within [`LOCAL_LIMIT`].
+fn must_stop_local(local: &mut KillOnDrop, log: &Path) {
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(local.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let deadline = Instant::now() + LOCAL_LIMIT;
+    let status = loop {
+        if let Some(s) = local.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "cellkv-local did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        status.success(),
+        "cellkv-local exited with {status}:\n{text}"
+    );
+}
+
+/// Every pid `info` names: router, control server, control cell, data cells.
+fn all_pids(info: &ClusterInfo) -> Vec<u32> {
+    let control = info
+        .control
+        .as_ref()
+        .expect("a control plane in cluster.json");
+    [info.router.pid, control.pid]
+        .into_iter()
+        .chain(control.cell.replicas.iter().map(|r| r.pid))
+        .chain(
+            info.cells
+                .iter()
+                .flat_map(|c| c.replicas.iter().map(|r| r.pid)),
+        )
+        .map(|p| p.expect("every process runs"))
+        .collect()
+}
+
+fn cell_states(status: &Value) -> Vec<(u64, String)> {
+    status["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_u64().unwrap(),
+                c["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn spawn_local(cluster_dir: &Path, log: &Path) -> KillOnDrop {
+    let log_file = std::fs::File::create(log).unwrap();
+    KillOnDrop(
+        Command::new(bin_path("cellkv-local").unwrap())
+            .arg("--data-dir")
+            .arg(cluster_dir)
+            .arg("--cells")
+            .arg("3")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
+    let dir = tempfile::Builder::new()
+        .prefix("cellkv-local-control-")
+        .tempdir()
+        .unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let local_log = dir.path().join("cellkv-local.log");
+    let _reap = ReapCluster(cluster_dir.clone());
+    let mut local = spawn_local(&cluster_dir, &local_log);
+    let info = wait_cluster_json(&cluster_dir, &mut local, &local_log);
+
+    // cluster.json names the control server and the control cell's replicas.
+    let control = info.control.clone().expect("a control section");
+    assert!(control.url.starts_with("http://127.0.0.1:"), "{control:?}");
+    assert!(control.command.is_some() && control.admin_token.len() >= 16);
+    assert_eq!(control.cell.id, CellId(100));
+    assert_eq!(control.cell.replicas.len(), 3);
+    assert_ne!(control.admin_token, info.admin_token);
+    assert_ne!(control.cell_token, info.cell_api_token);
+    let before_pids = all_pids(&info);
+    assert_eq!(before_pids.len(), 2 + 3 + 9);
+
+    // The printed cellkvctl example works as printed.
+    let printed = std::fs::read_to_string(&local_log).unwrap();
+    let example = printed
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("CELLKV_CONTROL_URL="))
+        .unwrap_or_else(|| panic!("no cellkvctl example in:\n{printed}"));
+    assert!(
+        example.contains(&control.url)
+            && example.contains(&control.admin_token)
+            && example.ends_with("cellkvctl status"),
+        "{example}"
+    );
+    let out = Command::new("sh").args(["-c", example]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("CELL") && stdout.contains("active"),
+        "{example}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // cellkvctl --json status lists the three data cells, the lease held.
+    let status = must_ctl_json(&cluster_dir, &["status"]);
+    assert_eq!(
+        cell_states(&status),
+        vec![
+            (1, "active".to_owned()),
+            (2, "active".to_owned()),
+            (3, "active".to_owned())
+        ]
+    );
+    assert_eq!(status["control"]["lease_held"], true, "{status:#}");
+
+    // add_cell on a cluster the harness did not start: refused, with why.
+    let refused_log = dir.path().join("refused.log");
+    let code = run_loadtest(
+        &[
+            "run".as_ref(),
+            scenario("smoke-add-cell").as_os_str(),
+            "--cluster".as_ref(),
+            cluster_dir.as_os_str(),
+            "--out".as_ref(),
+            dir.path().join("refused").as_os_str(),
+        ],
+        &refused_log,
+        RUN_LIMIT,
+    )
+    .code();
+    let text = std::fs::read_to_string(&refused_log).unwrap();
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("add_cell") && text.contains("start_local"),
+        "{text}"
+    );
+
+    // A drain of cell 3 through cluster.json's control server.
+    let out = dir.path().join("out");
+    let status = run_loadtest(
+        &[
+            "run".as_ref(),
+            scenario("smoke-drain-cell").as_os_str(),
+            "--cluster".as_ref(),
+            cluster_dir.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ],
+        &dir.path().join("loadtest.log"),
+        RUN_LIMIT,
+    );
+    if status.code() != Some(0) {
+        drop(local);
+        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
+    }
+    assert_clean_move(&report(&out), "drain_cell", 3);
+    assert!(
+        !out.join("cluster").exists(),
+        "the harness started a cluster"
+    );
+    let drained = must_ctl_json(&cluster_dir, &["status"]);
+    assert_eq!(
+        cell_states(&drained)[2],
+        (3, "empty".to_owned()),
+        "{drained:#}"
+    );
+    let epoch = drained["epoch"].as_u64().unwrap();
+    assert!(epoch > 1, "{drained:#}");
+
+    // Stopped, everything is gone, the control plane too.
+    must_stop_local(&mut local, &local_log);
+    for pid in &before_pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "pid {pid} survived cellkv-local's stop"
+        );
+    }
+
+    // Started again: the same map (cell 3 still drained), the data moved.
+    std::fs::remove_file(cluster_dir.join("cluster.json")).unwrap();
+    let restart_log = dir.path().join("cellkv-local-2.log");
+    let mut local = spawn_local(&cluster_dir, &restart_log);
+    let again = wait_cluster_json(&cluster_dir, &mut local, &restart_log);
+    assert_eq!(again.control.as_ref().map(|c| &c.url), Some(&control.url));
+    let status = must_ctl_json(&cluster_dir, &["status"]);
+    assert_eq!(status["epoch"].as_u64(), Some(epoch), "{status:#}");
+    assert_eq!(cell_states(&status)[2], (3, "empty".to_owned()));
+    let listing = Command::new("curl")
+        .args(["-sS", "-H"])
+        .arg(format!("Authorization: Bearer {}", again.token))
+        .arg(format!(
+            "{}/v1/buckets/preload/objects?limit=1000",
+            again.router.url
+        ))
+        .output();
+    match listing {
+        Ok(o) if o.status.success() => {
+            let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["objects"].as_array().map(Vec::len), Some(128), "{v}");
+        }
+        _ => eprintln!("curl is not available: the preloaded objects are not listed"),
+    }
+    must_stop_local(&mut local, &restart_log);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cell_added_to_a_local_cluster_comes_back_after_a_restart() {
+    let dir = TestDir::new("local-add-restart");
+    bounded_by(Duration::from_secs(120), async {
+        let opts = || LocalClusterOptions {
+            cells: 2,
+            ..LocalClusterOptions::default()
+        };
+        let mut cluster = must_start_cluster(opts(), dir.path()).await;
+        let id = cluster.layout().next_cell_id();
+        assert_eq!(id, CellId(3));
+        let spec = cluster.add_cell(id).await.unwrap();
+        assert_eq!(cluster.cells().len(), 3);
+        let admin = cluster.admin().clone();
+        let job = admin.add_cell(&spec, None).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let done = admin.follow_job(&job.id, deadline, |_| {}).await.unwrap();
+        eprintln!("add: {}", loadtest::admin::JobFigures::of(&done).summary());
+
+        // A key the new cell owns, written through the router.
+        let map = admin.map().await.unwrap();
+        let routing = map.routing().unwrap();
+        let key = (0..10_000)
+            .map(|i| format!("k{i}"))
+            .find(|k| routing.cell_for("demo", k) == id)
+            .expect("cell 3 owns some keys");
+        let api = PublicApi::new(&cluster);
+        let (stored, put) = api
+            .must_put("demo", &key, &b"on the new cell"[..], &[])
+            .await;
+        assert_eq!(put.header("x-cellkv-cell"), Some("3"));
+        cluster.stop().await.unwrap();
+        drop(cluster);
+
+        // Started again on the directory: three cells, the same map, the key.
+        let cluster =
+            must_start_cluster(LocalClusterOptions { cells: 3, ..opts() }, dir.path()).await;
+        assert_eq!(cluster.cells().len(), 3);
+        assert_eq!(cluster.cell(id).layout().peers, {
+            let l: Value = serde_json::from_str(
+                &std::fs::read_to_string(dir.path().join("layout.json")).unwrap(),
+            )
+            .unwrap();
+            serde_json::from_value::<Vec<loadtest::cluster::Peer>>(l["cells"][2]["peers"].clone())
+                .unwrap()
+        });
+        let again = cluster.admin().map().await.unwrap();
+        assert_eq!(again.epoch, map.epoch);
+        assert!(!again.routing().unwrap().ranges_of(id).is_empty());
+        let api = PublicApi::new(&cluster);
+        let r = api
+            .must_send(Method::GET, &obj_path("demo", &key), &[], Bytes::new())
+            .await;
+        assert_eq!((r.status, &r.body[..]), (200, &b"on the new cell"[..]));
+        assert_eq!(r.header("x-cellkv-cell"), Some("3"));
+        assert_eq!(
+            r.header("etag"),
+            Some(format!("\"{}\"", stored.etag).as_str())
+        );
+        let info: ClusterInfo =
+            serde_json::from_str(&std::fs::read_to_string(cluster.cluster_json_path()).unwrap())
+                .unwrap();
+        assert_eq!(info.cells.len(), 3);
+        cluster.stop().await.unwrap();
+    })
+    .await;
 }

@@ -604,7 +604,7 @@ async fn keys_land_on_the_ring_cell() {
         assert!(counts.iter().all(|&n| n >= 20), "{counts:?}");
 
         // Straight from the replicas: the owning cell's have it (followers
-        // may lag a little), every other cell's answer 404.
+        // may lag a little), every other cell's answer 421 moved to the owner.
         for (&owner, keys) in &per_cell {
             for c in cluster.cells() {
                 for r in c.replicas() {
@@ -633,7 +633,16 @@ async fn keys_land_on_the_ring_cell() {
                                 .try_get_q(&base, bucket, key, "read=stale", &[])
                                 .await
                                 .unwrap();
-                            assert_api_error(&g, 404, "not_found", c.cell_id().0);
+                            // The control plane gave every cell its ranges:
+                            // a cell that does not own the key refuses it and
+                            // names the owner (it never answers for it).
+                            assert_api_error(&g, 421, "moved", c.cell_id().0);
+                            assert_eq!(
+                                g.header("x-cellkv-moved-owner"),
+                                Some(owner.0.to_string().as_str()),
+                                "{key} refused by cell {} without naming cell {owner}",
+                                c.cell_id()
+                            );
                         }
                     }
                 }

@@ -1,7 +1,9 @@
 //! `cellkv-local`: a whole cellkv cluster on loopback (a router in front of N
-//! cells × 3 replicas) in one directory, until Ctrl-C or SIGTERM. Started
+//! cells × 3 replicas, and the control plane it follows: a control cell and
+//! `cellkv-control`) in one directory, until Ctrl-C or SIGTERM. Started
 //! again on the same `--data-dir`, it brings the same cluster (ports, tokens,
-//! data) back. The work is `loadtest::local::LocalCluster`'s; this is the CLI.
+//! data, cell map, cells added meanwhile) back. The work is
+//! `loadtest::local::LocalCluster`'s; this is the CLI.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use loadtest::local::{LocalCluster, LocalClusterOptions, LocalLayout};
+use loadtest::control_proc::CTL_BIN;
+use loadtest::local::{LocalCluster, LocalClusterOptions, LocalLayout, CONTROL_ENV_FILE};
+use loadtest::process::bin_dir;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Cells of a fresh cluster when `--cells` is not given.
@@ -21,8 +25,11 @@ const CRASH_CHECK_PERIOD: Duration = Duration::from_secs(1);
 #[command(
     name = "cellkv-local",
     version,
-    about = "Run a cellkv cluster on loopback: a router in front of N cells of 3 replicas.",
-    after_help = "Finds cellkv-cell and cellkv-router next to its own executable, or in $CELLKV_BIN_DIR."
+    about = "Run a cellkv cluster on loopback: a router in front of N cells of 3 replicas, \
+             and its control plane (control cell + cellkv-control).",
+    after_help = "Finds cellkv-cell, cellkv-router and cellkv-control next to its own executable, \
+                  or in $CELLKV_BIN_DIR. DIR/control.env holds CELLKV_CONTROL_URL and \
+                  CELLKV_ADMIN_TOKEN for cellkvctl."
 )]
 struct Cli {
     /// Directory of the cluster (layout, logs, data). If it holds a cluster
@@ -81,7 +88,7 @@ async fn run(cli: Cli) -> Result<()> {
         .or(existing.as_ref().map(|l| l.cells.len()))
         .unwrap_or(DEFAULT_CELLS);
     println!(
-        "cellkv-local: {} {cells} cell(s) × 3 replicas and a router in {}",
+        "cellkv-local: {} {cells} cell(s) × 3 replicas, a control plane and a router in {}",
         if existing.is_some() {
             "restarting"
         } else {
@@ -127,7 +134,7 @@ async fn run(cli: Cli) -> Result<()> {
             }
         }
     }
-    println!("cellkv-local: stopping (router first, then the replicas, including any started by another program)");
+    println!("cellkv-local: stopping (router first, then the control server, then the replicas, including any started by another program)");
     cluster.stop().await.context("stop the cluster")?;
     println!(
         "cellkv-local: stopped. `cellkv-local --data-dir {}` brings it back with its data.",
@@ -142,14 +149,25 @@ fn print_banner(cluster: &LocalCluster, took: Duration) {
     let object = format!("{url}/v1/buckets/demo/objects/hello.txt");
     let dir = cluster.dir();
     let rel = |p: &Path| p.strip_prefix(dir).unwrap_or(p).display().to_string();
+    let control_url = cluster.control_url();
+    let admin_token = &cluster.secrets().control_admin_token;
+    // The full path when it was built next to us, so the example works as printed.
+    let ctl = bin_dir()
+        .map(|d| d.join(CTL_BIN))
+        .ok()
+        .filter(|p| p.is_file())
+        .map_or_else(|| CTL_BIN.to_owned(), |p| p.display().to_string());
     println!("cellkv-local: ready in {took:.1?}");
     println!("  router        {url}");
     println!("  token         {token}");
+    println!("  control       {control_url} (cellkv-control admin API)");
+    println!("  admin token   {admin_token}");
     println!("  cluster.json  {}", cluster.cluster_json_path().display());
     println!("  data dir      {}", dir.display());
     println!(
-        "  logs          {} and <cell>/replica.log, e.g. {}",
+        "  logs          {}, {} and <cell>/replica.log, e.g. {}",
         rel(cluster.router().log_path()),
+        rel(cluster.control().log_path()),
         cluster
             .cells()
             .first()
@@ -162,6 +180,12 @@ fn print_banner(cluster: &LocalCluster, took: Duration) {
         "  curl -sS -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: text/plain' --data-binary 'hello, cellkv' {object}"
     );
     println!("  curl -sS -H 'Authorization: Bearer {token}' {object}");
+    println!();
+    println!(
+        "Operate it (or `set -a; . {}` first):",
+        dir.join(CONTROL_ENV_FILE).display()
+    );
+    println!("  CELLKV_CONTROL_URL={control_url} CELLKV_ADMIN_TOKEN={admin_token} {ctl} status");
     println!();
     println!("Ctrl-C or SIGTERM stops the cluster.");
 }

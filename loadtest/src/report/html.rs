@@ -1,6 +1,7 @@
 //! The HTML report: one self-contained page, inline CSS and inline SVG (no
 //! script, no external URL), with a timeline per cell (throughput, failures,
-//! p99 on a log scale) sharing scales across cells, faults shaded.
+//! p99 on a log scale) sharing scales across cells, faults shaded, the moves'
+//! jobs marked, and a table of the moves' figures.
 
 use std::fmt::Write as _;
 
@@ -31,6 +32,7 @@ th{background:#f4f4f4}td.l,th.l{text-align:left}.pass{color:#17702b;font-weight:
 .fail{color:#b00020;font-weight:600}.verdict{font-size:20px}.muted{color:#777}\
 svg{display:block;background:#fff;border:1px solid #eee}\
 svg text{font:11px system-ui,sans-serif;fill:#444}svg .fault-label{fill:#b00020;font-weight:600}\
+svg .move-label{fill:#0f6b3a;font-weight:600}\
 svg .axis{stroke:#bbb;stroke-width:1}svg .grid{stroke:#eee;stroke-width:1}";
 
 // SVG geometry (user units = px).
@@ -176,6 +178,32 @@ fn render_svg(r: &Report, t: &Timeline, sc: &Scales) -> String {
             x0 + 3.0,
             TOP - 22.0,
             esc(&w.label)
+        );
+    }
+    // The moves' jobs: from the fault's start to the job's end, a green band
+    // along the top of the panels with what it moved and how fast.
+    for m in &r.moves {
+        let Some(end) = m.ended_s else { continue };
+        let (x0, x1) = (sc.x(m.started_s), sc.x(end));
+        let what = match &m.job {
+            Some(j) if m.done => format!(
+                "{} done in {:.1} s, {:.1} MB/s",
+                m.label,
+                end - m.started_s,
+                j.mb_per_s
+            ),
+            _ => format!("{} FAILED", m.label),
+        };
+        let _ = write!(
+            o,
+            "<rect class=\"move\" x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"6\" fill=\"{}\"><title>{}</title></rect>\
+             <text class=\"move-label\" x=\"{:.1}\" y=\"{:.1}\">{}</text>",
+            (x1 - x0).max(1.0),
+            if m.done { "#17a34a" } else { "#d0021b" },
+            esc(&m.summary()),
+            x0 + 3.0,
+            TOP - 8.0,
+            esc(&what)
         );
     }
     // Phase boundaries.
@@ -505,6 +533,63 @@ pub fn render_html(r: &Report) -> String {
             ],
             &rows,
             &[0, 1],
+        );
+    }
+
+    if !r.moves.is_empty() {
+        o.push_str("<h2>Moves</h2><p class=\"muted\">Jobs of the control server, as its API reports them. Rates are over the time the job ran (not paused); the write pause is per batch, from fence to release.</p>");
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+        let rows: Vec<Vec<String>> = r
+            .moves
+            .iter()
+            .map(|m| {
+                let j = m.job.as_ref();
+                let f = |g: &dyn Fn(&crate::admin::JobFigures) -> String| {
+                    j.map_or_else(|| "-".to_owned(), g)
+                };
+                vec![
+                    esc(&m.label),
+                    f(&|j| esc(&j.job)),
+                    if m.done {
+                        verdict_span(true).replace("PASS", "done")
+                    } else {
+                        format!(
+                            "{} {}",
+                            verdict_span(false),
+                            esc(m.error.as_deref().unwrap_or(""))
+                        )
+                    },
+                    f(&|j| format!("{}/{}", j.ranges_done, j.ranges_total)),
+                    f(&|j| j.keys_copied.to_string()),
+                    f(&|j| format!("{:.1}", j.bytes_copied as f64 / f64::from(1u32 << 20))),
+                    m.ended_s
+                        .map_or_else(|| "-".to_owned(), |e| format!("{:.1}", e - m.started_s)),
+                    f(&|j| format!("{:.1}", j.active_s)),
+                    f(&|j| format!("{:.1}", j.mb_per_s)),
+                    f(&|j| format!("{:.0}", j.keys_per_s)),
+                    f(&|j| opt(j.pause_max_ms)),
+                    f(&|j| opt(j.pause_p99_ms)),
+                ]
+            })
+            .collect();
+        html_table(
+            &mut o,
+            &[
+                "move",
+                "job",
+                "status",
+                "ranges",
+                "keys",
+                "MiB",
+                "took s",
+                "active s",
+                "MB/s",
+                "keys/s",
+                "pause max ms",
+                "pause p99 ms",
+            ],
+            &rows,
+            &[0, 1, 2],
         );
     }
 

@@ -685,3 +685,40 @@ pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> E
     );
     status
 }
+
+/// Runs the `cellkvctl` binary with `args` against the control server of the
+/// local cluster in `cluster_dir` (URL and admin token from its
+/// `control.env`, as `LocalCluster` writes it); returns the exit status,
+/// stdout and stderr. Bounded by `cellkvctl`'s own timeouts.
+pub fn run_ctl(cluster_dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
+    let env_file = cluster_dir.join(loadtest::local::CONTROL_ENV_FILE);
+    let text = std::fs::read_to_string(&env_file)
+        .unwrap_or_else(|e| panic!("read {}: {e}", env_file.display()));
+    let mut cmd = Command::new(loadtest::process::bin_path("cellkvctl").unwrap());
+    for line in text.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            cmd.env(k.trim(), v.trim());
+        }
+    }
+    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `cellkvctl --json <args>` against the cluster in `cluster_dir`, which must
+/// succeed; its JSON output.
+#[track_caller]
+pub fn must_ctl_json(cluster_dir: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let (status, out, err) = run_ctl(cluster_dir, &all);
+    assert!(
+        status.success(),
+        "cellkvctl {all:?} exited {status}:\n{out}\n{err}"
+    );
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("cellkvctl {all:?} printed no JSON ({e}):\n{out}"))
+}
