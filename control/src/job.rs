@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::ownership::OwnershipOp;
 use common::wire::{hex, unhex, IngestBatch, IngestResult, RangeStats, ScanItem, ScanPage};
+pub use common::wire::{JobProgress as Progress, JobStatus};
 use common::{CellId, CellMap, CellState, HashRange};
 use serde::{Deserialize, Serialize};
 
@@ -52,22 +53,6 @@ pub enum JobKind {
     Drain { cell: CellId },
     /// Whatever the target ring asks for.
     Rebalance,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Running,
-    Paused,
-    Done,
-    Cancelled,
-    Failed,
-}
-
-impl JobStatus {
-    pub fn is_active(self) -> bool {
-        matches!(self, JobStatus::Running | JobStatus::Paused)
-    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,20 +118,6 @@ pub struct Batch {
 pub struct PurgeTask {
     pub cell: CellId,
     pub range: HashRange,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Progress {
-    pub ranges_total: u64,
-    pub ranges_done: u64,
-    pub batches_done: u64,
-    pub keys_copied: u64,
-    pub bytes_copied: u64,
-    pub keys_deleted: u64,
-    /// Bytes the whole job should copy, from range stats when it was planned.
-    pub bytes_estimated: u64,
-    /// Milliseconds spent running (not paused), for the rate.
-    pub active_ms: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

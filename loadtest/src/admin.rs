@@ -214,31 +214,7 @@ impl FollowError {
 // ---------------------------------------------------------------------------
 // The job view, mirrored
 
-/// `status` of a job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Running,
-    Paused,
-    Done,
-    Cancelled,
-    Failed,
-}
-
-/// `progress` of a job.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct JobProgress {
-    pub ranges_total: u64,
-    pub ranges_done: u64,
-    pub batches_done: u64,
-    pub keys_copied: u64,
-    pub bytes_copied: u64,
-    pub keys_deleted: u64,
-    pub bytes_estimated: u64,
-    /// Milliseconds the job ran (not paused).
-    pub active_ms: u64,
-}
+pub use common::wire::{JobProgress, JobStatus};
 
 /// What `GET /v1/jobs/{id}` answers, the fields the harness reads.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
