@@ -111,27 +111,37 @@ fn fail_keeping(dir: tempfile::TempDir, why: &str) -> ! {
     panic!("{why}; kept {}", kept.display())
 }
 
+/// Runs scenario `name` with `--out DIR/out` (and `--cluster cluster` when
+/// given), logging to `DIR/loadtest.log`; any exit code but 0 fails the
+/// test, keeping `dir`. Hands `dir` back with the run's JSON report.
+fn run_passing(
+    dir: tempfile::TempDir,
+    name: &str,
+    cluster: Option<&Path>,
+) -> (tempfile::TempDir, Value) {
+    let out = dir.path().join("out");
+    let scenario = scenario(name);
+    let mut args: Vec<&std::ffi::OsStr> = vec!["run".as_ref(), scenario.as_os_str()];
+    if let Some(c) = cluster {
+        args.extend(["--cluster".as_ref(), c.as_os_str()]);
+    }
+    args.extend(["--out".as_ref(), out.as_os_str()]);
+    let status = run_loadtest(&args, &dir.path().join("loadtest.log"), RUN_LIMIT);
+    if status.code() != Some(0) {
+        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
+    }
+    let r = report(&out);
+    (dir, r)
+}
+
 #[test]
 fn smoke_slow_cell_passes_with_the_slowdown_on_the_slowed_cell_only() {
     let dir = tempfile::Builder::new()
         .prefix("cellkv-loadtest-slow-")
         .tempdir()
         .unwrap();
+    let (dir, r) = run_passing(dir, "smoke-slow-cell", None);
     let out = dir.path().join("out");
-    let status = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-slow-cell").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        &dir.path().join("loadtest.log"),
-        RUN_LIMIT,
-    );
-    if status.code() != Some(0) {
-        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
-    }
-    let r = report(&out);
     assert_eq!(r["passed"], true, "{:#}", r["slo"]);
     assert_eq!(r["analysis"]["lost_writes"], 0);
     assert_eq!(slo(&r, "slowdown_applied")["pass"], true);
@@ -238,21 +248,8 @@ fn smoke_drain_cell_moves_the_preloaded_cell_with_nothing_lost() {
         .prefix("cellkv-loadtest-drain-")
         .tempdir()
         .unwrap();
+    let (dir, r) = run_passing(dir, "smoke-drain-cell", None);
     let out = dir.path().join("out");
-    let status = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-drain-cell").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        &dir.path().join("loadtest.log"),
-        RUN_LIMIT,
-    );
-    if status.code() != Some(0) {
-        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
-    }
-    let r = report(&out);
     let m = assert_clean_move(&r, "drain_cell", 3);
     // The preload (128 objects of 64 KiB, all on cell 3) moved with the rest,
     // and every one was read back with its etag.
@@ -288,21 +285,8 @@ fn smoke_add_cell_starts_a_cell_and_rebalances_onto_it() {
         .prefix("cellkv-loadtest-add-")
         .tempdir()
         .unwrap();
+    let (dir, r) = run_passing(dir, "smoke-add-cell", None);
     let out = dir.path().join("out");
-    let status = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-add-cell").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        &dir.path().join("loadtest.log"),
-        RUN_LIMIT,
-    );
-    if status.code() != Some(0) {
-        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
-    }
-    let r = report(&out);
     assert_clean_move(&r, "add_cell", 4);
     // Cell 4 is judged with the others, and served its share.
     assert_eq!(r["cells"], serde_json::json!([1, 2, 3, 4]));
@@ -416,24 +400,12 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
     );
 
     // Kill cell 2 for 5 s through cluster.json: by pid, restarted as it ran.
-    let out = dir.path().join("out");
-    let status = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-kill-cell").as_os_str(),
-            "--cluster".as_ref(),
-            cluster_dir.join("cluster.json").as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        &dir.path().join("loadtest.log"),
-        RUN_LIMIT,
+    let (dir, r) = run_passing(
+        dir,
+        "smoke-kill-cell",
+        Some(&cluster_dir.join("cluster.json")),
     );
-    if status.code() != Some(0) {
-        drop(local);
-        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
-    }
-    let r = report(&out);
+    let out = dir.path().join("out");
     assert_eq!(r["passed"], true, "{:#}", r["slo"]);
     assert_eq!(r["analysis"]["lost_writes"], 0);
     assert!(r["writes_checked"].as_u64().unwrap() > 0);
@@ -642,24 +614,9 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
     );
 
     // A drain of cell 3 through cluster.json's control server.
+    let (dir, r) = run_passing(dir, "smoke-drain-cell", Some(&cluster_dir));
     let out = dir.path().join("out");
-    let status = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-drain-cell").as_os_str(),
-            "--cluster".as_ref(),
-            cluster_dir.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-        ],
-        &dir.path().join("loadtest.log"),
-        RUN_LIMIT,
-    );
-    if status.code() != Some(0) {
-        drop(local);
-        fail_keeping(dir, &format!("expected exit code 0, got {status}"));
-    }
-    assert_clean_move(&report(&out), "drain_cell", 3);
+    assert_clean_move(&r, "drain_cell", 3);
     assert!(
         !out.join("cluster").exists(),
         "the harness started a cluster"
