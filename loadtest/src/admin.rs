@@ -45,6 +45,12 @@ impl AdminClient {
         }
     }
 
+    /// The same client with another deadline per call.
+    pub fn with_timeout(mut self, request_timeout: Duration) -> AdminClient {
+        self.client = self.client.with_timeout(request_timeout);
+        self
+    }
+
     /// `http://host:port` of the admin API.
     pub fn url(&self) -> &str {
         &self.url

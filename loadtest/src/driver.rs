@@ -5,10 +5,10 @@
 //! Faults need processes: a cluster the harness starts (`start_local`; for
 //! `slow_cell` it puts latency proxies between the router and that cell), or
 //! one described by a `cluster.json` (`--cluster`, faulted by pid, see
-//! `external`). Moves (`drain_cell`, `add_cell`) go through the cluster's
-//! control server and are followed to their end (`migration`); `add_cell`
-//! starts the new cell's processes, so it needs `start_local`. A bare router
-//! takes load only.
+//! `external`; `slow_cell` and starting an added cell are asked of the
+//! `cellkv-local` running it). Moves (`drain_cell`, `add_cell`) go through
+//! the cluster's control server and are followed to their end
+//! (`migration`). A bare router takes load only.
 //!
 //! ```text
 //! [preload] (one cell's keys) ─▶ workload preload ─▶ load:
@@ -213,31 +213,6 @@ fn check_supported(s: &Scenario) -> Result<()> {
              cluster file (`cluster_file`, `--cluster DIR`) written by cellkv-local"
                 .to_owned(),
         ),
-        Target::ClusterFile(p) => {
-            for (i, f) in s.faults.iter().enumerate() {
-                if f.kind == FaultKind::SlowCell {
-                    why.push(format!(
-                        "fault {} (slow_cell): the router of the cluster in {} reaches the cells \
-                         directly; slowing a cell needs the latency proxies the harness puts in \
-                         front of it when it starts the cluster itself: run this scenario \
-                         without --cluster (target `start_local`)",
-                        i + 1,
-                        p.display()
-                    ));
-                }
-                if f.kind == FaultKind::AddCell {
-                    why.push(format!(
-                        "fault {} (add_cell): a new cell's processes would be started by this \
-                         harness, not by the cellkv-local that runs {} and owns its layout.json, \
-                         so nothing would stop them or bring them back on a restart: run this \
-                         scenario without --cluster (target `start_local`), or add a cell to a \
-                         running cluster by hand (`cellkvctl cell add`)",
-                        i + 1,
-                        p.display()
-                    ));
-                }
-            }
-        }
         _ => {}
     }
     if let Target::StartLocal(l) = &s.target {
@@ -390,6 +365,33 @@ impl TargetCluster {
                 if !s.faults.is_empty() {
                     cluster.check_running()?;
                 }
+                let proxied = cluster.proxied_cells();
+                let slow_unproxied: Vec<String> = s
+                    .faults
+                    .iter()
+                    .filter(|f| f.kind == FaultKind::SlowCell)
+                    .filter_map(|f| f.cell)
+                    .filter(|c| !proxied.contains(c))
+                    .map(|c| c.to_string())
+                    .collect();
+                if !slow_unproxied.is_empty() {
+                    bail!(
+                        "slow_cell on cell(s) {}: the router of the cluster in {} reaches them \
+                         directly; start that cluster with `cellkv-local --latency-proxies` (a \
+                         zero-delay proxy in front of every replica, which the harness then \
+                         slows), or run this scenario without --cluster (target `start_local`)",
+                        slow_unproxied.join(", "),
+                        info.dir.display()
+                    );
+                }
+                if s.faults.iter().any(|f| f.kind == FaultKind::AddCell) && info.local_api.is_none()
+                {
+                    bail!(
+                        "add_cell: {} names no cellkv-local API to start the new cell with \
+                         (written by an older cellkv-local? start the cluster again with this one)",
+                        cluster.path().display()
+                    );
+                }
                 eprintln!(
                     "cellkv-loadtest: using the running cluster of {} ({} cell(s), router {})",
                     cluster.path().display(),
@@ -421,7 +423,11 @@ impl TargetCluster {
                         .as_ref()
                         .map(|r| shares_of(r, &ids))
                         .unwrap_or_default(),
-                    next_cell_id: next_free_id(ids.iter().map(|c| c.0).max().unwrap_or(0)),
+                    // The launcher's layout also remembers removed cells' ids.
+                    next_cell_id: match LocalLayout::load(&info.dir) {
+                        Ok(Some(l)) => l.next_cell_id(),
+                        _ => next_free_id(ids.iter().map(|c| c.0).max().unwrap_or(0)),
+                    },
                     cells: ids,
                     routing,
                     control: Some(Control::External(cluster)),
@@ -1152,7 +1158,7 @@ async fn inject(
         FaultKind::FreezeCell => control.freeze_cell(fault_cell(f)?)?,
         FaultKind::SlowCell => {
             let delay = Duration::from_millis(u64::from(f.delay_ms.unwrap_or(0)));
-            control.set_cell_delay(fault_cell(f)?, delay)?;
+            control.set_cell_delay(fault_cell(f)?, delay).await?;
         }
         FaultKind::RestartRouter => control.stop_router().await?,
         FaultKind::DrainCell | FaultKind::AddCell => {
@@ -1177,7 +1183,11 @@ async fn undo(
         }
         FaultKind::KillCell => control.restart_dead_replicas(fault_cell(f)?)?,
         FaultKind::FreezeCell => control.thaw_cell(fault_cell(f)?)?,
-        FaultKind::SlowCell => control.set_cell_delay(fault_cell(f)?, Duration::ZERO)?,
+        FaultKind::SlowCell => {
+            control
+                .set_cell_delay(fault_cell(f)?, Duration::ZERO)
+                .await?;
+        }
         FaultKind::RestartRouter => control.start_router()?,
         FaultKind::DrainCell | FaultKind::AddCell => {}
     }
@@ -1214,10 +1224,8 @@ impl Control {
     async fn add_cell(&mut self, id: CellId) -> Result<CellSpec> {
         match self {
             Control::Local(c) => c.add_cell(id).await,
-            Control::External(_) => bail!(
-                "add_cell needs a cluster the harness started (start_local): the cellkv-local \
-                 running this one owns its processes and layout"
-            ),
+            // The cellkv-local running it starts the cell: it owns the layout.
+            Control::External(c) => c.add_cell(id).await,
         }
     }
 
@@ -1294,12 +1302,10 @@ impl Control {
     }
 
     /// Adds `delay` to every round trip between the router and `cell`.
-    fn set_cell_delay(&self, cell: CellId, delay: Duration) -> Result<()> {
+    async fn set_cell_delay(&self, cell: CellId, delay: Duration) -> Result<()> {
         match self {
             Control::Local(c) => c.set_cell_delay(cell, delay),
-            Control::External(_) => {
-                bail!("slow_cell needs the harness's latency proxies (a `start_local` cluster)")
-            }
+            Control::External(c) => c.set_cell_delay(cell, delay).await,
         }
     }
 

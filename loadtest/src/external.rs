@@ -13,8 +13,10 @@
 //! it on exit by the pid `cluster.json` names ([`PidProcess`]).
 //!
 //! Moves (drain, add) go through the control server `cluster.json` names
-//! ([`ExternalCluster::admin`]); starting a new cell's processes here is not
-//! done: they would be no child of `cellkv-local`, which owns `layout.json`.
+//! ([`ExternalCluster::admin`]). What only the launcher can do right is
+//! asked of `cellkv-local`'s own API (`local::api`): starting an added
+//! cell's processes (it owns `layout.json` and stops them on exit), and
+//! setting the delay of the latency proxies it runs (`--latency-proxies`).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,7 +27,9 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use common::CellId;
+use common::{CellId, CellSpec};
+use http::Method;
+use serde_json::json;
 
 use crate::admin::AdminClient;
 use crate::cluster::{leader_of, PROBE_TIMEOUT};
@@ -37,6 +41,8 @@ use crate::process::{
 
 /// How long a SIGKILLed process may take to disappear.
 const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a call to `cellkv-local`'s API: starting a cell takes seconds.
+const LOCAL_API_TIMEOUT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------
 // One process known by its pid
@@ -496,6 +502,75 @@ impl ExternalCluster {
         r
     }
 
+    /// A client of `cellkv-local`'s own API (`local::api`), with the control
+    /// admin token, if `cluster.json` names one.
+    fn local_api(&self, what: &str) -> Result<AdminClient> {
+        let info = self.lock();
+        let (Some(api), Some(control)) = (&info.local_api, &info.control) else {
+            bail!(
+                "{what} needs cellkv-local's API, which {} does not name (written by an older \
+                 cellkv-local? start the cluster again with this one)",
+                self.path.display()
+            );
+        };
+        Ok(AdminClient::new(&api.url, &control.admin_token).with_timeout(LOCAL_API_TIMEOUT))
+    }
+
+    /// Asks the `cellkv-local` running the cluster to start a new data cell
+    /// `id` (it persists it in its layout and stops it with the rest), then
+    /// adds the cell to this description. Returns its spec, to register it
+    /// with the control server.
+    pub async fn add_cell(&self, id: CellId) -> Result<CellSpec> {
+        let api = self.local_api("adding a cell")?;
+        let v = api
+            .must(Method::POST, "/v1/cells", Some(json!({ "id": id.0 })))
+            .await?;
+        let spec: CellSpec = serde_json::from_value(v["cell"].clone())
+            .with_context(|| format!("cellkv-local answered no cell spec: {v}"))?;
+        // cellkv-local rewrote cluster.json with the new cell: take that cell
+        // from it (our own view of the other processes stays).
+        let on_disk: ClusterInfo = std::fs::read_to_string(&self.path)
+            .with_context(|| format!("read {}", self.path.display()))
+            .and_then(|t| {
+                serde_json::from_str(&t).with_context(|| format!("parse {}", self.path.display()))
+            })?;
+        let cell = on_disk
+            .cells
+            .into_iter()
+            .find(|c| c.id == id)
+            .with_context(|| format!("{} does not list the new cell {id}", self.path.display()))?;
+        {
+            let mut info = self.lock();
+            info.cells.retain(|c| c.id != id);
+            info.cells.push(cell);
+        }
+        self.save()?;
+        Ok(spec)
+    }
+
+    /// Sets the round trip the latency proxies in front of `cell` add
+    /// between the router and its replicas (zero removes it).
+    pub async fn set_cell_delay(&self, cell: CellId, rtt: Duration) -> Result<()> {
+        let api = self.local_api("slow_cell")?;
+        let ms = u64::try_from(rtt.as_millis()).unwrap_or(u64::MAX);
+        api.must(
+            Method::PUT,
+            &format!("/v1/cells/{}/delay", cell.0),
+            Some(json!({ "round_trip_ms": ms })),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Cells the router reaches through `cellkv-local`'s latency proxies.
+    pub fn proxied_cells(&self) -> Vec<CellId> {
+        self.lock()
+            .local_api
+            .as_ref()
+            .map(|a| a.proxied_cells.clone())
+            .unwrap_or_default()
+    }
+
     /// Starts the router again as it ran, unless it runs.
     pub fn start_router(&self) -> Result<()> {
         let info = self.info();
@@ -600,6 +675,7 @@ mod tests {
                 }],
             }],
             control: None,
+            local_api: None,
         };
         std::fs::write(d.join(CLUSTER_FILE), serde_json::to_string(&info).unwrap()).unwrap();
         wait_log(&replica_log, "up --config").await;

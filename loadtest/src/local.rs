@@ -46,12 +46,13 @@ use crate::router_proc::{
     RouterControlOptions, RouterOptions, RouterProc, TokenOptions, ROUTER_BIN,
 };
 
+pub mod api;
 mod info;
 mod layout;
 
 pub use info::{
-    CellInfo, ClusterInfo, CommandInfo, ControlInfo, ReplicaInfo, RouterInfo, CLUSTER_FILE,
-    CONTROL_ENV_FILE,
+    CellInfo, ClusterInfo, CommandInfo, ControlInfo, LocalApiInfo, ReplicaInfo, RouterInfo,
+    CLUSTER_FILE, CONTROL_ENV_FILE,
 };
 pub use layout::{
     next_free_id, ControlLayout, LocalLayout, Secrets, CONTROL_CELL_ID, CONTROL_REPLICAS,
@@ -134,11 +135,15 @@ pub struct LocalClusterOptions {
     /// Deadline for [`LocalCluster::start`] to have everything serving.
     pub start_timeout: Duration,
     /// Cells the router reaches through a [`LatencyProxy`] per replica (for
-    /// `slow_cell`; Raft traffic between the replicas stays direct). The
-    /// proxies run on the runtime that starts the cluster, for as long as it
-    /// lives. The router's starting map names the proxies; a map the control
-    /// server publishes later (after a drain or an add) names the replicas.
+    /// `slow_cell`; Raft traffic between the replicas and the control
+    /// server's calls stay direct). The proxies run on the runtime that
+    /// starts the cluster, for as long as it lives. The router dials them
+    /// through its `connect_to` table, so they stay in its path whatever map
+    /// it follows (a cell added later has none).
     pub proxied_cells: Vec<CellId>,
+    /// `http://host:port` of `cellkv-local`'s own API (`api`) when it serves
+    /// one, recorded in `cluster.json` for other programs to find.
+    pub local_api_url: Option<String>,
 }
 
 impl Default for LocalClusterOptions {
@@ -154,6 +159,7 @@ impl Default for LocalClusterOptions {
             control: ControlServerOptions::default(),
             start_timeout: Duration::from_secs(90),
             proxied_cells: Vec::new(),
+            local_api_url: None,
         }
     }
 }
@@ -174,6 +180,9 @@ pub struct LocalCluster {
     cell_bin: PathBuf,
     layout: LocalLayout,
     dir: PathBuf,
+    local_api_url: Option<String>,
+    /// What this cluster last wrote to `cluster.json`.
+    last_written: std::sync::Mutex<Option<ClusterInfo>>,
     /// The directory's lock, released last (when every process is gone).
     _lock: std::fs::File,
 }
@@ -280,16 +289,12 @@ impl LocalCluster {
             cache_file: Some(dir.join("router").join("map-cache.json")),
         });
         let mut proxies = Vec::new();
-        let mut router_map = layout.cell_map();
         for &id in &opts.proxied_cells {
-            let (Some(cl), Some(spec)) = (
-                layout.cells.iter().find(|c| c.cell_id == id),
-                router_map.cells.iter_mut().find(|c| c.id == id),
-            ) else {
+            let Some(cl) = layout.cells.iter().find(|c| c.cell_id == id) else {
                 bail!("cannot proxy cell {id}: the cluster has no such cell");
             };
             let mut ps = Vec::with_capacity(cl.peers.len());
-            for (peer, replica) in cl.peers.iter().zip(spec.replicas.iter_mut()) {
+            for peer in &cl.peers {
                 let listen = SocketAddr::from((
                     Ipv4Addr::LOCALHOST,
                     free_port().context("allocate a proxy port")?,
@@ -299,7 +304,9 @@ impl LocalCluster {
                     .with_context(|| {
                         format!("start the proxy of cell {id} node {}", peer.node_id)
                     })?;
-                replica.api_addr = p.listen_addr().to_string();
+                router_opts
+                    .connect_to
+                    .insert(peer.api_addr.to_string(), p.listen_addr().to_string());
                 ps.push(p);
             }
             proxies.push((id, ps));
@@ -308,7 +315,7 @@ impl LocalCluster {
             &router_bin,
             &router_opts,
             layout.router_listen,
-            &router_map,
+            &layout.cell_map(),
             &dir.join("router"),
         )?;
         router.start()?;
@@ -322,6 +329,8 @@ impl LocalCluster {
             cell_bin,
             layout,
             dir,
+            local_api_url: opts.local_api_url.clone(),
+            last_written: std::sync::Mutex::new(None),
             _lock: lock,
         };
         cluster.router.wait_alive(left()).await?;
@@ -448,15 +457,64 @@ impl LocalCluster {
                 cell_token: self.layout.secrets.control_cell_token.clone(),
                 cell: CellInfo::of(&self.control_cell, &[]),
             }),
+            local_api: self.local_api_url.as_ref().map(|url| LocalApiInfo {
+                url: url.clone(),
+                proxied_cells: self.proxies.iter().map(|(id, _)| *id).collect(),
+            }),
         }
     }
 
-    /// (Re)writes `cluster.json` from [`info`](Self::info), e.g. after restarts.
+    /// (Re)writes `cluster.json` from [`info`](Self::info), keeping the pids
+    /// of replacements another program started for processes of ours (see
+    /// [`replacements`](Self::replacements)): stopping must find them.
     pub fn write_cluster_json(&self) -> Result<PathBuf> {
         let path = self.cluster_json_path();
-        let text = serde_json::to_string_pretty(&self.info()).context("serialize cluster.json")?;
+        let mut info = self.info();
+        if let Some(on_disk) = self.on_disk_info() {
+            if let Some(p) = self.foreign_router(&on_disk) {
+                info.router.pid = Some(p.pid);
+            }
+            for (c, ci) in self.cells.iter().zip(info.cells.iter_mut()) {
+                for (i, ri) in ci.replicas.iter_mut().enumerate() {
+                    if let Some(p) = self.foreign_replica(&on_disk, c, i) {
+                        ri.pid = Some(p.pid);
+                    }
+                }
+            }
+        }
+        let text = serde_json::to_string_pretty(&info).context("serialize cluster.json")?;
         write_atomically(&path, text.as_bytes())?;
+        *self.last_written.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
         Ok(path)
+    }
+
+    fn on_disk_info(&self) -> Option<ClusterInfo> {
+        std::fs::read_to_string(self.cluster_json_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
+    }
+
+    /// The router `on_disk` names, if it is a live process other than ours.
+    fn foreign_router(&self, on_disk: &ClusterInfo) -> Option<PidProcess> {
+        ExternalCluster::router_process(on_disk)
+            .filter(|p| Some(p.pid) != self.router.pid() && p.is_alive())
+    }
+
+    /// Replica `i` of `cell` as `on_disk` names it, if that is a live process other than ours.
+    fn foreign_replica(
+        &self,
+        on_disk: &ClusterInfo,
+        cell: &LocalCell,
+        i: usize,
+    ) -> Option<PidProcess> {
+        let own = cell.replicas().get(i).and_then(|r| r.pid());
+        ExternalCluster::replica_process(on_disk, cell.cell_id(), i)
+            .filter(|p| Some(p.pid) != own && p.is_alive())
+    }
+
+    /// The id [`add_cell`](Self::add_cell) should get next.
+    pub fn next_cell_id(&self) -> CellId {
+        self.layout.next_cell_id()
     }
 
     /// Writes `control.env`: what `cellkvctl` needs, sourceable by a shell.
@@ -696,35 +754,27 @@ impl LocalCluster {
     /// program started after killing ours (the load harness does, see
     /// `external`). `stop` stops them with the rest.
     pub fn replacements(&self) -> (Option<PidProcess>, Vec<PidProcess>) {
-        let Some(info) = std::fs::read_to_string(self.cluster_json_path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
-        else {
+        let Some(info) = self.on_disk_info() else {
             return (None, Vec::new());
         };
-        let foreign = |p: Option<PidProcess>, own: Option<u32>| {
-            p.filter(|p| Some(p.pid) != own && p.is_alive())
-        };
-        let router = foreign(ExternalCluster::router_process(&info), self.router.pid());
+        let router = self.foreign_router(&info);
         let mut replicas = Vec::new();
         for c in &self.cells {
-            for (i, r) in c.replicas().iter().enumerate() {
-                replicas.extend(foreign(
-                    ExternalCluster::replica_process(&info, c.cell_id(), i),
-                    r.pid(),
-                ));
+            for i in 0..c.replicas().len() {
+                replicas.extend(self.foreign_replica(&info, c, i));
             }
         }
         (router, replicas)
     }
 
-    /// Whether `cluster.json` names other pids than `written` (what this
-    /// cluster wrote there): another program faulted or restarted processes.
-    pub fn changed_elsewhere(&self, written: &ClusterInfo) -> bool {
-        let Some(on_disk) = std::fs::read_to_string(self.cluster_json_path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
-        else {
+    /// Whether `cluster.json` names other pids than this cluster last wrote
+    /// there: another program faulted or restarted processes.
+    pub fn changed_elsewhere(&self) -> bool {
+        let Some(on_disk) = self.on_disk_info() else {
+            return true;
+        };
+        let written = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(written) = written.as_ref() else {
             return true;
         };
         let pids = |i: &ClusterInfo| -> Vec<Option<u32>> {

@@ -9,6 +9,7 @@
 //!   router.log    stdout+stderr of every run, appended, one marker line per start
 //! ```
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -115,6 +116,9 @@ pub struct RouterOptions {
     /// `[control]`: follow the map in a control cell; `None`: the static
     /// `cell_map` for the router's whole life.
     pub control: Option<RouterControlOptions>,
+    /// `[connect_to]`: replica address → where the router dials it instead
+    /// (the harness's latency proxies).
+    pub connect_to: BTreeMap<String, String>,
     /// `RUST_LOG` of the router.
     pub rust_log: String,
     /// Extra environment of every run.
@@ -141,6 +145,7 @@ impl Default for RouterOptions {
             shutdown_grace: Duration::from_secs(10),
             breaker: BreakerOptions::default(),
             control: None,
+            connect_to: BTreeMap::new(),
             rust_log: "info".into(),
             env: Vec::new(),
         }
@@ -171,6 +176,8 @@ struct RouterConfigFile {
     cell_map: CellMap,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     control: Option<ControlConfigFile>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    connect_to: BTreeMap<String, String>,
 }
 
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
@@ -227,6 +234,7 @@ pub fn router_config_toml(
             poll_interval: humantime(c.poll_interval),
             cache_file: c.cache_file.clone(),
         }),
+        connect_to: opts.connect_to.clone(),
     };
     toml::to_string(&file).context("serialize the router config as TOML")
 }
@@ -471,6 +479,8 @@ mod tests {
             ..RouterOptions::default()
         };
         opts.breaker.health_interval = Duration::from_millis(250);
+        opts.connect_to
+            .insert("127.0.0.1:7011".into(), "127.0.0.1:9011".into());
         opts.tokens.push(TokenOptions {
             name: "reader".into(),
             token: "reader-token-0123456789".into(),
@@ -491,6 +501,10 @@ mod tests {
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["listen"].as_str(), Some("127.0.0.1:18080"));
         assert_eq!(v["cell_request_timeout"].as_str(), Some("1500ms"));
+        assert_eq!(
+            v["connect_to"]["127.0.0.1:7011"].as_str(),
+            Some("127.0.0.1:9011")
+        );
         assert_eq!(v["shutdown_grace"].as_str(), Some("10000ms"));
         assert_eq!(v["max_in_flight_per_cell"].as_integer(), Some(256));
         assert_eq!(v["breaker"]["health_interval"].as_str(), Some("250ms"));

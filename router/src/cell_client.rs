@@ -17,6 +17,7 @@
 //! A map swap may change a cell's replicas and state in place (`update`);
 //! each request works on the replica list it started with.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -105,6 +106,8 @@ pub struct CellClient {
     checked: AtomicBool,
     healthy: AtomicBool,
     metrics: Arc<RouterMetrics>,
+    /// `connect_to` of the config: where to dial a replica's address instead.
+    connect_to: Arc<BTreeMap<String, String>>,
 }
 
 /// What one attempt at one replica produced.
@@ -149,7 +152,16 @@ impl CellClient {
             checked: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             metrics,
+            connect_to: Arc::new(cfg.connect_to.clone()),
         }
+    }
+
+    /// Where to open a connection for the replica at `api_addr`: the
+    /// config's `connect_to` override, else the address itself.
+    pub fn dial_addr<'a>(&'a self, api_addr: &'a str) -> &'a str {
+        self.connect_to
+            .get(api_addr)
+            .map_or(api_addr, String::as_str)
     }
 
     /// The current replica list (a cheap snapshot).
@@ -536,7 +548,11 @@ impl CellClient {
         req: &CellRequest,
         timeout: Duration,
     ) -> Attempt {
-        let uri = format!("http://{}{}", replica.api_addr, req.path_and_query);
+        let uri = format!(
+            "http://{}{}",
+            self.dial_addr(&replica.api_addr),
+            req.path_and_query
+        );
         let mut builder = http::Request::builder().method(req.method.clone()).uri(uri);
         if let Some(h) = builder.headers_mut() {
             h.extend(req.headers.iter().map(|(k, v)| (k.clone(), v.clone())));

@@ -4,7 +4,7 @@
 //! API token) < command-line flags. `validate()` runs once at start-up and
 //! fails fast with a message that says what to fix.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -170,6 +170,12 @@ pub struct RouterConfig {
     pub shutdown_grace: Duration,
     /// Watch the cell map in the control cell (optional).
     pub control: Option<ControlConfig>,
+    /// `"host:port" = "host:port"`: dial a replica whose map address is the
+    /// key at the value instead (like curl's `--connect-to`), for a sidecar,
+    /// an egress proxy or a latency-injecting proxy in fault tests. Only the
+    /// TCP destination changes: the map, leader hints and logs keep naming
+    /// the replica's own address, so the override survives map changes.
+    pub connect_to: BTreeMap<String, String>,
 }
 
 impl Default for RouterConfig {
@@ -189,6 +195,7 @@ impl Default for RouterConfig {
             breaker: BreakerConfig::default(),
             shutdown_grace: Duration::from_secs(10),
             control: None,
+            connect_to: BTreeMap::new(),
         }
     }
 }
@@ -310,6 +317,15 @@ impl RouterConfig {
         }
         if let Some(c) = &self.control {
             self.validate_control(c)?;
+        }
+        for (from, to) in &self.connect_to {
+            for a in [from, to] {
+                check_endpoint(a).map_err(|why| {
+                    invalid(format!(
+                        "connect_to: {a:?} (in {from:?} = {to:?}) is not \"host:port\" ({why})"
+                    ))
+                })?;
+            }
         }
         Ok(())
     }
@@ -622,6 +638,36 @@ mod tests {
         assert!(err.to_string().contains("max_inflight"), "{err}");
         let bad_access = text.replace("read_write", "write");
         assert!(RouterConfig::from_toml_str(&bad_access, Path::new("x.toml")).is_err());
+    }
+
+    #[test]
+    fn connect_to_parses_and_refuses_what_is_not_host_port() {
+        let text = r#"
+            cell_api_token = "router-to-cell-token"
+            [cell_map]
+            epoch = 1
+            [[cell_map.cells]]
+            id = 1
+            replicas = [{ node_id = 1, api_addr = "127.0.0.1:7001" }]
+            [[tokens]]
+            token = "client-token-0123456789"
+            name = "app"
+            [connect_to]
+            "127.0.0.1:7001" = "127.0.0.1:9001"
+            "cell-1.internal:7001" = "sidecar:15001"
+        "#;
+        let c = RouterConfig::from_toml_str(text, Path::new("x.toml")).expect("parse");
+        c.validate().expect("valid");
+        assert_eq!(c.connect_to["127.0.0.1:7001"], "127.0.0.1:9001");
+        assert_eq!(c.connect_to.len(), 2);
+        assert!(valid().connect_to.is_empty(), "none by default");
+        let mut bad = c.clone();
+        bad.connect_to
+            .insert("127.0.0.1:7002".into(), "nowhere".into());
+        must_fail(&bad, "connect_to: \"nowhere\"");
+        let mut bad = c;
+        bad.connect_to.insert("h:0".into(), "127.0.0.1:1".into());
+        must_fail(&bad, "connect_to: \"h:0\"");
     }
 
     #[test]

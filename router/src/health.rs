@@ -67,7 +67,11 @@ pub async fn probe(http: &HttpClient, api_addr: &str, timeout: Duration) -> Opti
 pub async fn check(http: &HttpClient, cell: &CellClient, timeout: Duration) -> Option<NodeId> {
     let mut set = JoinSet::new();
     for r in cell.replicas().iter() {
-        let (http, addr, node) = (http.clone(), r.api_addr.clone(), r.node_id);
+        let (http, addr, node) = (
+            http.clone(),
+            cell.dial_addr(&r.api_addr).to_owned(),
+            r.node_id,
+        );
         set.spawn(async move { (node, probe(&http, &addr, timeout).await) });
     }
     let mut leader = None;

@@ -44,6 +44,10 @@ const MAX_MOVED_HOPS: usize = 6;
 /// explain yet): a hand-over's write pause is a few ms to a few tens of ms.
 const MOVING_BACKOFF_START: Duration = Duration::from_millis(5);
 const MOVING_BACKOFF_MAX: Duration = Duration::from_millis(20);
+/// Time that must be left after a back-off for another attempt to be worth
+/// starting: one begun at the deadline's edge would turn a certain refusal
+/// (503, nothing applied) into a 504 whose outcome the client cannot know.
+const MOVING_MIN_ATTEMPT: Duration = Duration::from_millis(25);
 
 pub struct Proxy {
     /// The current snapshot. A std RwLock: requests only clone the Arc
@@ -400,9 +404,10 @@ impl Proxy {
     }
 
     /// Sleeps `backoff` (then doubles it up to the max) unless that would
-    /// pass `deadline`: then returns false at once.
+    /// leave less than [`MOVING_MIN_ATTEMPT`] before `deadline`: then
+    /// returns false at once.
     async fn pause(backoff: &mut Duration, deadline: Instant) -> bool {
-        if Instant::now() + *backoff >= deadline {
+        if Instant::now() + *backoff + MOVING_MIN_ATTEMPT >= deadline {
             return false;
         }
         tokio::time::sleep(*backoff).await;

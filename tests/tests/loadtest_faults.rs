@@ -11,8 +11,11 @@
 //!   on clusters the harness starts: the job is done, every cell stays
 //!   available, nothing is lost, the job's figures are in the report;
 //! - the control plane of `cellkv-local`: `cellkvctl` works against it, the
-//!   harness drains a cell of it through `--cluster DIR` (and refuses to add
-//!   one there, saying why), and a restart brings the drained map back;
+//!   harness drains a cell of it through `--cluster DIR`, and a restart
+//!   brings the drained map back;
+//! - `cellkv-local --latency-proxies` and its own API: the harness slows a
+//!   cell of it and adds a cell to it through `--cluster DIR`; the added
+//!   cell is the launcher's (in its layout, stopped with the rest);
 //! - `LocalCluster::add_cell`: a cell added to a running cluster comes back,
 //!   with its keys, when the cluster starts again on its directory.
 
@@ -378,7 +381,8 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
     );
     assert!(before.cells[1].replicas[0].command.is_some());
 
-    // slow_cell needs the harness's own proxies: refused, with the reason.
+    // slow_cell needs latency proxies, which this cluster was started
+    // without: refused, saying how to get them.
     let refused_log = dir.path().join("refused.log");
     let status = run_loadtest(
         &[
@@ -392,10 +396,10 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
         &refused_log,
         RUN_LIMIT,
     );
-    assert_eq!(status.code(), Some(2));
     let text = std::fs::read_to_string(&refused_log).unwrap();
+    assert_eq!(status.code(), Some(2), "{text}");
     assert!(
-        text.contains("slow_cell") && text.contains("start_local"),
+        text.contains("slow_cell on cell(s) 2") && text.contains("--latency-proxies"),
         "{text}"
     );
 
@@ -521,6 +525,10 @@ fn cell_states(status: &Value) -> Vec<(u64, String)> {
 }
 
 fn spawn_local(cluster_dir: &Path, log: &Path) -> KillOnDrop {
+    spawn_local_with(cluster_dir, log, &[])
+}
+
+fn spawn_local_with(cluster_dir: &Path, log: &Path, extra: &[&str]) -> KillOnDrop {
     let log_file = std::fs::File::create(log).unwrap();
     KillOnDrop(
         Command::new(bin_path("cellkv-local").unwrap())
@@ -528,6 +536,7 @@ fn spawn_local(cluster_dir: &Path, log: &Path) -> KillOnDrop {
             .arg(cluster_dir)
             .arg("--cells")
             .arg("3")
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
@@ -591,28 +600,6 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
     );
     assert_eq!(status["control"]["lease_held"], true, "{status:#}");
 
-    // add_cell on a cluster the harness did not start: refused, with why.
-    let refused_log = dir.path().join("refused.log");
-    let code = run_loadtest(
-        &[
-            "run".as_ref(),
-            scenario("smoke-add-cell").as_os_str(),
-            "--cluster".as_ref(),
-            cluster_dir.as_os_str(),
-            "--out".as_ref(),
-            dir.path().join("refused").as_os_str(),
-        ],
-        &refused_log,
-        RUN_LIMIT,
-    )
-    .code();
-    let text = std::fs::read_to_string(&refused_log).unwrap();
-    assert_eq!(code, Some(2), "{text}");
-    assert!(
-        text.contains("add_cell") && text.contains("start_local"),
-        "{text}"
-    );
-
     // A drain of cell 3 through cluster.json's control server.
     let (dir, r) = run_passing(dir, "smoke-drain-cell", Some(&cluster_dir));
     let out = dir.path().join("out");
@@ -664,6 +651,152 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
         _ => eprintln!("curl is not available: the preloaded objects are not listed"),
     }
     must_stop_local(&mut local, &restart_log);
+}
+
+#[test]
+fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
+    let dir = tempfile::Builder::new()
+        .prefix("cellkv-local-api-")
+        .tempdir()
+        .unwrap();
+    let cluster_dir = dir.path().join("cluster");
+    let local_log = dir.path().join("cellkv-local.log");
+    let _reap = ReapCluster(cluster_dir.clone());
+    let mut local = spawn_local_with(&cluster_dir, &local_log, &["--latency-proxies"]);
+    let info = wait_cluster_json(&cluster_dir, &mut local, &local_log);
+    let api = info
+        .local_api
+        .clone()
+        .expect("cluster.json names the local API");
+    assert_eq!(api.proxied_cells, vec![CellId(1), CellId(2), CellId(3)]);
+    for c in &info.cells {
+        for r in &c.replicas {
+            assert!(r.proxy_url.is_some(), "cell {} has no proxy", c.id);
+        }
+    }
+    let admin_token = info.control.as_ref().unwrap().admin_token.clone();
+
+    // The API refuses what it cannot do, with a stable code each time.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = loadtest::admin::AdminClient::new(&api.url, &admin_token);
+        let wrong = loadtest::admin::AdminClient::new(&api.url, "not-the-admin-token-000");
+        let put_delay = |c: &loadtest::admin::AdminClient, cell: u32, body: Value| {
+            let c = c.clone();
+            async move {
+                c.call(Method::PUT, &format!("/v1/cells/{cell}/delay"), Some(body))
+                    .await
+                    .unwrap()
+            }
+        };
+        let ms = |n: u64| serde_json::json!({ "round_trip_ms": n });
+        let (st, v) = put_delay(&wrong, 2, ms(10)).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (401, Some("unauthorized"))
+        );
+        let (st, v) = put_delay(&client, 9, ms(10)).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (404, Some("not_found")));
+        let (st, v) = put_delay(&client, 2, serde_json::json!({ "rtt": 10 })).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("bad_request"))
+        );
+        let (st, v) = put_delay(&client, 2, ms(3_600_000)).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (400, Some("bad_request"))
+        );
+        let (st, v) = client
+            .call(
+                Method::POST,
+                "/v1/cells",
+                Some(serde_json::json!({ "id": 2 })),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (409, Some("precondition_failed")),
+            "{v}"
+        );
+        let (st, _) = put_delay(&client, 2, ms(0)).await;
+        assert_eq!(st, 200);
+    });
+
+    // slow_cell through --cluster: cellkv-local's proxies slow cell 2 only.
+    let (dir, r) = run_passing(dir, "smoke-slow-cell", Some(&cluster_dir));
+    assert_eq!(r["passed"], true, "{:#}", r["slo"]);
+    assert_eq!(r["analysis"]["lost_writes"], 0);
+    assert_eq!(slo(&r, "slowdown_applied")["pass"], true);
+    let f = &r["analysis"]["faults"][0];
+    assert_eq!(f["faulted"][0]["cell"], 2);
+    assert_eq!(healthy_cells(f), vec![1, 3]);
+    let added = f["faulted"][0]["added_p50_ms"].as_f64().unwrap();
+    assert!(
+        added >= 0.8 * 150.0,
+        "cell 2's median grew by {added} ms only"
+    );
+    for h in f["healthy"].as_array().unwrap() {
+        let p99 = h["during"]["p99_ms"].as_f64().unwrap();
+        assert!(p99 < 150.0, "healthy cell {} p99 {p99} ms", h["cell"]);
+    }
+    assert!(
+        !dir.path().join("out/cluster").exists(),
+        "the harness started a cluster"
+    );
+
+    // add_cell through --cluster: cellkv-local starts cell 4, the harness
+    // registers it and rebalances onto it.
+    std::fs::rename(dir.path().join("out"), dir.path().join("out-slow")).unwrap();
+    let (_dir, r) = run_passing(dir, "smoke-add-cell", Some(&cluster_dir));
+    assert_clean_move(&r, "add_cell", 4);
+    let status = must_ctl_json(&cluster_dir, &["status"]);
+    assert_eq!(
+        cell_states(&status),
+        vec![
+            (1, "active".to_owned()),
+            (2, "active".to_owned()),
+            (3, "active".to_owned()),
+            (4, "active".to_owned())
+        ],
+        "{status:#}"
+    );
+    // The cell is cellkv-local's: in its layout and its cluster.json ...
+    let layout = loadtest::local::LocalLayout::load(&cluster_dir)
+        .unwrap()
+        .unwrap();
+    assert!(layout.cells.iter().any(|c| c.cell_id == CellId(4)));
+    let after: ClusterInfo =
+        serde_json::from_str(&std::fs::read_to_string(cluster_dir.join("cluster.json")).unwrap())
+            .unwrap();
+    let new_pids: Vec<u32> = pids_of(&after, 4).into_iter().map(Option::unwrap).collect();
+    assert_eq!(new_pids.len(), 3);
+    for pid in &new_pids {
+        let ppid = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse::<u32>()
+            .unwrap();
+        assert_eq!(
+            ppid,
+            local.0.id(),
+            "cell 4's pid {pid} is not cellkv-local's child"
+        );
+    }
+    // ... and stops with it.
+    must_stop_local(&mut local, &local_log);
+    for pid in &new_pids {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "cell 4's pid {pid} survived cellkv-local's stop"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,8 +17,8 @@ use loadtest::driver::{run, RunOptions};
     about = "Load and fault scenarios against cellkv, judged by their SLOs.",
     after_help = "Exit code: 0 every SLO passed, 1 an SLO failed, 2 usage or setup error.\n\
                   A `start_local` target finds cellkv-cell and cellkv-router next to this \
-                  executable, or in $CELLKV_BIN_DIR. slow_cell needs a `start_local` target \
-                  (the harness puts latency proxies between the router and the cell)."
+                  executable, or in $CELLKV_BIN_DIR. slow_cell with --cluster needs a cluster \
+                  started by `cellkv-local --latency-proxies`."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
     }));
     match result {
         Err(e) => {
-            eprintln!("cellkv-loadtest: {e}");
+            eprintln!("cellkv-loadtest: {e:#}");
             ExitCode::from(2)
         }
         Ok(o) if !o.fault_errors.is_empty() => {

@@ -5,21 +5,27 @@
 //! data, cell map, cells added meanwhile) back. The work is
 //! `loadtest::local::LocalCluster`'s; this is the CLI.
 
+use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use loadtest::control_proc::CTL_BIN;
+use loadtest::local::api::SharedCluster;
 use loadtest::local::{LocalCluster, LocalClusterOptions, LocalLayout, CONTROL_ENV_FILE};
 use loadtest::process::bin_dir;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
 
 /// Cells of a fresh cluster when `--cells` is not given.
 const DEFAULT_CELLS: usize = 3;
 /// How often a running cluster is checked for processes that died.
 const CRASH_CHECK_PERIOD: Duration = Duration::from_secs(1);
+/// How long stopping waits for the API server (and a cell start it runs).
+const API_STOP_TIMEOUT: Duration = Duration::from_secs(100);
 
 #[derive(Parser, Debug)]
 #[command(
@@ -43,6 +49,12 @@ struct Cli {
     /// The router's port [default: the one --data-dir used before, else a free one].
     #[arg(long, value_name = "ROUTER_PORT")]
     port: Option<u16>,
+    /// Put a latency proxy in front of every replica of every cell, in the
+    /// router's path only (zero delay until set through cellkv-local's API,
+    /// e.g. by `cellkv-loadtest --cluster DIR` for `slow_cell`). Costs an
+    /// extra loopback hop on every request.
+    #[arg(long)]
+    latency_proxies: bool,
 }
 
 fn main() -> ExitCode {
@@ -96,9 +108,27 @@ async fn run(cli: Cli) -> Result<()> {
         },
         dir.display()
     );
+    // cellkv-local's own API (local::api): bound first so cluster.json can name it.
+    let api_listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+        .await
+        .context("bind cellkv-local's API")?;
+    let api_url = format!(
+        "http://{}",
+        api_listener
+            .local_addr()
+            .context("read the API's address")?
+    );
     let opts = LocalClusterOptions {
         cells,
         router_port: cli.port,
+        proxied_cells: match (cli.latency_proxies, &existing) {
+            (false, _) => Vec::new(),
+            (true, Some(l)) => l.cells.iter().map(|c| c.cell_id).collect(),
+            (true, None) => (1..=u32::try_from(cells).unwrap_or(u32::MAX))
+                .map(common::CellId)
+                .collect(),
+        },
+        local_api_url: Some(api_url.clone()),
         ..LocalClusterOptions::default()
     };
     let t0 = Instant::now();
@@ -108,8 +138,20 @@ async fn run(cli: Cli) -> Result<()> {
         _ = term.recv() => bail!("start the cluster: interrupted by SIGTERM"),
         _ = int.recv() => bail!("start the cluster: interrupted by SIGINT"),
     };
-    print_banner(&cluster, t0.elapsed());
-    let written = cluster.info();
+    print_banner(&cluster, t0.elapsed(), &api_url);
+    let token = cluster.secrets().control_admin_token.clone();
+    let cluster: SharedCluster = Arc::new(Mutex::new(cluster));
+    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
+    let api = tokio::spawn(
+        axum::serve(
+            api_listener,
+            loadtest::local::api::router(cluster.clone(), token),
+        )
+        .with_graceful_shutdown(async {
+            let _ = api_stopped.await;
+        })
+        .into_future(),
+    );
 
     let mut check = tokio::time::interval(CRASH_CHECK_PERIOD);
     loop {
@@ -117,8 +159,9 @@ async fn run(cli: Cli) -> Result<()> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = check.tick() => {
+                let cluster = cluster.lock().await;
                 if let Err(e) = cluster.check_no_crash() {
-                    if cluster.changed_elsewhere(&written) {
+                    if cluster.changed_elsewhere() {
                         // The load harness faults processes by pid and
                         // restarts them itself, rewriting cluster.json.
                         let first = format!("{e:#}");
@@ -135,7 +178,22 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     println!("cellkv-local: stopping (router first, then the control server, then the replicas, including any started by another program)");
-    cluster.stop().await.context("stop the cluster")?;
+    let _ = stop_api.send(());
+    // A cell start in progress holds the cluster; it finishes within its timeout.
+    match tokio::time::timeout(API_STOP_TIMEOUT, api).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("cellkv-local: warning: the API server failed: {e}"),
+        Ok(Err(e)) => eprintln!("cellkv-local: warning: the API server task failed: {e}"),
+        Err(_) => {
+            eprintln!("cellkv-local: warning: the API server did not stop in {API_STOP_TIMEOUT:?}")
+        }
+    }
+    cluster
+        .lock()
+        .await
+        .stop()
+        .await
+        .context("stop the cluster")?;
     println!(
         "cellkv-local: stopped. `cellkv-local --data-dir {}` brings it back with its data.",
         dir.display()
@@ -143,7 +201,7 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn print_banner(cluster: &LocalCluster, took: Duration) {
+fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     let url = cluster.router_url();
     let token = cluster.token();
     let object = format!("{url}/v1/buckets/demo/objects/hello.txt");
@@ -163,6 +221,7 @@ fn print_banner(cluster: &LocalCluster, took: Duration) {
     println!("  control       {control_url} (cellkv-control admin API)");
     println!("  admin token   {admin_token}");
     println!("  cluster.json  {}", cluster.cluster_json_path().display());
+    println!("  local API     {api_url} (add a cell, set proxy delays; admin token)");
     println!("  data dir      {}", dir.display());
     println!(
         "  logs          {}, {} and <cell>/replica.log, e.g. {}",

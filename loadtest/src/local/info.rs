@@ -36,6 +36,21 @@ pub struct ClusterInfo {
     /// The control plane (absent in files of launchers without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control: Option<ControlInfo>,
+    /// `cellkv-local`'s own API (`local::api`), when it serves one: adding a
+    /// cell and setting latency-proxy delays on the running cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_api: Option<LocalApiInfo>,
+}
+
+/// Where `cellkv-local`'s API listens; its bearer token is `control.admin_token`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalApiInfo {
+    /// `http://host:port`.
+    pub url: String,
+    /// Cells whose replicas the router reaches through latency proxies
+    /// (`cellkv-local --latency-proxies`): the ones whose delay can be set.
+    #[serde(default)]
+    pub proxied_cells: Vec<CellId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -229,6 +244,7 @@ mod tests {
                     replicas: vec![replica(1, "control/c100")],
                 },
             }),
+            local_api: None,
         };
         let v = serde_json::to_value(&info).unwrap();
         assert_eq!(
