@@ -2,6 +2,11 @@
 # Router overhead: the same wrk load straight to a cell's leader and through
 # the router (one cell behind it, so both paths reach the same leader), in one run.
 #   usage: scripts/bench-router.sh [SECONDS=20] [CONNS="64"] [VALUE_BYTES=1024]
+# CELLKV_BENCH_PIN=1: the router on CPU 1 of its own, the cell's replicas and
+# wrk on CPU 0, in both runs (a router tier on its own hosts, as deployed);
+# unset, everything shares every CPU (what the router costs in CPU).
+# CELLKV_BENCH_ROUTER_FIRST=1: the routed run of each pair goes first.
+# CELLKV_BENCH_WARMUP=SECS: an unrecorded PUT load straight to the leader first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"64"}; VB=${3:-1024}
@@ -15,6 +20,10 @@ DIR=$(mktemp -d /tmp/cellkv-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
 trap cleanup EXIT
+PIN_CELL=(); PIN_ROUTER=()
+if [ -n "${CELLKV_BENCH_PIN:-}" ]; then
+  PIN_CELL=(taskset -c 0); PIN_ROUTER=(taskset -c 1)
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 export CELLKV_CLUSTER_SECRET=bench-cluster-secret-0001 CELLKV_API_TOKEN=bench-api-token-00000001 CELLKV_ADMIN_TOKEN=bench-admin-token-000001
 APP_TOKEN=bench-app-token-0000000001
@@ -22,7 +31,7 @@ declare -a API RAFT
 PEERS=()
 for i in 1 2 3; do API[$i]=127.0.0.1:$(free_port); RAFT[$i]=127.0.0.1:$(free_port); PEERS+=(--peer "$i=${API[$i]},${RAFT[$i]}"); done
 for i in 1 2 3; do
-  "$R/cellkv-cell" --cell-id 1 --node-id $i --api-listen "${API[$i]}" --raft-listen "${RAFT[$i]}" --data-dir "$DIR/n$i" "${PEERS[@]}" >"$DIR/n$i.log" 2>&1 &
+  "${PIN_CELL[@]}" "$R/cellkv-cell" --cell-id 1 --node-id $i --api-listen "${API[$i]}" --raft-listen "${RAFT[$i]}" --data-dir "$DIR/n$i" "${PEERS[@]}" >"$DIR/n$i.log" 2>&1 &
   PIDS+=($!); disown
 done
 ROUTER=127.0.0.1:$(free_port)
@@ -50,14 +59,21 @@ for t in $(seq 1 100); do
   [ -n "$LEADER" ] && break; sleep 0.1
 done
 [ -n "$LEADER" ] || { echo "no leader"; exit 1; }
-"$R/cellkv-router" --config "$DIR/router.toml" >"$DIR/router.log" 2>&1 &
+"${PIN_ROUTER[@]}" "$R/cellkv-router" --config "$DIR/router.toml" >"$DIR/router.log" 2>&1 &
 PIDS+=($!); disown
 for t in $(seq 1 100); do curl -sf -o /dev/null "http://$ROUTER/readyz" && break; sleep 0.1; done
-echo "# $(date -u +%FT%TZ) $(nproc) cores; ${SECS}s per run; ${VB}-byte values; keyspace 10000; one cell behind the router"
+echo "# $(date -u +%FT%TZ) $(nproc) cores; ${SECS}s per run; ${VB}-byte values; keyspace 10000; one cell behind the router${CELLKV_BENCH_PIN:+; pinned: router on CPU 1, replicas and wrk on CPU 0}"
 [ -n "${CELLKV_BENCH_HOLD:-}" ] && { echo "router=$ROUTER leader=$LEADER app_token=$APP_TOKEN"; sleep "$CELLKV_BENCH_HOLD"; exit 0; }
+if [ -n "${CELLKV_BENCH_WARMUP:-}" ]; then
+  # Not recorded: brings the store to steady state (memtable flushes and
+  # compactions happen in every measured run, not only in the later ones).
+  "${PIN_CELL[@]}" "$BENCH/runwrk.sh" warmup 16 "$CELLKV_BENCH_WARMUP" "http://$LEADER" cellkv_put 10000 "$VB" "$CELLKV_API_TOKEN" >/dev/null
+fi
 for c in $CONNS; do
   for mode in cellkv_put cellkv_get; do
-    "$BENCH/runwrk.sh" direct "$c" "$SECS" "http://$LEADER" "$mode" 10000 "$VB" "$CELLKV_API_TOKEN"
-    "$BENCH/runwrk.sh" router "$c" "$SECS" "http://$ROUTER" "$mode" 10000 "$VB" "$APP_TOKEN"
+    direct() { "${PIN_CELL[@]}" "$BENCH/runwrk.sh" direct "$c" "$SECS" "http://$LEADER" "$mode" 10000 "$VB" "$CELLKV_API_TOKEN"; }
+    routed() { "${PIN_CELL[@]}" "$BENCH/runwrk.sh" router "$c" "$SECS" "http://$ROUTER" "$mode" 10000 "$VB" "$APP_TOKEN"; }
+    # CELLKV_BENCH_ROUTER_FIRST=1 swaps the order (a later run meets a larger store).
+    if [ -n "${CELLKV_BENCH_ROUTER_FIRST:-}" ]; then routed; direct; else direct; routed; fi
   done
 done
