@@ -75,6 +75,14 @@ pub enum Phase {
 
 impl Phase {
     /// Phases whose batch can still be rolled back (before `Own`).
+    /// Steps taken while the batch's writes are paused (Fence to Release).
+    fn in_write_pause(self) -> bool {
+        matches!(
+            self,
+            Phase::Fence | Phase::Delta | Phase::Seal | Phase::Own | Phase::Release
+        )
+    }
+
     fn before_own(self) -> bool {
         matches!(
             self,
@@ -393,7 +401,13 @@ impl<B: Backend> JobRunner<B> {
             if self.job.requested == Some(Request::Cancel) && self.job.phase.before_own() {
                 self.job.phase = Phase::Unfence;
             }
-            match self.step().await {
+            let (phase, started) = (self.job.phase, Instant::now());
+            let result = self.step().await;
+            if phase.in_write_pause() {
+                // Where a batch's write pause goes, step by step (the save included below).
+                tracing::info!(job = %self.job.id, ?phase, ms = started.elapsed().as_millis() as u64, "write-pause step");
+            }
+            match result {
                 Ok(()) => {}
                 Err(StepError::Stopped) => return self.job,
                 Err(e) => {
@@ -415,8 +429,12 @@ impl<B: Backend> JobRunner<B> {
                     }
                 }
             }
+            let saving = Instant::now();
             if self.save().await.is_err() {
                 return self.job;
+            }
+            if phase.in_write_pause() {
+                tracing::info!(job = %self.job.id, after = ?phase, ms = saving.elapsed().as_millis() as u64, "write-pause job save");
             }
             if !matches!(self.job.status, JobStatus::Running) {
                 return self.job;
