@@ -640,9 +640,8 @@ mod tests {
         assert!(RouterConfig::from_toml_str(&bad_access, Path::new("x.toml")).is_err());
     }
 
-    #[test]
-    fn connect_to_parses_and_refuses_what_is_not_host_port() {
-        let text = r#"
+    /// A config with one cell and one client token, before any optional table.
+    const MINIMAL: &str = r#"
             cell_api_token = "router-to-cell-token"
             [cell_map]
             epoch = 1
@@ -652,11 +651,19 @@ mod tests {
             [[tokens]]
             token = "client-token-0123456789"
             name = "app"
+    "#;
+
+    #[test]
+    fn connect_to_parses_and_refuses_what_is_not_host_port() {
+        let text = format!(
+            "{MINIMAL}\n{}",
+            r#"
             [connect_to]
             "127.0.0.1:7001" = "127.0.0.1:9001"
             "cell-1.internal:7001" = "sidecar:15001"
-        "#;
-        let c = RouterConfig::from_toml_str(text, Path::new("x.toml")).expect("parse");
+        "#
+        );
+        let c = RouterConfig::from_toml_str(&text, Path::new("x.toml")).expect("parse");
         c.validate().expect("valid");
         assert_eq!(c.connect_to["127.0.0.1:7001"], "127.0.0.1:9001");
         assert_eq!(c.connect_to.len(), 2);
@@ -672,20 +679,15 @@ mod tests {
 
     #[test]
     fn control_section_defaults_and_validation() {
-        let text = r#"
-            cell_api_token = "router-to-cell-token"
-            [cell_map]
-            epoch = 1
-            [[cell_map.cells]]
-            id = 1
-            replicas = [{ node_id = 1, api_addr = "127.0.0.1:7001" }]
-            [[tokens]]
-            token = "client-token-0123456789"
-            name = "app"
+        let text = format!(
+            "{MINIMAL}\n{}",
+            r#"
             [control]
             endpoints = ["127.0.0.1:7801", "ctl-2.internal:7801"]
             token = "control-cell-token-0123"
-        "#;
+        "#
+        );
+        let text = text.as_str();
         let c = RouterConfig::from_toml_str(text, Path::new("x.toml")).expect("parse");
         c.validate().expect("valid");
         let ctl = c.control.clone().expect("[control]");

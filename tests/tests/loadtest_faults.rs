@@ -353,28 +353,9 @@ fn pids_of(info: &ClusterInfo, cell: u32) -> Vec<Option<u32>> {
 
 #[test]
 fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
-    let dir = tempfile::Builder::new()
-        .prefix("cellkv-loadtest-existing-")
-        .tempdir()
-        .unwrap();
-    let cluster_dir = dir.path().join("cluster");
-    let local_log = dir.path().join("cellkv-local.log");
-    let log_file = std::fs::File::create(&local_log).unwrap();
-    // Dropped in reverse order: cellkv-local first, then whatever is left.
-    let _reap = ReapCluster(cluster_dir.clone());
-    let mut local = KillOnDrop(
-        Command::new(bin_path("cellkv-local").unwrap())
-            .arg("--data-dir")
-            .arg(&cluster_dir)
-            .arg("--cells")
-            .arg("3")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap(),
-    );
-    let before = wait_cluster_json(&cluster_dir, &mut local, &local_log);
+    let (dir, mut run) = LocalRun::start("cellkv-loadtest-existing-", &[]);
+    let cluster_dir = run.cluster_dir.clone();
+    let before = run.info.clone();
     assert!(
         before.router.command.is_some(),
         "no command line for the router"
@@ -441,27 +422,8 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
         "no restart marker in the replica log"
     );
 
-    // Stopping cellkv-local (SIGTERM: std's Child can only SIGKILL) stops
-    // the replacements too, cleanly.
-    let term = Command::new("kill")
-        .arg("-TERM")
-        .arg(local.0.id().to_string())
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let deadline = Instant::now() + LOCAL_LIMIT;
-    let status = loop {
-        if let Some(s) = local.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "cellkv-local did not stop");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let text = std::fs::read_to_string(&local_log).unwrap_or_default();
-    assert!(
-        status.success(),
-        "cellkv-local exited with {status}:\n{text}"
-    );
+    // Stopping cellkv-local stops the replacements too, cleanly.
+    must_stop_local(&mut run.local, &run.log);
     for i in 0..new2.len() {
         let p = ExternalCluster::replica_process(&after, common::CellId(2), i).unwrap();
         assert!(!p.is_alive(), "{p:?} survived cellkv-local's stop");
@@ -510,6 +472,11 @@ fn all_pids(info: &ClusterInfo) -> Vec<u32> {
         .collect()
 }
 
+/// `cell_states` of a map in which `ids` are all active.
+fn all_active(ids: &[u64]) -> Vec<(u64, String)> {
+    ids.iter().map(|&id| (id, "active".to_owned())).collect()
+}
+
 fn cell_states(status: &Value) -> Vec<(u64, String)> {
     status["cells"]
         .as_array()
@@ -522,6 +489,35 @@ fn cell_states(status: &Value) -> Vec<(u64, String)> {
             )
         })
         .collect()
+}
+
+/// A serving `cellkv-local` of 3 cells in `DIR/cluster` of a fresh temp dir
+/// (logging to `DIR/cellkv-local.log`). Dropped, it kills cellkv-local
+/// first, then whatever `cluster.json` still names.
+struct LocalRun {
+    local: KillOnDrop,
+    _reap: ReapCluster,
+    cluster_dir: PathBuf,
+    log: PathBuf,
+    info: ClusterInfo,
+}
+
+impl LocalRun {
+    fn start(prefix: &str, extra: &[&str]) -> (tempfile::TempDir, LocalRun) {
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        let cluster_dir = dir.path().join("cluster");
+        let log = dir.path().join("cellkv-local.log");
+        let mut local = spawn_local_with(&cluster_dir, &log, extra);
+        let info = wait_cluster_json(&cluster_dir, &mut local, &log);
+        let run = LocalRun {
+            local,
+            _reap: ReapCluster(cluster_dir.clone()),
+            cluster_dir,
+            log,
+            info,
+        };
+        (dir, run)
+    }
 }
 
 fn spawn_local(cluster_dir: &Path, log: &Path) -> KillOnDrop {
@@ -547,15 +543,9 @@ fn spawn_local_with(cluster_dir: &Path, log: &Path, extra: &[&str]) -> KillOnDro
 
 #[test]
 fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
-    let dir = tempfile::Builder::new()
-        .prefix("cellkv-local-control-")
-        .tempdir()
-        .unwrap();
-    let cluster_dir = dir.path().join("cluster");
-    let local_log = dir.path().join("cellkv-local.log");
-    let _reap = ReapCluster(cluster_dir.clone());
-    let mut local = spawn_local(&cluster_dir, &local_log);
-    let info = wait_cluster_json(&cluster_dir, &mut local, &local_log);
+    let (dir, mut run) = LocalRun::start("cellkv-local-control-", &[]);
+    let (cluster_dir, local_log) = (run.cluster_dir.clone(), run.log.clone());
+    let info = run.info.clone();
 
     // cluster.json names the control server and the control cell's replicas.
     let control = info.control.clone().expect("a control section");
@@ -590,14 +580,7 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
     );
     // cellkvctl --json status lists the three data cells, the lease held.
     let status = must_ctl_json(&cluster_dir, &["status"]);
-    assert_eq!(
-        cell_states(&status),
-        vec![
-            (1, "active".to_owned()),
-            (2, "active".to_owned()),
-            (3, "active".to_owned())
-        ]
-    );
+    assert_eq!(cell_states(&status), all_active(&[1, 2, 3]));
     assert_eq!(status["control"]["lease_held"], true, "{status:#}");
 
     // A drain of cell 3 through cluster.json's control server.
@@ -618,7 +601,7 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
     assert!(epoch > 1, "{drained:#}");
 
     // Stopped, everything is gone, the control plane too.
-    must_stop_local(&mut local, &local_log);
+    must_stop_local(&mut run.local, &local_log);
     for pid in &before_pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
@@ -655,15 +638,8 @@ fn cellkv_local_runs_a_control_plane_that_cellkvctl_and_a_drain_use() {
 
 #[test]
 fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
-    let dir = tempfile::Builder::new()
-        .prefix("cellkv-local-api-")
-        .tempdir()
-        .unwrap();
-    let cluster_dir = dir.path().join("cluster");
-    let local_log = dir.path().join("cellkv-local.log");
-    let _reap = ReapCluster(cluster_dir.clone());
-    let mut local = spawn_local_with(&cluster_dir, &local_log, &["--latency-proxies"]);
-    let info = wait_cluster_json(&cluster_dir, &mut local, &local_log);
+    let (dir, mut run) = LocalRun::start("cellkv-local-api-", &["--latency-proxies"]);
+    let (cluster_dir, info) = (run.cluster_dir.clone(), run.info.clone());
     let api = info
         .local_api
         .clone()
@@ -754,12 +730,7 @@ fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
     let status = must_ctl_json(&cluster_dir, &["status"]);
     assert_eq!(
         cell_states(&status),
-        vec![
-            (1, "active".to_owned()),
-            (2, "active".to_owned()),
-            (3, "active".to_owned()),
-            (4, "active".to_owned())
-        ],
+        all_active(&[1, 2, 3, 4]),
         "{status:#}"
     );
     // The cell is cellkv-local's: in its layout and its cluster.json ...
@@ -785,12 +756,12 @@ fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
             .unwrap();
         assert_eq!(
             ppid,
-            local.0.id(),
+            run.local.0.id(),
             "cell 4's pid {pid} is not cellkv-local's child"
         );
     }
     // ... and stops with it.
-    must_stop_local(&mut local, &local_log);
+    must_stop_local(&mut run.local, &run.log);
     for pid in &new_pids {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
