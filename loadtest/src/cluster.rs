@@ -26,7 +26,7 @@ use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{Client, ClientConfig};
-use crate::process::{ManagedProcess, ProcessSpec, POLL};
+use crate::process::{configured_server, ManagedProcess, POLL};
 // Where they were before the process core moved out; callers keep using them from here.
 pub use crate::process::{bin_dir, bin_path, free_port, BIN_DIR_ENV};
 
@@ -337,25 +337,15 @@ impl ReplicaProc {
             .peer(node)
             .with_context(|| format!("node {node} is not in the layout"))?
             .clone();
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let config_path = dir.join("config.toml");
-        let toml = replica_config_toml(opts, layout, node, data_dir)?;
-        std::fs::write(&config_path, toml)
-            .with_context(|| format!("write {}", config_path.display()))?;
-        let mut env = vec![
-            ("RUST_LOG".to_owned(), opts.rust_log.clone()),
-            // Plain logs: they are read by people and grepped by tests.
-            ("NO_COLOR".to_owned(), "1".to_owned()),
-        ];
-        env.extend(opts.env.iter().cloned());
-        let process = ManagedProcess::new(ProcessSpec {
-            label: format!("cell {} node {node}", layout.cell_id),
-            bin: bin.to_owned(),
-            args: vec!["--config".into(), config_path.clone().into()],
-            dir: dir.to_owned(),
-            log_path: dir.join("replica.log"),
-            env,
-        });
+        let (config_path, process) = configured_server(
+            format!("cell {} node {node}", layout.cell_id),
+            bin,
+            dir,
+            &replica_config_toml(opts, layout, node, data_dir)?,
+            "replica.log",
+            &opts.rust_log,
+            &opts.env,
+        )?;
         Ok(ReplicaProc {
             cell_id: layout.cell_id,
             node_id: node,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admin::AdminClient;
 use crate::cluster::humantime;
-use crate::process::{ManagedProcess, ProcessSpec, POLL};
+use crate::process::{configured_server, ServerProc, POLL};
 
 /// Name of the control server binary.
 pub const CONTROL_BIN: &str = "cellkv-control";
@@ -146,12 +146,8 @@ pub fn control_config_toml(
 /// [`ManagedProcess`], plus an admin client. Derefs to the process for
 /// starting and faulting it.
 pub struct ControlProc {
-    listen: SocketAddr,
-    dir: PathBuf,
-    config_path: PathBuf,
-    shutdown_grace: Duration,
+    server: ServerProc,
     admin: AdminClient,
-    process: ManagedProcess,
 }
 
 impl ControlProc {
@@ -173,60 +169,26 @@ impl ControlProc {
             }
             None => None,
         };
-        let config_path = dir.join("config.toml");
-        let toml = control_config_toml(opts, setup, map_path.as_deref())?;
-        std::fs::write(&config_path, toml)
-            .with_context(|| format!("write {}", config_path.display()))?;
-        let mut env = vec![
-            ("RUST_LOG".to_owned(), opts.rust_log.clone()),
-            // Plain logs: they are read by people and grepped by tests.
-            ("NO_COLOR".to_owned(), "1".to_owned()),
-        ];
-        env.extend(opts.env.iter().cloned());
-        let process = ManagedProcess::new(ProcessSpec {
-            label: "control server".into(),
-            bin: bin.to_owned(),
-            args: vec!["--config".into(), config_path.clone().into()],
-            dir: dir.to_owned(),
-            log_path: dir.join("control.log"),
-            env,
-        });
+        let (config_path, process) = configured_server(
+            "control server".into(),
+            bin,
+            dir,
+            &control_config_toml(opts, setup, map_path.as_deref())?,
+            "control.log",
+            &opts.rust_log,
+            &opts.env,
+        )?;
         let url = format!("http://{}", setup.admin_listen);
         Ok(ControlProc {
-            listen: setup.admin_listen,
-            dir: dir.to_owned(),
-            config_path,
-            shutdown_grace: opts.shutdown_grace,
+            server: ServerProc::new(
+                process,
+                setup.admin_listen,
+                dir,
+                config_path,
+                opts.shutdown_grace,
+            ),
             admin: AdminClient::new(&url, &setup.admin_token),
-            process,
         })
-    }
-
-    /// The process itself (also reachable through `Deref`).
-    pub fn process(&self) -> &ManagedProcess {
-        &self.process
-    }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen
-    }
-
-    /// `http://<admin listen addr>`, no trailing slash.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    /// The configured drain deadline on SIGTERM.
-    pub fn shutdown_grace(&self) -> Duration {
-        self.shutdown_grace
     }
 
     /// A client of this server's admin API (with its admin token).
@@ -242,10 +204,10 @@ impl ControlProc {
     pub async fn wait_ready(&self, timeout: Duration) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.process.unexpected_exit() {
+            if let Some(status) = self.server.unexpected_exit() {
                 bail!(
                     "the control server exited unexpectedly ({status}); log tail:\n{}",
-                    self.process.log_tail(40)
+                    self.server.log_tail(40)
                 );
             }
             let last = match self.admin.status().await {
@@ -256,7 +218,7 @@ impl ControlProc {
             if Instant::now() >= deadline {
                 bail!(
                     "control server not ready after {timeout:?}; last: {last}; log tail:\n{}",
-                    self.process.log_tail(30)
+                    self.server.log_tail(30)
                 );
             }
             tokio::time::sleep(POLL * 4).await;
@@ -265,10 +227,10 @@ impl ControlProc {
 }
 
 impl std::ops::Deref for ControlProc {
-    type Target = ManagedProcess;
+    type Target = ServerProc;
 
-    fn deref(&self) -> &ManagedProcess {
-        &self.process
+    fn deref(&self) -> &ServerProc {
+        &self.server
     }
 }
 

@@ -167,6 +167,104 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
 }
 
+/// Writes `config` to `dir/config.toml` and describes the server that runs
+/// `bin --config dir/config.toml` in `dir`, every run's output appended to
+/// `dir/<log_name>`, with `RUST_LOG=rust_log`, plain (uncoloured) logs, then
+/// `env`. Returns the config's path and the process, not started.
+pub fn configured_server(
+    label: String,
+    bin: &Path,
+    dir: &Path,
+    config: &str,
+    log_name: &str,
+    rust_log: &str,
+    env: &[(String, String)],
+) -> Result<(PathBuf, ManagedProcess)> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config)
+        .with_context(|| format!("write {}", config_path.display()))?;
+    let mut all_env = vec![
+        ("RUST_LOG".to_owned(), rust_log.to_owned()),
+        // Plain logs: they are read by people and grepped by tests.
+        ("NO_COLOR".to_owned(), "1".to_owned()),
+    ];
+    all_env.extend(env.iter().cloned());
+    let process = ManagedProcess::new(ProcessSpec {
+        label,
+        bin: bin.to_owned(),
+        args: vec!["--config".into(), config_path.clone().into()],
+        dir: dir.to_owned(),
+        log_path: dir.join(log_name),
+        env: all_env,
+    });
+    Ok((config_path, process))
+}
+
+/// A server the harness runs from a generated config and reaches at one
+/// listen address (the router, the control server): what `RouterProc` and
+/// `ControlProc` share. It derefs to its [`ManagedProcess`].
+pub struct ServerProc {
+    listen: std::net::SocketAddr,
+    dir: PathBuf,
+    config_path: PathBuf,
+    shutdown_grace: Duration,
+    process: ManagedProcess,
+}
+
+impl ServerProc {
+    pub fn new(
+        process: ManagedProcess,
+        listen: std::net::SocketAddr,
+        dir: &Path,
+        config_path: PathBuf,
+        shutdown_grace: Duration,
+    ) -> ServerProc {
+        ServerProc {
+            listen,
+            dir: dir.to_owned(),
+            config_path,
+            shutdown_grace,
+            process,
+        }
+    }
+
+    /// The process itself (also reachable through `Deref`).
+    pub fn process(&self) -> &ManagedProcess {
+        &self.process
+    }
+
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        self.listen
+    }
+
+    /// `http://<listen addr>`, no trailing slash.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// The configured drain deadline on SIGTERM.
+    pub fn shutdown_grace(&self) -> Duration {
+        self.shutdown_grace
+    }
+}
+
+impl std::ops::Deref for ServerProc {
+    type Target = ManagedProcess;
+
+    fn deref(&self) -> &ManagedProcess {
+        &self.process
+    }
+}
+
 struct ProcState {
     child: Option<Child>,
     /// Exit status of the last run, once reaped.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::{humantime, PROBE_TIMEOUT};
 use crate::http::{Client, ClientConfig};
-use crate::process::{ManagedProcess, ProcessSpec, POLL};
+use crate::process::{configured_server, ServerProc, POLL};
 
 /// Name of the router binary.
 pub const ROUTER_BIN: &str = "cellkv-router";
@@ -245,12 +245,8 @@ pub fn router_config_toml(
 /// One router process: its config and log around a [`ManagedProcess`], plus
 /// readiness probes. Derefs to the process for starting and faulting it.
 pub struct RouterProc {
-    listen: SocketAddr,
-    dir: PathBuf,
-    config_path: PathBuf,
-    shutdown_grace: Duration,
+    server: ServerProc,
     client: Client,
-    process: ManagedProcess,
 }
 
 impl RouterProc {
@@ -262,65 +258,24 @@ impl RouterProc {
         cell_map: &CellMap,
         dir: &Path,
     ) -> Result<RouterProc> {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let config_path = dir.join("config.toml");
-        let toml = router_config_toml(opts, listen, cell_map)?;
-        std::fs::write(&config_path, toml)
-            .with_context(|| format!("write {}", config_path.display()))?;
-        let mut env = vec![
-            ("RUST_LOG".to_owned(), opts.rust_log.clone()),
-            // Plain logs: they are read by people and grepped by tests.
-            ("NO_COLOR".to_owned(), "1".to_owned()),
-        ];
-        env.extend(opts.env.iter().cloned());
-        let process = ManagedProcess::new(ProcessSpec {
-            label: "router".into(),
-            bin: bin.to_owned(),
-            args: vec!["--config".into(), config_path.clone().into()],
-            dir: dir.to_owned(),
-            log_path: dir.join("router.log"),
-            env,
-        });
+        let (config_path, process) = configured_server(
+            "router".into(),
+            bin,
+            dir,
+            &router_config_toml(opts, listen, cell_map)?,
+            "router.log",
+            &opts.rust_log,
+            &opts.env,
+        )?;
         Ok(RouterProc {
-            listen,
-            dir: dir.to_owned(),
-            config_path,
-            shutdown_grace: opts.shutdown_grace,
+            server: ServerProc::new(process, listen, dir, config_path, opts.shutdown_grace),
             client: Client::new(ClientConfig {
                 connect_timeout: Duration::from_millis(500),
                 request_timeout: PROBE_TIMEOUT,
                 pool_max_idle_per_host: 2,
                 ..ClientConfig::default()
             }),
-            process,
         })
-    }
-
-    /// The process itself (also reachable through `Deref`).
-    pub fn process(&self) -> &ManagedProcess {
-        &self.process
-    }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen
-    }
-
-    /// `http://<listen addr>`, no trailing slash.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.listen)
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    pub fn config_path(&self) -> &Path {
-        &self.config_path
-    }
-
-    /// The configured drain deadline on SIGTERM.
-    pub fn shutdown_grace(&self) -> Duration {
-        self.shutdown_grace
     }
 
     /// `GET /readyz`: status and JSON body (200 ready, 503 not).
@@ -357,10 +312,10 @@ impl RouterProc {
     ) -> Result<serde_json::Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(status) = self.process.unexpected_exit() {
+            if let Some(status) = self.server.unexpected_exit() {
                 bail!(
                     "the router exited unexpectedly ({status}); log tail:\n{}",
-                    self.process.log_tail(40)
+                    self.server.log_tail(40)
                 );
             }
             let last = match self.readiness().await {
@@ -371,7 +326,7 @@ impl RouterProc {
             if Instant::now() >= deadline {
                 bail!(
                     "router not {what} after {timeout:?}; last /readyz: {last}; log tail:\n{}",
-                    self.process.log_tail(30)
+                    self.server.log_tail(30)
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -384,10 +339,10 @@ impl RouterProc {
         let deadline = Instant::now() + timeout;
         let url = format!("{}/healthz", self.url());
         loop {
-            if let Some(status) = self.process.unexpected_exit() {
+            if let Some(status) = self.server.unexpected_exit() {
                 bail!(
                     "the router exited unexpectedly ({status}); log tail:\n{}",
-                    self.process.log_tail(40)
+                    self.server.log_tail(40)
                 );
             }
             let last = match self.client.get(&url, &[]).await {
@@ -398,7 +353,7 @@ impl RouterProc {
             if Instant::now() >= deadline {
                 bail!(
                     "router not answering {url} after {timeout:?}; last: {last}; log tail:\n{}",
-                    self.process.log_tail(30)
+                    self.server.log_tail(30)
                 );
             }
             tokio::time::sleep(POLL).await;
@@ -421,10 +376,10 @@ impl RouterProc {
 }
 
 impl std::ops::Deref for RouterProc {
-    type Target = ManagedProcess;
+    type Target = ServerProc;
 
-    fn deref(&self) -> &ManagedProcess {
-        &self.process
+    fn deref(&self) -> &ServerProc {
+        &self.server
     }
 }
 
