@@ -14,6 +14,7 @@
 mod support;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,9 +24,10 @@ use bytes::Bytes;
 use common::{CellId, CellMap};
 use http::Method;
 use loadtest::cluster::{bin_path, CellOptions, LocalCell};
+use loadtest::control_proc::{ControlProc, ControlServerOptions, ControlSetup};
 use loadtest::http::Resp;
 use loadtest::local::{LocalCluster, LocalClusterOptions};
-use loadtest::process::{free_port, ManagedProcess, ProcessSpec};
+use loadtest::process::free_port;
 use serde_json::{json, Value};
 use support::*;
 
@@ -383,15 +385,14 @@ const CONTROL_CELL_TOKEN: &str = "lead-control-cell-token-0123456789";
 /// The control-plane set-up: a data cell (id 1), a control cell and a
 /// `cellkv-control` whose map holds the data cell with its control
 /// addresses. No router: the writers follow the cell's hints themselves.
-struct ControlSetup {
+struct ControlPlane {
     cell: LocalCell,
     _control_cell: LocalCell,
-    control: ManagedProcess,
-    url: String,
+    control: ControlProc,
 }
 
-impl ControlSetup {
-    async fn must_start(dir: &Path) -> ControlSetup {
+impl ControlPlane {
+    async fn must_start(dir: &Path) -> ControlPlane {
         let cell = must_start(CellOptions::default(), &dir.join("cell1")).await;
         let control_cell = must_start(
             CellOptions {
@@ -414,53 +415,31 @@ impl ControlSetup {
             cells: vec![spec],
             ..CellMap::default()
         };
-        let control_dir = dir.join("control");
-        std::fs::create_dir_all(&control_dir).unwrap();
-        let map_path = control_dir.join("initial-map.toml");
-        std::fs::write(&map_path, toml::to_string(&map).unwrap()).unwrap();
-        let endpoints: Vec<String> = control_cell
-            .layout()
-            .peers
-            .iter()
-            .map(|p| format!("\"{}\"", p.api_addr))
-            .collect();
-        let port = free_port().unwrap();
-        let cfg = control_dir.join("control.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "admin_listen = \"127.0.0.1:{port}\"\n\
-                 admin_token = \"{CONTROL_ADMIN_TOKEN}\"\n\
-                 control_cell = [{}]\n\
-                 control_token = \"{CONTROL_CELL_TOKEN}\"\n\
-                 cell_api_token = \"{}\"\n\
-                 cell_admin_token = \"{}\"\n\
-                 initial_map = \"{}\"\n",
-                endpoints.join(", "),
-                cell.options().api_token,
-                cell.options().admin_token,
-                map_path.display()
-            ),
+        let control = ControlProc::prepare(
+            &bin_path("cellkv-control").unwrap(),
+            &ControlServerOptions::default(),
+            &ControlSetup {
+                admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
+                admin_token: CONTROL_ADMIN_TOKEN.into(),
+                control_cell: control_cell
+                    .layout()
+                    .peers
+                    .iter()
+                    .map(|p| p.api_addr.to_string())
+                    .collect(),
+                control_token: CONTROL_CELL_TOKEN.into(),
+                cell_api_token: cell.options().api_token.clone(),
+                cell_admin_token: cell.options().admin_token.clone(),
+                initial_map: Some(map),
+            },
+            &dir.join("control"),
         )
         .unwrap();
-        let control = ManagedProcess::new(ProcessSpec {
-            label: "control".into(),
-            bin: bin_path("cellkv-control").unwrap(),
-            args: vec!["--config".into(), cfg.into()],
-            dir: control_dir.clone(),
-            log_path: control_dir.join("control.log"),
-            env: vec![
-                ("RUST_LOG".into(), "info".into()),
-                ("NO_COLOR".into(), "1".into()),
-            ],
-        });
         control.start().unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let setup = ControlSetup {
+        let setup = ControlPlane {
             cell,
             _control_cell: control_cell,
             control,
-            url,
         };
         must_eventually(secs(30), "the control server serves its map", || async {
             let r = setup.admin(Method::GET, "/v1/map", None).await.ok()?;
@@ -483,7 +462,7 @@ impl ControlSetup {
             .with_timeout(secs(30))
             .request(
                 method,
-                &format!("{}{path}", self.url),
+                &format!("{}{path}", self.control.url()),
                 &[
                     ("authorization", auth.as_str()),
                     ("content-type", "application/json"),
@@ -499,8 +478,9 @@ impl ControlSetup {
 async fn transfer_leader_through_the_control_server_and_cellkvctl() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("lead_ctl");
-        let setup = ControlSetup::must_start(dir.path()).await;
-        let (cell, control, url) = (&setup.cell, &setup.control, &setup.url);
+        let setup = ControlPlane::must_start(dir.path()).await;
+        let (cell, control) = (&setup.cell, &setup.control);
+        let url = control.url();
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
         let direct = Endpoint::Cell {
             api: Api::new(cell),
@@ -570,7 +550,7 @@ async fn transfer_leader_through_the_control_server_and_cellkvctl() {
                 "--to",
                 &target2.to_string(),
             ])
-            .env("CELLKV_CONTROL_URL", url)
+            .env("CELLKV_CONTROL_URL", &url)
             .env("CELLKV_ADMIN_TOKEN", CONTROL_ADMIN_TOKEN)
             .output()
             .await

@@ -22,7 +22,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,11 +30,10 @@ use common::CellId;
 use http::Method;
 use loadtest::external::ExternalCluster;
 use loadtest::local::{ClusterInfo, LocalClusterOptions};
-use loadtest::process::bin_path;
 use serde_json::Value;
 use support::{
-    bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, KillOnDrop, PublicApi,
-    TestDir,
+    bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,
+    KillOnDrop, PublicApi, TestDir,
 };
 
 /// Bound on one harness run (cluster start, ~25 s of load, verification).
@@ -525,20 +524,14 @@ fn spawn_local(cluster_dir: &Path, log: &Path) -> KillOnDrop {
 }
 
 fn spawn_local_with(cluster_dir: &Path, log: &Path, extra: &[&str]) -> KillOnDrop {
-    let log_file = std::fs::File::create(log).unwrap();
-    KillOnDrop(
-        Command::new(bin_path("cellkv-local").unwrap())
-            .arg("--data-dir")
-            .arg(cluster_dir)
-            .arg("--cells")
-            .arg("3")
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .unwrap(),
-    )
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--data-dir".as_ref(),
+        cluster_dir.as_os_str(),
+        "--cells".as_ref(),
+        "3".as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    spawn_logged("cellkv-local", &args, log)
 }
 
 #[test]

@@ -650,21 +650,27 @@ impl Drop for KillOnDrop {
     }
 }
 
-/// Runs the `cellkv-loadtest` binary with `args`, its output to `log`, for
-/// at most `limit` (then it is killed and the test fails with the output);
-/// prints the output and returns the exit status.
-pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> ExitStatus {
+/// Spawns our binary `bin` with `args`, no stdin, stdout and stderr to a
+/// fresh `log`.
+pub fn spawn_logged<S: AsRef<std::ffi::OsStr>>(bin: &str, args: &[S], log: &Path) -> KillOnDrop {
     let log_file = std::fs::File::create(log).unwrap();
-    let started = Instant::now();
-    let mut child = KillOnDrop(
-        Command::new(loadtest::process::bin_path("cellkv-loadtest").unwrap())
+    KillOnDrop(
+        Command::new(loadtest::process::bin_path(bin).unwrap())
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
             .stderr(log_file)
             .spawn()
             .unwrap(),
-    );
+    )
+}
+
+/// Runs the `cellkv-loadtest` binary with `args`, its output to `log`, for
+/// at most `limit` (then it is killed and the test fails with the output);
+/// prints the output and returns the exit status.
+pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> ExitStatus {
+    let started = Instant::now();
+    let mut child = spawn_logged("cellkv-loadtest", args, log);
     let status = loop {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
