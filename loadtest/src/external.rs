@@ -34,7 +34,7 @@ use serde_json::json;
 use crate::admin::AdminClient;
 use crate::cluster::{leader_of, PROBE_TIMEOUT};
 use crate::http::{Client, ClientConfig};
-use crate::local::{write_atomically, ClusterInfo, CommandInfo, CLUSTER_FILE};
+use crate::local::{read_cluster_json, write_atomically, ClusterInfo, CommandInfo, CLUSTER_FILE};
 use crate::process::{
     all_threads_stopped, send_signal, stat_state, FREEZE_POLL, FREEZE_TIMEOUT, POLL, SCRUBBED_ENV,
 };
@@ -216,14 +216,10 @@ impl ExternalCluster {
     /// Reads `cluster.json` (at `path`, or in the directory `path`).
     pub fn open(path: &Path) -> Result<ExternalCluster> {
         let path = Self::resolve(path);
-        let text = std::fs::read_to_string(&path).with_context(|| {
-            format!(
-                "read {} (is the cluster running? `cellkv-local` writes it once everything serves)",
-                path.display()
-            )
-        })?;
-        let info: ClusterInfo =
-            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let info = read_cluster_json(&path).context(
+            "the cluster's description (is the cluster running? `cellkv-local` writes it once \
+             everything serves)",
+        )?;
         Ok(ExternalCluster {
             path,
             info: Mutex::new(info),
@@ -529,11 +525,7 @@ impl ExternalCluster {
             .with_context(|| format!("cellkv-local answered no cell spec: {v}"))?;
         // cellkv-local rewrote cluster.json with the new cell: take that cell
         // from it (our own view of the other processes stays).
-        let on_disk: ClusterInfo = std::fs::read_to_string(&self.path)
-            .with_context(|| format!("read {}", self.path.display()))
-            .and_then(|t| {
-                serde_json::from_str(&t).with_context(|| format!("parse {}", self.path.display()))
-            })?;
+        let on_disk = read_cluster_json(&self.path)?;
         let cell = on_disk
             .cells
             .into_iter()

@@ -51,8 +51,8 @@ mod info;
 mod layout;
 
 pub use info::{
-    CellInfo, ClusterInfo, CommandInfo, ControlInfo, LocalApiInfo, ReplicaInfo, RouterInfo,
-    CLUSTER_FILE, CONTROL_ENV_FILE,
+    read_cluster_json, CellInfo, ClusterInfo, CommandInfo, ControlInfo, LocalApiInfo, ReplicaInfo,
+    RouterInfo, CLUSTER_FILE, CONTROL_ENV_FILE,
 };
 pub use layout::{
     next_free_id, ControlLayout, LocalLayout, Secrets, CONTROL_CELL_ID, CONTROL_REPLICAS,
@@ -112,6 +112,15 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 
 // ---------------------------------------------------------------------------
 // The cluster
+
+/// Why a cell id cannot name a new data cell.
+#[derive(Debug, thiserror::Error)]
+pub enum NewCellIdError {
+    #[error("cell id {0} is not available for a data cell")]
+    Reserved(CellId),
+    #[error("the cluster has a cell {0} already")]
+    Exists(CellId),
+}
 
 /// How to run a local cluster. The secrets and ids in the templates are
 /// replaced by the cluster's own.
@@ -393,12 +402,7 @@ impl LocalCluster {
     /// and waits until it is ready. It is not in the map yet: register it
     /// with the control server (`AdminClient::add_cell`) to give it keys.
     pub async fn add_cell(&mut self, id: CellId) -> Result<CellSpec> {
-        if id == CONTROL_CELL_ID || id.0 == 0 {
-            bail!("cell id {id} is not available for a data cell");
-        }
-        if self.layout.cells.iter().any(|c| c.cell_id == id) {
-            bail!("the cluster has a cell {id} already");
-        }
+        self.check_new_cell_id(id)?;
         let cl = CellLayout::allocate(id, self.cell_template.replicas)
             .context("allocate the new cell's ports")?;
         self.layout.cells.push(cl.clone());
@@ -489,9 +493,7 @@ impl LocalCluster {
     }
 
     fn on_disk_info(&self) -> Option<ClusterInfo> {
-        std::fs::read_to_string(self.cluster_json_path())
-            .ok()
-            .and_then(|t| serde_json::from_str::<ClusterInfo>(&t).ok())
+        read_cluster_json(&self.cluster_json_path()).ok()
     }
 
     /// The router `on_disk` names, if it is a live process other than ours.
@@ -510,6 +512,17 @@ impl LocalCluster {
         let own = cell.replicas().get(i).and_then(|r| r.pid());
         ExternalCluster::replica_process(on_disk, cell.cell_id(), i)
             .filter(|p| Some(p.pid) != own && p.is_alive())
+    }
+
+    /// Whether [`add_cell`](Self::add_cell) may start a cell `id`.
+    pub fn check_new_cell_id(&self, id: CellId) -> Result<(), NewCellIdError> {
+        if id == CONTROL_CELL_ID || id.0 == 0 {
+            return Err(NewCellIdError::Reserved(id));
+        }
+        if self.layout.cells.iter().any(|c| c.cell_id == id) {
+            return Err(NewCellIdError::Exists(id));
+        }
+        Ok(())
     }
 
     /// The id [`add_cell`](Self::add_cell) should get next.

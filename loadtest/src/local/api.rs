@@ -33,7 +33,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::Mutex;
 
-use super::{LocalCluster, CONTROL_CELL_ID};
+use super::{LocalCluster, NewCellIdError};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -123,18 +123,18 @@ async fn add_cell(
     };
     let mut cluster = app.cluster.lock().await;
     let id = req.id.map_or_else(|| cluster.next_cell_id(), CellId);
-    if id.0 == 0 || id == CONTROL_CELL_ID {
-        return Err(ApiError::new(
-            ErrorCode::BadRequest,
-            format!("cell id {id} is reserved"),
-        ));
-    }
-    if cluster.layout().cells.iter().any(|c| c.cell_id == id) {
-        return Err(ApiError(
-            StatusCode::CONFLICT,
-            ErrorCode::PreconditionFailed,
-            format!("the cluster has a cell {id} already"),
-        ));
+    match cluster.check_new_cell_id(id) {
+        Ok(()) => {}
+        Err(e @ NewCellIdError::Reserved(_)) => {
+            return Err(ApiError::new(ErrorCode::BadRequest, e.to_string()))
+        }
+        Err(e @ NewCellIdError::Exists(_)) => {
+            return Err(ApiError(
+                StatusCode::CONFLICT,
+                ErrorCode::PreconditionFailed,
+                e.to_string(),
+            ))
+        }
     }
     match cluster.add_cell(id).await {
         Ok(spec) => Ok(Json(json!({ "cell": spec })).into_response()),

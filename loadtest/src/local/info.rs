@@ -4,7 +4,9 @@
 //! its pid and the command line that restarts it. Written by `LocalCluster`
 //! once everything serves and rewritten by whoever restarts a process.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
 
 use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
@@ -18,6 +20,12 @@ pub const CLUSTER_FILE: &str = "cluster.json";
 /// `CELLKV_CONTROL_URL=...` and `CELLKV_ADMIN_TOKEN=...`, one per line, for
 /// `set -a; . DIR/control.env` before `cellkvctl`.
 pub const CONTROL_ENV_FILE: &str = "control.env";
+
+/// Reads and parses the `cluster.json` at `path`.
+pub fn read_cluster_json(path: &Path) -> Result<ClusterInfo> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+}
 
 /// The content of `cluster.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
