@@ -3,6 +3,7 @@
 # a 3-member etcd cluster, with the same wrk load in the same run. Writes the
 # RESULT lines to stdout; docs/BENCHMARKS.md records them.
 #   usage: scripts/bench-cell.sh [SECONDS=20] [CONNS="16 64"] [VALUE_BYTES=1024]
+# CELLKV_BENCH_ETCD=0: the cell only (to compare cell settings run after run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"16 64"}; VB=${3:-1024}
@@ -12,7 +13,7 @@ BENCH=${CELLKV_BENCH_DIR:-../shared/bench}
 for p in wrk etcd; do
   command -v $p >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk etcd-server etcd-client >/dev/null; }
 done
-cargo build --release -p cellkv-cell >/dev/null
+cargo build --release --workspace --bins >/dev/null  # as test.sh: same features, no rebuild
 BIN="$CARGO_TARGET_DIR/release/cellkv-cell"
 DIR=$(mktemp -d /tmp/cellkv-bench.XXXXXX)
 PIDS=()
@@ -41,6 +42,7 @@ echo "# $(date -u +%FT%TZ) $(nproc) cores; ${SECS}s per run; ${VB}-byte values; 
 for c in $CONNS; do "$BENCH/runwrk.sh" cellkv "$c" "$SECS" "http://$LEADER" cellkv_put 10000 "$VB" "$CELLKV_API_TOKEN"; done
 for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 PIDS=()
+[ "${CELLKV_BENCH_ETCD:-1}" = 0 ] && exit 0
 "$BENCH/etcd_cluster.sh" stop >/dev/null 2>&1 || true
 "$BENCH/etcd_cluster.sh" start >/dev/null
 ETCD=$("$BENCH/etcd_cluster.sh" leader)

@@ -7,6 +7,10 @@
 # unset, everything shares every CPU (what the router costs in CPU).
 # CELLKV_BENCH_ROUTER_FIRST=1: the routed run of each pair goes first.
 # CELLKV_BENCH_WARMUP=SECS: an unrecorded PUT load straight to the leader first.
+# CELLKV_BENCH_ROUNDS=N: instead of one pair of long runs, N pairs of short
+# ones (SECONDS each) in ABBA order (direct, router, router, direct, ...), each
+# run's latency distribution pooled per path (scripts/bench/pool.py): the
+# store's growth and its compactions fall on both paths alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"64"}; VB=${3:-1024}
@@ -14,7 +18,7 @@ BENCH=${CELLKV_BENCH_DIR:-../shared/bench}
 ./scripts/setup.sh
 . scripts/env.sh
 command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-cargo build --release -p cellkv-cell -p cellkv-router >/dev/null
+cargo build --release --workspace --bins >/dev/null  # as test.sh: same features, no rebuild
 R="$CARGO_TARGET_DIR/release"
 DIR=$(mktemp -d /tmp/cellkv-bench.XXXXXX)
 PIDS=()
@@ -68,6 +72,35 @@ if [ -n "${CELLKV_BENCH_WARMUP:-}" ]; then
   # Not recorded: brings the store to steady state (memtable flushes and
   # compactions happen in every measured run, not only in the later ones).
   "${PIN_CELL[@]}" "$BENCH/runwrk.sh" warmup 16 "$CELLKV_BENCH_WARMUP" "http://$LEADER" cellkv_put 10000 "$VB" "$CELLKV_API_TOKEN" >/dev/null
+fi
+if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
+  mkdir -p "$DIR/q"
+  # One short run: wrk with the shared kv.lua, its latency grid kept in a file.
+  run_q() { # PATH CONNS MODE ROUND URL TOKEN
+    local out="$DIR/q/$3-$2-$1-$4"
+    CELLKV_KV_LUA="$BENCH/kv.lua" CELLKV_QUANTILES_OUT="$out" "${PIN_CELL[@]}" \
+      wrk -t2 -c"$2" -d"${SECS}s" --timeout 10s -s scripts/bench/quantiles.lua "$5" -- "$3" 10000 "$VB" "$6" \
+      | sed -n "s/^RESULT /$1 round=$4 /p" >&2
+    echo "$out"
+  }
+  echo "# $CELLKV_BENCH_ROUNDS rounds in ABBA order, pooled per path"
+  for c in $CONNS; do
+    for mode in cellkv_put cellkv_get; do
+      D=(); T=()
+      for r in $(seq 1 "$CELLKV_BENCH_ROUNDS"); do
+        if [ $((r % 2)) = 1 ]; then
+          D+=("$(run_q direct "$c" "$mode" "$r" "http://$LEADER" "$CELLKV_API_TOKEN")")
+          T+=("$(run_q router "$c" "$mode" "$r" "http://$ROUTER" "$APP_TOKEN")")
+        else
+          T+=("$(run_q router "$c" "$mode" "$r" "http://$ROUTER" "$APP_TOKEN")")
+          D+=("$(run_q direct "$c" "$mode" "$r" "http://$LEADER" "$CELLKV_API_TOKEN")")
+        fi
+      done
+      echo "## $mode, $c connections"
+      python3 scripts/bench/pool.py "direct=$(IFS=,; echo "${D[*]}")" "router=$(IFS=,; echo "${T[*]}")"
+    done
+  done
+  exit 0
 fi
 for c in $CONNS; do
   for mode in cellkv_put cellkv_get; do
