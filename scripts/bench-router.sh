@@ -7,10 +7,12 @@
 # unset, everything shares every CPU (what the router costs in CPU).
 # CELLKV_BENCH_ROUTER_FIRST=1: the routed run of each pair goes first.
 # CELLKV_BENCH_WARMUP=SECS: an unrecorded PUT load straight to the leader first.
+# CELLKV_BENCH_OPS="cellkv_put": the operations to run (default: PUT, then GET).
 # CELLKV_BENCH_ROUNDS=N: instead of one pair of long runs, N pairs of short
 # ones (SECONDS each) in ABBA order (direct, router, router, direct, ...), each
 # run's latency distribution pooled per path (scripts/bench/pool.py): the
-# store's growth and its compactions fall on both paths alike.
+# store's growth and its compactions fall on both paths alike. Ends with the
+# time the router itself added (its cellkv_router_added_seconds histogram).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"64"}; VB=${3:-1024}
@@ -85,7 +87,7 @@ if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
   }
   echo "# $CELLKV_BENCH_ROUNDS rounds in ABBA order, pooled per path"
   for c in $CONNS; do
-    for mode in cellkv_put cellkv_get; do
+    for mode in ${CELLKV_BENCH_OPS:-cellkv_put cellkv_get}; do
       D=(); T=()
       for r in $(seq 1 "$CELLKV_BENCH_ROUNDS"); do
         if [ $((r % 2)) = 1 ]; then
@@ -100,10 +102,14 @@ if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
       python3 scripts/bench/pool.py "direct=$(IFS=,; echo "${D[*]}")" "router=$(IFS=,; echo "${T[*]}")"
     done
   done
+  # The router's own share of every routed request of these runs, measured
+  # inside it: no cell stall can land in this figure.
+  echo "## time added inside the router (cellkv_router_added_seconds, all routed runs)"
+  curl -sf "http://$ROUTER/metrics" | python3 scripts/bench/added.py
   exit 0
 fi
 for c in $CONNS; do
-  for mode in cellkv_put cellkv_get; do
+  for mode in ${CELLKV_BENCH_OPS:-cellkv_put cellkv_get}; do
     direct() { "${PIN_CELL[@]}" "$BENCH/runwrk.sh" direct "$c" "$SECS" "http://$LEADER" "$mode" 10000 "$VB" "$CELLKV_API_TOKEN"; }
     routed() { "${PIN_CELL[@]}" "$BENCH/runwrk.sh" router "$c" "$SECS" "http://$ROUTER" "$mode" 10000 "$VB" "$APP_TOKEN"; }
     # CELLKV_BENCH_ROUTER_FIRST=1 swaps the order (a later run meets a larger store).

@@ -10,7 +10,7 @@
 //! back in `X-Cellkv-Epoch`.
 
 use std::sync::Arc;
-use std::time::Instant as StdInstant;
+use std::time::{Duration, Instant as StdInstant};
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::auth::{Authenticator, Principal};
 use crate::breaker::BreakerState;
+use crate::cell_client::CELL_TIME;
 use crate::error::{ApiError, ServedBy, HEADER_CELL, HEADER_EPOCH, HEADER_VERSION};
 use crate::listing::{self, ListQuery};
 use crate::map_watch::{ControlStatus, MapWatcher};
@@ -77,22 +78,37 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     let op = Op::of(req.method(), req.uri().path());
     let start = StdInstant::now();
     let span = tracing::info_span!("request", op = op.as_str(), cell = tracing::field::Empty);
-    let mut resp = next.run(req).instrument(span).await;
+    let (mut resp, in_cells) = CELL_TIME
+        .scope(std::cell::Cell::new(Duration::ZERO), async {
+            let resp = next.run(req).instrument(span).await;
+            (resp, CELL_TIME.with(|t| t.get()))
+        })
+        .await;
+    let took = start.elapsed();
     let epoch = resp
         .extensions()
         .get::<RoutedEpoch>()
         .map_or_else(|| app.proxy.epoch(), |e| e.0);
     resp.headers_mut()
         .insert(HEADER_EPOCH, HeaderValue::from(epoch));
+    let m = &app.metrics;
     let cell = match resp.extensions().get::<ServedBy>() {
-        Some(ServedBy::Cell(c)) => c.to_string(),
+        Some(ServedBy::Cell(c)) => {
+            // Requests a cell answered; not listings (their calls to the
+            // cells overlap) nor requests refused before reaching one.
+            if !in_cells.is_zero() {
+                m.added_seconds
+                    .with_label_values(&[op.as_str()])
+                    .observe(took.saturating_sub(in_cells).as_secs_f64());
+            }
+            c.to_string()
+        }
         Some(ServedBy::AllCells) => CELL_ALL.to_string(),
         None => CELL_NONE.to_string(),
     };
-    let m = &app.metrics;
     m.request_duration_seconds
         .with_label_values(&[&cell, op.as_str()])
-        .observe(start.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
     m.requests_total
         .with_label_values(&[&cell, op.as_str(), resp.status().as_str()])
         .inc();

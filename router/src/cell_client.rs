@@ -37,6 +37,20 @@ use crate::error::{RouteError, HEADER_LEADER};
 use crate::metrics::RouterMetrics;
 use crate::request::{CellRequest, CellResponse};
 
+tokio::task_local! {
+    /// Time the current public request has spent in exchanges with cells
+    /// (every attempt, from sending to the last byte of the answer). The API
+    /// layer sets it up per request and subtracts it from the request's
+    /// duration: the rest is what the router itself added (auth, bulkhead
+    /// queueing, back-off, relaying bodies).
+    pub static CELL_TIME: std::cell::Cell<Duration>;
+}
+
+/// Adds `d` to the current request's [`CELL_TIME`]; nothing outside a request.
+fn add_cell_time(d: Duration) {
+    let _ = CELL_TIME.try_with(|t| t.set(t.get() + d));
+}
+
 /// The pooled HTTP/1.1 client shared by every cell: one connection pool keyed
 /// by replica address, so connections to each replica are reused.
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -585,7 +599,10 @@ impl CellClient {
                 node: replica.node_id,
             })
         };
-        match tokio::time::timeout(timeout, exchange).await {
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(timeout, exchange).await;
+        add_cell_time(started.elapsed());
+        match outcome {
             Ok(Ok(resp)) => Attempt::Answered(resp),
             Ok(Err(a)) => a,
             Err(_) => Attempt::TimedOut,

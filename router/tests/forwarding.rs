@@ -905,3 +905,53 @@ async fn a_refused_listing_names_no_cell() {
     assert_eq!(served.headers.get("x-cellkv-cell").unwrap(), "1");
     r.must_stop().await;
 }
+
+/// The value of the first metric line starting with `line_prefix`.
+fn metric_value(metrics: &str, line_prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test]
+async fn the_time_a_request_spends_in_the_router_is_measured_apart_from_the_cell() {
+    let cell = FakeCell::must_start(1, 1).await;
+    *cell.replicas[0].state.read_delay.lock().unwrap() = Duration::from_millis(300);
+    let r = TestRouter::must_start(config(vec![cell.spec()])).await;
+    r.must_wait_breaker(1, "closed").await;
+    let url = r.url(&obj_path("photos", "slow"));
+    let put = must_call(Method::PUT, &url, &[], b"v").await;
+    assert_eq!(put.status, StatusCode::OK);
+    // The cell takes 300 ms to answer a read.
+    let got = must_call(Method::GET, &url, &[], b"").await;
+    assert_eq!(got.status, StatusCode::OK);
+    // Refused before any cell is asked: not a request a cell served.
+    let refused = must_send(Method::GET, &url, &[], Bytes::new()).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED);
+
+    let m = r.must_metrics().await;
+    let total = |op: &str| {
+        metric_value(
+            &m,
+            &format!("cellkv_router_request_duration_seconds_sum{{cell=\"1\",op=\"{op}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no duration of {op}: {m}"))
+    };
+    let added = |op: &str, what: &str| {
+        metric_value(
+            &m,
+            &format!("cellkv_router_added_seconds_{what}{{op=\"{op}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no added time of {op}: {m}"))
+    };
+    assert!(total("get") >= 0.3, "{m}");
+    // The 300 ms the cell took are not the router's.
+    assert!(added("get", "sum") < 0.1, "{m}");
+    assert!(added("get", "sum") > 0.0, "{m}");
+    assert_eq!(added("get", "count"), 1.0, "{m}");
+    assert_eq!(added("put", "count"), 1.0, "{m}");
+    assert!(added("put", "sum") <= total("put"), "{m}");
+    r.must_stop().await;
+}
