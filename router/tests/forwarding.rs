@@ -906,15 +906,6 @@ async fn a_refused_listing_names_no_cell() {
     r.must_stop().await;
 }
 
-/// The value of the first metric line starting with `line_prefix`.
-fn metric_value(metrics: &str, line_prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn the_time_a_request_spends_in_the_router_is_measured_apart_from_the_cell() {
     let cell = FakeCell::must_start(1, 1).await;

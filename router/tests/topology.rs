@@ -25,14 +25,6 @@ fn owned_by(epoch: u64, cells: Vec<CellSpec>, owner: u32) -> CellMap {
     }
 }
 
-fn metric_value(metrics: &str, line_prefix: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn a_moved_answer_naming_the_owner_sends_the_request_there() {
     let cells = [

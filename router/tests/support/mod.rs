@@ -655,6 +655,15 @@ async fn health(State(s): State<Arc<ReplicaState>>) -> Response {
     (StatusCode::OK, Json(body)).into_response()
 }
 
+/// The value of the first line of Prometheus text starting with `line_prefix`.
+pub fn metric_value(metrics: &str, line_prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A router config for `cells` with a read-write and a read-only token and
 /// fast health checks; tests override what they need.
 pub fn config(cells: Vec<CellSpec>) -> RouterConfig {
