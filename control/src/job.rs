@@ -77,7 +77,6 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Phases whose batch can still be rolled back (before `Own`).
     /// Steps taken while the batch's writes are paused (Fence to Release).
     fn in_write_pause(self) -> bool {
         matches!(
@@ -86,6 +85,7 @@ impl Phase {
         )
     }
 
+    /// Phases whose batch can still be rolled back (before `Own`).
     fn before_own(self) -> bool {
         matches!(
             self,

@@ -121,7 +121,7 @@ pub struct CellClient {
     healthy: AtomicBool,
     metrics: Arc<RouterMetrics>,
     /// `connect_to` of the config: where to dial a replica's address instead.
-    connect_to: Arc<BTreeMap<String, String>>,
+    connect_to: BTreeMap<String, String>,
 }
 
 /// What one attempt at one replica produced.
@@ -166,7 +166,7 @@ impl CellClient {
             checked: AtomicBool::new(false),
             healthy: AtomicBool::new(false),
             metrics,
-            connect_to: Arc::new(cfg.connect_to.clone()),
+            connect_to: cfg.connect_to.clone(),
         }
     }
 
