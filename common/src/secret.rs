@@ -9,9 +9,27 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// True when an `Authorization` header value is `Bearer <expected>`, compared
+/// with [`ct_eq`]. `None` (no header) never matches.
+pub fn bearer_matches(authorization: Option<&[u8]>, expected: &str) -> bool {
+    authorization
+        .and_then(|v| v.strip_prefix(b"Bearer "))
+        .is_some_and(|t| ct_eq(t, expected.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ct_eq;
+    use super::{bearer_matches, ct_eq};
+
+    #[test]
+    fn bearer_matches_only_the_expected_token() {
+        let t = "admin-token-0123";
+        assert!(bearer_matches(Some(b"Bearer admin-token-0123"), t));
+        assert!(!bearer_matches(Some(b"Bearer admin-token-0124"), t));
+        assert!(!bearer_matches(Some(b"bearer admin-token-0123"), t));
+        assert!(!bearer_matches(Some(b"admin-token-0123"), t));
+        assert!(!bearer_matches(None, t));
+    }
 
     #[test]
     fn equal_only_when_every_byte_matches() {

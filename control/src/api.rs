@@ -165,11 +165,12 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn require_admin(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|t| common::secret::ct_eq(t, app.cfg.admin_token.as_bytes()));
+    let ok = common::secret::bearer_matches(
+        req.headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        &app.cfg.admin_token,
+    );
     if !ok {
         let mut r = ApiError::new(ErrorCode::Unauthorized, "missing or invalid admin token")
             .into_response();

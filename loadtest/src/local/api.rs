@@ -85,11 +85,12 @@ impl IntoResponse for ApiError {
 }
 
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    let ok = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
-        .is_some_and(|t| common::secret::ct_eq(t, app.token.as_bytes()));
+    let ok = common::secret::bearer_matches(
+        req.headers()
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        &app.token,
+    );
     if !ok {
         return ApiError::new(
             ErrorCode::Unauthorized,
