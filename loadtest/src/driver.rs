@@ -266,6 +266,18 @@ fn shares_of(routing: &RoutingTable, cells: &[CellId]) -> BTreeMap<CellId, f64> 
     cells.iter().map(|&c| (c, routing.share(c))).collect()
 }
 
+/// The cells `faults` name that are not in `cells`, for a refusal message.
+fn fault_cells_outside<'a>(
+    faults: impl Iterator<Item = &'a crate::scenario::Fault>,
+    cells: &[CellId],
+) -> Vec<String> {
+    faults
+        .filter_map(|f| f.cell)
+        .filter(|c| !cells.contains(c))
+        .map(|c| c.to_string())
+        .collect()
+}
+
 impl TargetCluster {
     async fn open(s: &Scenario, out: &Path) -> Result<TargetCluster> {
         match &s.target {
@@ -344,13 +356,7 @@ impl TargetCluster {
                 let cluster = ExternalCluster::open(path)?;
                 let info = cluster.info();
                 let ids = cluster.cell_ids();
-                let missing: Vec<String> = s
-                    .faults
-                    .iter()
-                    .filter_map(|f| f.cell)
-                    .filter(|c| !ids.contains(c))
-                    .map(|c| c.to_string())
-                    .collect();
+                let missing = fault_cells_outside(s.faults.iter(), &ids);
                 if !missing.is_empty() {
                     bail!(
                         "the scenario faults cell(s) {} but {} describes cells {}",
@@ -365,15 +371,10 @@ impl TargetCluster {
                 if !s.faults.is_empty() {
                     cluster.check_running()?;
                 }
-                let proxied = cluster.proxied_cells();
-                let slow_unproxied: Vec<String> = s
-                    .faults
-                    .iter()
-                    .filter(|f| f.kind == FaultKind::SlowCell)
-                    .filter_map(|f| f.cell)
-                    .filter(|c| !proxied.contains(c))
-                    .map(|c| c.to_string())
-                    .collect();
+                let slow_unproxied = fault_cells_outside(
+                    s.faults.iter().filter(|f| f.kind == FaultKind::SlowCell),
+                    &cluster.proxied_cells(),
+                );
                 if !slow_unproxied.is_empty() {
                     bail!(
                         "slow_cell on cell(s) {}: the router of the cluster in {} reaches them \
@@ -384,13 +385,8 @@ impl TargetCluster {
                         info.dir.display()
                     );
                 }
-                if s.faults.iter().any(|f| f.kind == FaultKind::AddCell) && info.local_api.is_none()
-                {
-                    bail!(
-                        "add_cell: {} names no cellkv-local API to start the new cell with \
-                         (written by an older cellkv-local? start the cluster again with this one)",
-                        cluster.path().display()
-                    );
+                if s.faults.iter().any(|f| f.kind == FaultKind::AddCell) {
+                    cluster.local_api("add_cell")?;
                 }
                 eprintln!(
                     "cellkv-loadtest: using the running cluster of {} ({} cell(s), router {})",

@@ -499,8 +499,8 @@ impl ExternalCluster {
     }
 
     /// A client of `cellkv-local`'s own API (`local::api`), with the control
-    /// admin token, if `cluster.json` names one.
-    fn local_api(&self, what: &str) -> Result<AdminClient> {
+    /// admin token, if `cluster.json` names one; else why `what` cannot be done.
+    pub fn local_api(&self, what: &str) -> Result<AdminClient> {
         let info = self.lock();
         let (Some(api), Some(control)) = (&info.local_api, &info.control) else {
             bail!(

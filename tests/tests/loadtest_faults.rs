@@ -29,7 +29,7 @@ use bytes::Bytes;
 use common::CellId;
 use http::Method;
 use loadtest::external::ExternalCluster;
-use loadtest::local::{ClusterInfo, LocalClusterOptions};
+use loadtest::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
 use serde_json::Value;
 use support::{
     bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,
@@ -47,10 +47,7 @@ struct ReapCluster(PathBuf);
 
 impl Drop for ReapCluster {
     fn drop(&mut self) {
-        let Ok(text) = std::fs::read_to_string(self.0.join("cluster.json")) else {
-            return;
-        };
-        let Ok(info) = serde_json::from_str::<ClusterInfo>(&text) else {
+        let Ok(info) = read_cluster_json(&self.0.join("cluster.json")) else {
             return;
         };
         let mut procs: Vec<_> = ExternalCluster::router_process(&info).into_iter().collect();
@@ -171,9 +168,7 @@ fn smoke_slow_cell_passes_with_the_slowdown_on_the_slowed_cell_only() {
     }
 
     // The router reached cell 2, and only cell 2, through proxies.
-    let info: ClusterInfo =
-        serde_json::from_str(&std::fs::read_to_string(out.join("cluster/cluster.json")).unwrap())
-            .unwrap();
+    let info = read_cluster_json(&out.join("cluster/cluster.json")).unwrap();
     for c in &info.cells {
         for rep in &c.replicas {
             assert_eq!(rep.proxy_url.is_some(), c.id.0 == 2, "cell {}", c.id);
@@ -311,9 +306,7 @@ fn smoke_add_cell_starts_a_cell_and_rebalances_onto_it() {
             .unwrap();
     assert_eq!(layout["cells"].as_array().unwrap().len(), 4);
     assert_eq!(layout["cells"][3]["cell_id"], 4);
-    let info: ClusterInfo =
-        serde_json::from_str(&std::fs::read_to_string(out.join("cluster/cluster.json")).unwrap())
-            .unwrap();
+    let info = read_cluster_json(&out.join("cluster/cluster.json")).unwrap();
     assert_eq!(info.cells.len(), 4);
 }
 
@@ -401,9 +394,7 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
     assert!(!out.join("cluster").exists());
 
     // cluster.json names cell 2's replacements, all running; cell 1 untouched.
-    let after: ClusterInfo =
-        serde_json::from_str(&std::fs::read_to_string(cluster_dir.join("cluster.json")).unwrap())
-            .unwrap();
+    let after = read_cluster_json(&cluster_dir.join("cluster.json")).unwrap();
     assert_eq!(pids_of(&after, 1), pids_of(&before, 1));
     assert_eq!(after.router.pid, before.router.pid);
     let (old2, new2) = (pids_of(&before, 2), pids_of(&after, 2));
@@ -731,9 +722,7 @@ fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
         .unwrap()
         .unwrap();
     assert!(layout.cells.iter().any(|c| c.cell_id == CellId(4)));
-    let after: ClusterInfo =
-        serde_json::from_str(&std::fs::read_to_string(cluster_dir.join("cluster.json")).unwrap())
-            .unwrap();
+    let after = read_cluster_json(&cluster_dir.join("cluster.json")).unwrap();
     let new_pids: Vec<u32> = pids_of(&after, 4).into_iter().map(Option::unwrap).collect();
     assert_eq!(new_pids.len(), 3);
     for pid in &new_pids {
@@ -822,9 +811,7 @@ async fn a_cell_added_to_a_local_cluster_comes_back_after_a_restart() {
             r.header("etag"),
             Some(format!("\"{}\"", stored.etag).as_str())
         );
-        let info: ClusterInfo =
-            serde_json::from_str(&std::fs::read_to_string(cluster.cluster_json_path()).unwrap())
-                .unwrap();
+        let info = read_cluster_json(&cluster.cluster_json_path()).unwrap();
         assert_eq!(info.cells.len(), 3);
         cluster.stop().await.unwrap();
     })
