@@ -90,13 +90,9 @@ if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
     for mode in ${CELLKV_BENCH_OPS:-cellkv_put cellkv_get}; do
       D=(); T=()
       for r in $(seq 1 "$CELLKV_BENCH_ROUNDS"); do
-        if [ $((r % 2)) = 1 ]; then
-          D+=("$(run_q direct "$c" "$mode" "$r" "http://$LEADER" "$CELLKV_API_TOKEN")")
-          T+=("$(run_q router "$c" "$mode" "$r" "http://$ROUTER" "$APP_TOKEN")")
-        else
-          T+=("$(run_q router "$c" "$mode" "$r" "http://$ROUTER" "$APP_TOKEN")")
-          D+=("$(run_q direct "$c" "$mode" "$r" "http://$LEADER" "$CELLKV_API_TOKEN")")
-        fi
+        direct() { D+=("$(run_q direct "$c" "$mode" "$r" "http://$LEADER" "$CELLKV_API_TOKEN")"); }
+        routed() { T+=("$(run_q router "$c" "$mode" "$r" "http://$ROUTER" "$APP_TOKEN")"); }
+        if [ $((r % 2)) = 1 ]; then direct; routed; else routed; direct; fi
       done
       echo "## $mode, $c connections"
       python3 scripts/bench/pool.py "direct=$(IFS=,; echo "${D[*]}")" "router=$(IFS=,; echo "${T[*]}")"

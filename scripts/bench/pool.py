@@ -37,9 +37,9 @@ def read(path):
     return reqs, secs, errors, grid
 
 
-def run_pct(path, p):
+def run_pct(run, p):
     """One run's latency (ms) at percentile p, from its own grid."""
-    _, _, _, grid = read(path)
+    _, _, _, grid = run
     for q, us in grid:
         if q >= p - 1e-9:
             return us / 1000.0
@@ -52,11 +52,10 @@ def median(xs):
     return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
-def pool(paths):
+def pool(runs):
     reqs = secs = errors = 0
     mass = []  # (latency_us, requests)
-    for path in paths:
-        r, s, e, grid = read(path)
+    for r, s, e, grid in runs:
         reqs, secs, errors = reqs + r, secs + s, errors + e
         prev = 0.0
         for p, us in grid:
@@ -74,7 +73,7 @@ def pool(paths):
         return mass[-1][0] / 1000.0
 
     return {
-        "runs": len(paths),
+        "runs": len(runs),
         "reqs": reqs,
         "ops_s": reqs / secs,
         "errors": errors,
@@ -87,12 +86,12 @@ def pool(paths):
 def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
-    rows, files_of = [], []
+    rows, runs_of = [], []
     for arg in sys.argv[1:]:
         label, _, files = arg.partition("=")
-        files = [f for f in files.split(",") if f]
-        files_of.append((label, files))
-        rows.append((label, pool(files)))
+        runs = [read(f) for f in files.split(",") if f]
+        runs_of.append((label, runs))
+        rows.append((label, pool(runs)))
     base = rows[0][1]
     print("| path | runs | requests | ops/s | % of first | p50 ms | p99 ms | p99.9 ms | added p99 ms | errors |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -102,14 +101,14 @@ def main():
             f"{100 * r['ops_s'] / base['ops_s']:.1f}% | {r['p50']:.3f} | {r['p99']:.3f} | "
             f"{r['p999']:.3f} | {r['p99'] - base['p99']:+.3f} | {r['errors']} |"
         )
-    rounds = {len(f) for _, f in files_of}
-    if len(rounds) == 1 and len(files_of) > 1:
-        first = files_of[0][1]
-        for label, files in files_of[1:]:
-            d50 = [run_pct(b, 50) - run_pct(a, 50) for a, b in zip(first, files)]
-            d99 = [run_pct(b, 99) - run_pct(a, 99) for a, b in zip(first, files)]
+    rounds = {len(r) for _, r in runs_of}
+    if len(rounds) == 1 and len(runs_of) > 1:
+        first = runs_of[0][1]
+        for label, runs in runs_of[1:]:
+            d50 = [run_pct(b, 50) - run_pct(a, 50) for a, b in zip(first, runs)]
+            d99 = [run_pct(b, 99) - run_pct(a, 99) for a, b in zip(first, runs)]
             print(
-                f"\n{label} minus {files_of[0][0]}, median over {len(files)} rounds: "
+                f"\n{label} minus {runs_of[0][0]}, median over {len(runs)} rounds: "
                 f"p50 {median(d50):+.3f} ms, p99 {median(d99):+.3f} ms "
                 f"(per round p99: {' '.join(f'{x:+.2f}' for x in d99)})"
             )
