@@ -4,6 +4,12 @@
 # RESULT lines to stdout; docs/BENCHMARKS.md records them.
 #   usage: scripts/bench-cell.sh [SECONDS=20] [CONNS="16 64"] [VALUE_BYTES=1024]
 # CELLKV_BENCH_ETCD=0: the cell only (to compare cell settings run after run).
+# CELLKV_BENCH_WARMUP=SECS: an unrecorded 16-connection PUT load before each
+# system's runs (the same for the cell and for etcd), to measure steady state.
+# CELLKV_BENCH_ROUNDS=N: both clusters up at once, then N pairs of SECONDS-long
+# runs in ABBA order (cellkv, etcd, etcd, cellkv, ...), summed up by
+# scripts/bench/rounds.py: a slow spell of the shared disk lands on both
+# systems instead of deciding one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"16 64"}; VB=${3:-1024}
@@ -39,12 +45,44 @@ for t in $(seq 1 100); do
 done
 [ -n "$LEADER" ] || { echo "no leader"; tail -20 "$DIR"/n*.log; exit 1; }
 echo "# $(date -u +%FT%TZ) $(nproc) cores; ${SECS}s per run; ${VB}-byte values; keyspace 10000"
-for c in $CONNS; do "$BENCH/runwrk.sh" cellkv "$c" "$SECS" "http://$LEADER" cellkv_put 10000 "$VB" "$CELLKV_API_TOKEN"; done
+fsync_sum() {  # the leader's WAL fsync seconds and count so far, from its metrics
+  curl -sf "http://$LEADER/metrics" | awk '/^cellkv_cell_wal_fsync_seconds_sum/{s=$2} /^cellkv_cell_wal_fsync_seconds_count/{n=$2} END{print s+0, n+0}'
+}
+warmup() { # URL MODE [TOKEN]: an unrecorded load (memtable flushes, WAL recycling under way)
+  [ -z "${CELLKV_BENCH_WARMUP:-}" ] || "$BENCH/runwrk.sh" warmup 16 "$CELLKV_BENCH_WARMUP" "$1" "$2" 10000 "$VB" "${3:-}" >/dev/null
+}
+cell_run() { # CONNS
+  read -r s0 n0 < <(fsync_sum)
+  "$BENCH/runwrk.sh" cellkv "$1" "$SECS" "http://$LEADER" cellkv_put 10000 "$VB" "$CELLKV_API_TOKEN"
+  read -r s1 n1 < <(fsync_sum)
+  python3 -c "import sys; s0,n0,s1,n1=map(float,sys.argv[1:]); print(f'  leader WAL fsyncs: {int(n1-n0)} in the run, mean {(s1-s0)/max(n1-n0,1)*1e6:.0f} us')" "$s0" "$n0" "$s1" "$n1"
+}
+etcd_up() {
+  "$BENCH/etcd_cluster.sh" stop >/dev/null 2>&1 || true
+  "$BENCH/etcd_cluster.sh" start >/dev/null
+  ETCD=$("$BENCH/etcd_cluster.sh" leader)
+}
+if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
+  etcd_up
+  trap '"$BENCH/etcd_cluster.sh" stop >/dev/null 2>&1 || true; cleanup' EXIT
+  warmup "http://$LEADER" cellkv_put "$CELLKV_API_TOKEN"
+  warmup "$ETCD" etcd_put
+  echo "# $CELLKV_BENCH_ROUNDS rounds in ABBA order, both clusters up"
+  for c in $CONNS; do
+    for r in $(seq 1 "$CELLKV_BENCH_ROUNDS"); do
+      etcd_run() { "$BENCH/runwrk.sh" etcd "$c" "$SECS" "$ETCD" etcd_put 10000 "$VB"; }
+      if [ $((r % 2)) = 1 ]; then cell_run "$c"; etcd_run; else etcd_run; cell_run "$c"; fi
+    done | tee "$DIR/rounds-$c"
+    python3 scripts/bench/rounds.py < "$DIR/rounds-$c"
+  done
+  exit 0
+fi
+warmup "http://$LEADER" cellkv_put "$CELLKV_API_TOKEN"
+for c in $CONNS; do cell_run "$c"; done
 for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
 PIDS=()
 [ "${CELLKV_BENCH_ETCD:-1}" = 0 ] && exit 0
-"$BENCH/etcd_cluster.sh" stop >/dev/null 2>&1 || true
-"$BENCH/etcd_cluster.sh" start >/dev/null
-ETCD=$("$BENCH/etcd_cluster.sh" leader)
+etcd_up
+warmup "$ETCD" etcd_put
 for c in $CONNS; do "$BENCH/runwrk.sh" etcd "$c" "$SECS" "$ETCD" etcd_put 10000 "$VB"; done
 "$BENCH/etcd_cluster.sh" stop >/dev/null

@@ -29,6 +29,10 @@ pub const CF_SM_META: &str = "sm_meta";
 
 pub const ALL_CFS: [&str; 5] = [CF_LOG, CF_RAFT_META, CF_OBJECTS, CF_BY_HASH, CF_SM_META];
 
+/// Obsolete WAL files kept for reuse (see `open`); each is about as large as
+/// the WAL written between two memtable flushes.
+pub const WAL_FILES_TO_RECYCLE: usize = 2;
+
 /// Exclusive upper bound above every key of `log` (8-byte keys) and of
 /// `by_hash`/`objects` (whose 9th/1st byte is a bucket length ≤ 63).
 pub const KEY_SPACE_END: [u8; 9] = [0xff; 9];
@@ -167,6 +171,18 @@ pub fn open(
     // flushes so often that write p99 tripled; 1 GiB is reached only by
     // sustained load, where the forced flushes are small.
     opts.set_max_total_wal_size(1 << 30);
+    // Write the WAL over the blocks of obsolete WAL files instead of new ones.
+    // An fdatasync after appending to a new file must also commit the file's
+    // new size and extents to the filesystem journal; over blocks already
+    // written it flushes only the data. On these disks that took the leader's
+    // group-commit fsync under load from ~330 µs to ~220 µs (ADR 0012). Two
+    // files suffice: with atomic flush below, a WAL is obsolete at the first
+    // flush after it is replaced.
+    opts.set_recycle_log_file_num(WAL_FILES_TO_RECYCLE);
+    // Flush every column family together, so no small one (raft_meta, sm_meta)
+    // pins old WAL files until `max_total_wal_size` forces it: recycling then
+    // starts after the second memtable flush instead of after 1 GiB of WAL.
+    opts.set_atomic_flush(true);
     let cfs = ALL_CFS.iter().map(|name| {
         let mut o = Options::default();
         if *name == CF_OBJECTS {
@@ -242,6 +258,41 @@ mod tests {
         std::fs::write(p.join("rocksdb").join("CURRENT"), b"MANIFEST-999999\n").unwrap();
         let err = open(&p, CellId(1), NodeId(1), 0).unwrap_err();
         assert!(matches!(err, OpenError::Rocks { .. }), "{err}");
+    }
+
+    /// The WAL is written over recycled files once the store has flushed
+    /// twice (ADR 0012); RocksDB would silently turn recycling off if, say,
+    /// the recovery mode changed to one it is incompatible with.
+    #[test]
+    fn reuses_obsolete_wal_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r1");
+        let db = open(&p, CellId(1), NodeId(1), 0).unwrap();
+        let all: Vec<_> = ALL_CFS.iter().map(|n| cf(&db, n)).collect();
+        for round in 0..3u64 {
+            db.put_cf(cf(&db, CF_LOG), log_key(round), [7u8; 4096])
+                .unwrap();
+            db.put_cf(cf(&db, CF_SM_META), b"applied", round.to_be_bytes())
+                .unwrap();
+            db.flush_cfs_opt(&all, &rocksdb::FlushOptions::default())
+                .unwrap();
+        }
+        drop(all);
+        drop(db); // closing writes out RocksDB's info log
+        let info = std::fs::read_to_string(p.join("rocksdb").join("LOG")).unwrap();
+        assert!(
+            info.contains(&format!("recycle_log_file_num: {WAL_FILES_TO_RECYCLE}")),
+            "recycling is configured"
+        );
+        assert!(
+            info.contains("reusing log"),
+            "a recycled WAL file was reused"
+        );
+        let reopened = open(&p, CellId(1), NodeId(1), 0).unwrap();
+        let got = reopened
+            .get_cf(cf(&reopened, CF_SM_META), b"applied")
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(&2u64.to_be_bytes()[..]));
     }
 
     #[test]
