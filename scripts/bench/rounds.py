@@ -13,7 +13,7 @@ import sys
 
 
 def fields(line):
-    return dict(re.findall(r"(\w+)=([\d.]+)", line))
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", line)}
 
 
 runs = {"cellkv": [], "etcd": []}
@@ -28,22 +28,27 @@ ratios, p99_ok = [], 0
 print("round  cellkv ops/s  p99 ms   etcd ops/s  p99 ms   ratio")
 for i in range(n):
     a, b = runs["cellkv"][i], runs["etcd"][i]
-    ratio = float(a["ops_s"]) / float(b["ops_s"])
+    ratio = a["ops_s"] / b["ops_s"]
     ratios.append(ratio)
-    ok = float(a["p99_ms"]) <= float(b["p99_ms"])
-    p99_ok += ok
-    print(f"{i + 1:>5}  {float(a['ops_s']):>12.0f}  {float(a['p99_ms']):>6.1f}"
-          f"   {float(b['ops_s']):>10.0f}  {float(b['p99_ms']):>6.1f}   {ratio:.2f}x")
+    p99_ok += a["p99_ms"] <= b["p99_ms"]
+    print(f"{i + 1:>5}  {a['ops_s']:>12.0f}  {a['p99_ms']:>6.1f}"
+          f"   {b['ops_s']:>10.0f}  {b['p99_ms']:>6.1f}   {ratio:.2f}x")
 
 
 def pooled(rs):
-    return sum(float(r["reqs"]) for r in rs[:n]) / sum(float(r["secs"]) for r in rs[:n])
+    return sum(r["reqs"] for r in rs[:n]) / sum(r["secs"] for r in rs[:n])
 
+
+def median_p99(rs):
+    return statistics.median(r["p99_ms"] for r in rs[:n])
+
+
+cell_pooled, etcd_pooled = pooled(runs["cellkv"]), pooled(runs["etcd"])
 
 print(f"median ratio over {n} rounds: {statistics.median(ratios):.2f}x "
       f"(min {min(ratios):.2f}x, max {max(ratios):.2f}x)")
-print(f"pooled: cellkv {pooled(runs['cellkv']):.0f} ops/s, etcd {pooled(runs['etcd']):.0f} ops/s, "
-      f"ratio {pooled(runs['cellkv']) / pooled(runs['etcd']):.2f}x")
+print(f"pooled: cellkv {cell_pooled:.0f} ops/s, etcd {etcd_pooled:.0f} ops/s, "
+      f"ratio {cell_pooled / etcd_pooled:.2f}x")
 print(f"cellkv p99 no worse than etcd's in {p99_ok} of {n} rounds; "
-      f"median p99 cellkv {statistics.median(float(r['p99_ms']) for r in runs['cellkv'][:n]):.1f} ms, "
-      f"etcd {statistics.median(float(r['p99_ms']) for r in runs['etcd'][:n]):.1f} ms")
+      f"median p99 cellkv {median_p99(runs['cellkv']):.1f} ms, "
+      f"etcd {median_p99(runs['etcd']):.1f} ms")
