@@ -1,26 +1,17 @@
 //! Bearer-token checks shared by the cell API and the control port, in
 //! constant time so a token cannot be guessed byte by byte from timings.
 
-use common::secret::ct_eq;
+pub use common::secret::Bearer;
 use http::HeaderMap;
 
-/// The outcome of checking a request's `Authorization: Bearer` token.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Bearer {
-    Missing,
-    Wrong,
-    Ok,
-}
-
+/// Checks the request's `Authorization` header with [`common::secret::check_bearer`].
 pub fn check_bearer(headers: &HeaderMap, expected: &str) -> Bearer {
-    let Some(v) = headers.get(http::header::AUTHORIZATION) else {
-        return Bearer::Missing;
-    };
-    match v.as_bytes().strip_prefix(b"Bearer ") {
-        Some(tok) if ct_eq(tok, expected.as_bytes()) => Bearer::Ok,
-        Some(_) => Bearer::Wrong,
-        None => Bearer::Missing,
-    }
+    common::secret::check_bearer(
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+        expected,
+    )
 }
 
 #[cfg(test)]

@@ -9,12 +9,29 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// True when an `Authorization` header value is `Bearer <expected>`, compared
-/// with [`ct_eq`]. `None` (no header) never matches.
+/// What an `Authorization` header says about the bearer token a request needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bearer {
+    /// No header, or one that is not `Bearer <token>`.
+    Missing,
+    Wrong,
+    Ok,
+}
+
+/// Checks an `Authorization` header value (`None`: no header) against
+/// `Bearer <expected>`, comparing the token with [`ct_eq`].
+pub fn check_bearer(authorization: Option<&[u8]>, expected: &str) -> Bearer {
+    match authorization.and_then(|v| v.strip_prefix(b"Bearer ")) {
+        Some(t) if ct_eq(t, expected.as_bytes()) => Bearer::Ok,
+        Some(_) => Bearer::Wrong,
+        None => Bearer::Missing,
+    }
+}
+
+/// True when an `Authorization` header value is `Bearer <expected>`
+/// ([`check_bearer`] for callers that answer a missing and a wrong token alike).
 pub fn bearer_matches(authorization: Option<&[u8]>, expected: &str) -> bool {
-    authorization
-        .and_then(|v| v.strip_prefix(b"Bearer "))
-        .is_some_and(|t| ct_eq(t, expected.as_bytes()))
+    check_bearer(authorization, expected) == Bearer::Ok
 }
 
 #[cfg(test)]
