@@ -57,6 +57,9 @@ cell_run() { # CONNS
   read -r s1 n1 < <(fsync_sum)
   python3 -c "import sys; s0,n0,s1,n1=map(float,sys.argv[1:]); print(f'  leader WAL fsyncs: {int(n1-n0)} in the run, mean {(s1-s0)/max(n1-n0,1)*1e6:.0f} us')" "$s0" "$n0" "$s1" "$n1"
 }
+etcd_run() { # CONNS
+  "$BENCH/runwrk.sh" etcd "$1" "$SECS" "$ETCD" etcd_put 10000 "$VB"
+}
 etcd_up() {
   "$BENCH/etcd_cluster.sh" stop >/dev/null 2>&1 || true
   "$BENCH/etcd_cluster.sh" start >/dev/null
@@ -70,8 +73,7 @@ if [ -n "${CELLKV_BENCH_ROUNDS:-}" ]; then
   echo "# $CELLKV_BENCH_ROUNDS rounds in ABBA order, both clusters up"
   for c in $CONNS; do
     for r in $(seq 1 "$CELLKV_BENCH_ROUNDS"); do
-      etcd_run() { "$BENCH/runwrk.sh" etcd "$c" "$SECS" "$ETCD" etcd_put 10000 "$VB"; }
-      if [ $((r % 2)) = 1 ]; then cell_run "$c"; etcd_run; else etcd_run; cell_run "$c"; fi
+      if [ $((r % 2)) = 1 ]; then cell_run "$c"; etcd_run "$c"; else etcd_run "$c"; cell_run "$c"; fi
     done | tee "$DIR/rounds-$c"
     python3 scripts/bench/rounds.py < "$DIR/rounds-$c"
   done
@@ -84,5 +86,5 @@ PIDS=()
 [ "${CELLKV_BENCH_ETCD:-1}" = 0 ] && exit 0
 etcd_up
 warmup "$ETCD" etcd_put
-for c in $CONNS; do "$BENCH/runwrk.sh" etcd "$c" "$SECS" "$ETCD" etcd_put 10000 "$VB"; done
+for c in $CONNS; do etcd_run "$c"; done
 "$BENCH/etcd_cluster.sh" stop >/dev/null
