@@ -10,6 +10,8 @@
 # runs in ABBA order (cellkv, etcd, etcd, cellkv, ...), summed up by
 # scripts/bench/rounds.py: a slow spell of the shared disk lands on both
 # systems instead of deciding one run.
+# CELLKV_CELL_BIN=PATH: run that cellkv-cell binary instead of the workspace's
+# (to compare two builds: copy one aside, rebuild, run both in turn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-20}; CONNS=${2:-"16 64"}; VB=${3:-1024}
@@ -20,7 +22,7 @@ for p in wrk etcd; do
   command -v $p >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk etcd-server etcd-client >/dev/null; }
 done
 cargo build --release --workspace --bins >/dev/null  # as test.sh: same features, no rebuild
-BIN="$CARGO_TARGET_DIR/release/cellkv-cell"
+BIN=${CELLKV_CELL_BIN:-$CARGO_TARGET_DIR/release/cellkv-cell}
 DIR=$(mktemp -d /tmp/cellkv-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
