@@ -1,27 +1,18 @@
-//! Outbound Raft RPC: openraft's network factory over HTTP/1.1 (hyper,
-//! keep-alive, TCP_NODELAY) with bincode bodies. Every request carries the
-//! cluster secret and the cell id; the peer refuses anything else. Besides
-//! openraft's three RPCs it sends one of ours: a leader's request that a
-//! replica of the same cell start an election (`transfer.rs`).
-//!
-//! Each `PeerClient` (openraft makes one per replication stream and one per
-//! heartbeat or vote sender) owns one connection and drives it inside the
-//! calling task: openraft 0.9 has at most one RPC in flight per client, so a
-//! pool and a connection task per socket would only add two task wake-ups to
-//! every round trip. A connection that fails or times out is dropped, and the
-//! next call dials again.
+//! Outbound Raft RPC: openraft's network factory over HTTP/1.1 (hyper, pooled
+//! keep-alive connections, TCP_NODELAY) with bincode bodies. Every request
+//! carries the cluster secret and the cell id; the peer refuses anything else.
+//! Besides openraft's three RPCs it sends one of ours: a leader's request
+//! that a replica of the same cell start an election (`transfer.rs`).
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::Poll;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use common::CellId;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use openraft::error::{
     InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError, Timeout,
     Unreachable,
@@ -33,7 +24,6 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
 
 use crate::transfer::{ElectionReply, ElectionRequest};
 use crate::types::{ReplicaNode, TypeConfig};
@@ -43,11 +33,24 @@ pub const CELL_HEADER: &str = "x-cellkv-cell";
 /// Largest Raft RPC response accepted (responses are small: a vote, an ack).
 const MAX_RESPONSE_BYTES: usize = 1 << 20;
 
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// An HTTP client tuned for RPC: no Nagle, bounded connect time, kept-alive connections.
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut conn = HttpConnector::new();
+    conn.set_nodelay(true);
+    conn.set_connect_timeout(Some(connect_timeout));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(8)
+        .build(conn)
+}
+
 /// Creates one `PeerClient` per target replica.
 #[derive(Clone)]
 pub struct Network {
-    /// Longest wait for a TCP connection to a peer.
-    connect_timeout: Duration,
+    client: HttpClient,
     secret: Arc<str>,
     cell: CellId,
     self_id: u64,
@@ -69,7 +72,7 @@ impl Network {
         max_body: usize,
     ) -> Network {
         Network {
-            connect_timeout: rpc_timeout,
+            client: http_client(rpc_timeout),
             secret: Arc::from(format!("Bearer {secret}")),
             cell,
             self_id,
@@ -90,7 +93,11 @@ impl Network {
         req: &ElectionRequest,
         timeout: Duration,
     ) -> Result<ElectionReply, String> {
-        let mut peer = PeerClient::new(self.clone(), target, raft_addr);
+        let peer = PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{raft_addr}"),
+        };
         let body = common::wire::encode(req).map_err(|e| e.to_string())?;
         peer.call("/raft/elect", body, timeout.min(self.rpc_timeout))
             .await
@@ -106,74 +113,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &ReplicaNode) -> PeerClient {
-        PeerClient::new(self.clone(), target, &node.raft_addr)
-    }
-}
-
-type Io = TokioIo<TcpStream>;
-
-/// One kept-alive HTTP/1.1 connection to a peer, driven by whoever calls.
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    conn: Pin<Box<http1::Connection<Io, Full<Bytes>>>>,
-}
-
-impl Conn {
-    async fn dial(addr: &str, timeout: Duration) -> Result<Conn, Failure> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Failure::Unreachable(format!("connect to {addr}: timed out")))?
-            .map_err(|e| Failure::Unreachable(format!("connect to {addr}: {e}")))?;
-        stream
-            .set_nodelay(true)
-            .map_err(|e| Failure::Unreachable(format!("connect to {addr}: {e}")))?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| Failure::Unreachable(format!("connect to {addr}: {e}")))?;
-        Ok(Conn {
-            sender,
-            conn: Box::pin(conn),
-        })
-    }
-
-    /// Whether the peer closed the connection while it sat idle (polls it
-    /// once without waiting: an idle HTTP/1 connection notices EOF then).
-    async fn closed(&mut self) -> bool {
-        std::future::poll_fn(|cx| Poll::Ready(self.conn.as_mut().poll(cx).is_ready())).await
-    }
-
-    /// Sends one request and reads the whole response (at most `limit`
-    /// bytes), polling the connection meanwhile.
-    async fn exchange(
-        &mut self,
-        request: http::Request<Full<Bytes>>,
-        limit: usize,
-    ) -> Result<(http::StatusCode, Bytes), Failure> {
-        let Conn { sender, conn } = self;
-        let work = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| Failure::Other(format!("connection: {e}")))?;
-            let resp = sender
-                .send_request(request)
-                .await
-                .map_err(|e| Failure::Other(format!("{e:?}")))?;
-            let status = resp.status();
-            let body = Limited::new(resp.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|e| Failure::Other(format!("read response: {e}")))?
-                .to_bytes();
-            Ok((status, body))
-        };
-        tokio::select! {
-            biased;
-            r = work => r,
-            r = conn.as_mut() => Err(Failure::Other(match r {
-                Ok(()) => "connection closed by the peer".to_string(),
-                Err(e) => format!("connection: {e}"),
-            })),
+        PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{}", node.raft_addr),
         }
     }
 }
@@ -181,11 +124,7 @@ impl Conn {
 pub struct PeerClient {
     net: Network,
     target: u64,
-    addr: String,
-    /// The connection, when one is open. A `Mutex` only to make the client
-    /// `Sync` as openraft requires: it is reached through `&mut self`
-    /// (`get_mut`), never locked.
-    conn: Mutex<Option<Conn>>,
+    base: String,
 }
 
 enum Failure {
@@ -199,45 +138,32 @@ enum Failure {
 struct Msg(String);
 
 impl PeerClient {
-    fn new(net: Network, target: u64, addr: &str) -> PeerClient {
-        PeerClient {
-            net,
-            target,
-            addr: addr.to_string(),
-            conn: Mutex::new(None),
-        }
-    }
-
-    /// The open connection if the peer has not closed it, else a new one.
-    async fn connection(&mut self) -> Result<Conn, Failure> {
-        let slot = self.conn.get_mut().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut c) = slot.take() {
-            if !c.closed().await {
-                return Ok(c);
-            }
-        }
-        Conn::dial(&self.addr, self.net.connect_timeout).await
-    }
-
     async fn call<Resp: DeserializeOwned>(
-        &mut self,
+        &self,
         path: &str,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Resp, Failure> {
-        let request = http::Request::post(path)
-            .header(http::header::HOST, &self.addr)
+        let request = http::Request::post(format!("{}{path}", self.base))
             .header(http::header::AUTHORIZATION, &*self.net.secret)
             .header(CELL_HEADER, self.net.cell.0.to_string())
             .header(http::header::CONTENT_TYPE, "application/octet-stream")
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| Failure::Other(e.to_string()))?;
         let fut = async {
-            let mut conn = self.connection().await?;
-            let (status, bytes) = conn.exchange(request, MAX_RESPONSE_BYTES).await?;
-            // Kept only after a complete exchange: a failed or timed-out call
-            // drops its connection, whose state is unknown.
-            *self.conn.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+            let resp = self.net.client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    Failure::Unreachable(format!("{e:?}"))
+                } else {
+                    Failure::Other(format!("{e:?}"))
+                }
+            })?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| Failure::Other(format!("read response: {e}")))?
+                .to_bytes();
             if status != http::StatusCode::OK {
                 return Err(Failure::Other(format!(
                     "peer answered {status}: {}",
@@ -271,7 +197,7 @@ impl PeerClient {
     }
 
     async fn rpc<Req, Resp, E>(
-        &mut self,
+        &self,
         path: &str,
         action: RPCTypes,
         req: &Req,
@@ -288,7 +214,7 @@ impl PeerClient {
     }
 
     async fn send<Resp, E>(
-        &mut self,
+        &self,
         path: &str,
         action: RPCTypes,
         body: Vec<u8>,
@@ -353,121 +279,5 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
         self.rpc("/raft/vote", RPCTypes::Vote, &req, &option).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use axum::body::Bytes as AxumBytes;
-    use axum::routing::post;
-    use axum::serve::ListenerExt;
-    use openraft::Vote;
-
-    use super::*;
-
-    /// A peer answering `/raft/vote` by granting it; counts the TCP
-    /// connections it accepted. Stops (closing idle connections) when `stop`
-    /// fires.
-    async fn peer(
-        listener: tokio::net::TcpListener,
-        accepted: Arc<AtomicUsize>,
-        stop: tokio::sync::oneshot::Receiver<()>,
-    ) -> tokio::task::JoinHandle<()> {
-        let app = axum::Router::new().route(
-            "/raft/vote",
-            post(|body: AxumBytes| async move {
-                let req: VoteRequest<u64> = common::wire::decode(&body).unwrap();
-                let reply: Result<VoteResponse<u64>, RaftError<u64>> =
-                    Ok(VoteResponse::new(req.vote, None, true));
-                common::wire::encode(&reply).unwrap()
-            }),
-        );
-        let listener = listener.tap_io(move |_| {
-            accepted.fetch_add(1, Ordering::SeqCst);
-        });
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stop.await;
-                })
-                .await
-                .unwrap();
-        })
-    }
-
-    fn client(addr: &str) -> PeerClient {
-        let net = Network::new(
-            CellId(1),
-            1,
-            "test-secret",
-            Duration::from_secs(2),
-            Duration::from_secs(2),
-            1 << 20,
-        );
-        PeerClient::new(net, 2, addr)
-    }
-
-    async fn vote(c: &mut PeerClient, term: u64) -> Result<VoteResponse<u64>, String> {
-        let req = VoteRequest::new(Vote::new(term, 1), None);
-        c.vote(req, RPCOption::new(Duration::from_secs(2)))
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    #[tokio::test]
-    async fn keeps_one_connection_and_redials_after_the_peer_restarts() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let first = Arc::new(AtomicUsize::new(0));
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let server = peer(listener, first.clone(), stopped).await;
-
-        let mut c = client(&addr);
-        for term in 1..=5 {
-            let r = vote(&mut c, term).await.unwrap();
-            assert!(r.vote_granted);
-            assert_eq!(r.vote, Vote::new(term, 1));
-        }
-        assert_eq!(
-            first.load(Ordering::SeqCst),
-            1,
-            "calls share one connection"
-        );
-
-        // The peer restarts on the same port: the idle connection is closed
-        // under the client, which must notice and dial again.
-        stop.send(()).unwrap();
-        server.await.unwrap();
-        let listener = tokio::net::TcpListener::bind(&addr).await.unwrap();
-        let second = Arc::new(AtomicUsize::new(0));
-        let (_stop, stopped) = tokio::sync::oneshot::channel();
-        let _server = peer(listener, second.clone(), stopped).await;
-        let r = vote(&mut c, 6).await.unwrap();
-        assert!(r.vote_granted);
-        assert_eq!(second.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn an_unreachable_or_silent_peer_is_an_error_not_a_hang() {
-        // Nothing listens: the port of a listener just dropped.
-        let addr = {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            l.local_addr().unwrap().to_string()
-        };
-        let mut c = client(&addr);
-        let e = vote(&mut c, 1).await.unwrap_err();
-        assert!(e.contains("connect to"), "{e}");
-
-        // A peer that accepts and never answers: the call times out.
-        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut c = client(&silent.local_addr().unwrap().to_string());
-        let req = VoteRequest::new(Vote::new(1, 1), None);
-        let e = c
-            .vote(req, RPCOption::new(Duration::from_millis(300)))
-            .await
-            .unwrap_err();
-        assert!(matches!(e, RPCError::Timeout(_)), "{e}");
     }
 }
