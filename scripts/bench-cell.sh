@@ -21,8 +21,13 @@ BENCH=${CELLKV_BENCH_DIR:-../shared/bench}
 for p in wrk etcd; do
   command -v $p >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk etcd-server etcd-client >/dev/null; }
 done
-cargo build --release --workspace --bins >/dev/null  # as test.sh: same features, no rebuild
-BIN=${CELLKV_CELL_BIN:-$CARGO_TARGET_DIR/release/cellkv-cell}
+if [ -n "${CELLKV_CELL_BIN:-}" ]; then
+  BIN=$CELLKV_CELL_BIN  # a build set aside: the workspace's state does not matter
+  [ -x "$BIN" ] || { echo "CELLKV_CELL_BIN=$BIN is not an executable file" >&2; exit 1; }
+else
+  cargo build --release --workspace --bins >/dev/null  # as test.sh: same features, no rebuild
+  BIN="$CARGO_TARGET_DIR/release/cellkv-cell"
+fi
 DIR=$(mktemp -d /tmp/cellkv-bench.XXXXXX)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$DIR"; }
