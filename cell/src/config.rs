@@ -20,10 +20,6 @@ pub struct PeerConfig {
     pub raft_addr: String,
 }
 
-/// Most AppendEntries sent ahead to one follower: each may carry up to
-/// `log_store::MAX_APPEND_BYTES`, so this bounds a leader's memory per follower.
-pub const MAX_PIPELINE_DEPTH: usize = 16;
-
 /// Raft timing and log-compaction knobs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -56,10 +52,6 @@ pub struct RaftConfig {
     /// Upper bound of one snapshot chunk RPC.
     #[serde(with = "humantime_serde")]
     pub snapshot_rpc_timeout: Duration,
-    /// AppendEntries a leader sends to a follower ahead of openraft, before
-    /// the previous one is answered (`pipeline.rs`, ADR 0013); 0 turns the
-    /// pipeline off (one RPC in flight per follower, openraft 0.9's own way).
-    pub pipeline_depth: usize,
 }
 
 impl Default for RaftConfig {
@@ -74,7 +66,6 @@ impl Default for RaftConfig {
             max_payload_entries: 256,
             rpc_timeout: Duration::from_secs(2),
             snapshot_rpc_timeout: Duration::from_secs(10),
-            pipeline_depth: 2,
         }
     }
 }
@@ -249,11 +240,6 @@ impl CellConfig {
             || r.snapshot_chunk_bytes == 0
         {
             return bad("raft.snapshot_logs_since_last, raft.max_payload_entries and raft.snapshot_chunk_bytes must be positive".into());
-        }
-        if r.pipeline_depth > MAX_PIPELINE_DEPTH {
-            return bad(format!(
-                "raft.pipeline_depth must be at most {MAX_PIPELINE_DEPTH} (0 turns the pipeline off)"
-            ));
         }
         if self.worker_threads == Some(0) {
             return bad("worker_threads must be at least 1".into());

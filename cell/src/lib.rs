@@ -21,7 +21,6 @@ pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod objects;
-pub mod pipeline;
 pub mod proposer;
 pub mod raft_rpc;
 pub mod read_barrier;
@@ -129,20 +128,14 @@ pub async fn run(
     )
     .map_err(CellError::StateMachine)?;
     let network = network::Network::new(
-        network::NetworkConfig {
-            cell: cfg.cell_id,
-            self_id: cfg.node_id.0,
-            secret: &cfg.cluster_secret,
-            rpc_timeout: cfg.raft.rpc_timeout,
-            snapshot_timeout: cfg.raft.snapshot_rpc_timeout,
-            max_body: cfg.max_raft_body_bytes(),
-            pipeline_depth: cfg.raft.pipeline_depth,
-        },
-        log_store.clone(),
-        metrics.clone(),
+        cfg.cell_id,
+        cfg.node_id.0,
+        &cfg.cluster_secret,
+        cfg.raft.rpc_timeout,
+        cfg.raft.snapshot_rpc_timeout,
+        cfg.max_raft_body_bytes(),
     );
     let peers = network.clone();
-    let log_appended = log_store.watch_appended();
     let raft = types::Raft::new(
         cfg.node_id.0,
         Arc::new(raft_config(&cfg)?),
@@ -178,7 +171,6 @@ pub async fn run(
         shutting_down: AtomicBool::new(false),
         failpoint_abort_after_ack: failpoint,
         committed,
-        log_appended,
     });
     tracing::info!(
         cell = %rep.cfg.cell_id, node = %rep.cfg.node_id,

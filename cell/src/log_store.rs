@@ -195,9 +195,6 @@ pub struct LogStore {
     durability: Durability,
     /// Last committed index openraft reported, for `/health`.
     committed: Arc<AtomicU64>,
-    /// Id of the last entry written by `append` (before its fsync), so the
-    /// replication pipeline (`pipeline.rs`) can send it to the followers at once.
-    appended: Arc<tokio::sync::watch::Sender<Option<LogId>>>,
 }
 
 impl LogStore {
@@ -215,14 +212,8 @@ impl LogStore {
             syncer,
             durability,
             committed,
-            appended: Arc::new(tokio::sync::watch::Sender::new(None)),
         };
         (store, handle)
-    }
-
-    /// Watches the id of the last entry appended (written, maybe not yet fsynced).
-    pub fn watch_appended(&self) -> tokio::sync::watch::Receiver<Option<LogId>> {
-        self.appended.subscribe()
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -256,7 +247,7 @@ impl LogStore {
 impl LogStore {
     /// The entries of `range` in order; with `max_bytes`, stops before the
     /// entry that would take the stored size past it (never before the first).
-    pub(crate) fn read_entries<RB: RangeBounds<u64>>(
+    fn read_entries<RB: RangeBounds<u64>>(
         &self,
         range: RB,
         max_bytes: Option<usize>,
@@ -375,9 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = db::cf(&self.db, CF_LOG);
         let mut b = WriteBatch::default();
-        let mut last = None;
         for e in entries {
-            last = Some(e.log_id);
             b.put_cf(
                 cf,
                 db::log_key(e.log_id.index),
@@ -386,9 +375,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Not synced here: the syncer thread fsyncs once for every append queued.
         self.db.write(b).map_err(write_err)?;
-        if last.is_some() {
-            self.appended.send_replace(last);
-        }
         self.syncer
             .tx
             .send(callback)
@@ -399,8 +385,6 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = db::cf(&self.db, CF_LOG);
         let mut b = WriteBatch::default();
         b.delete_range_cf(cf, &db::log_key(log_id.index)[..], &KEY_SPACE_END[..]);
-        // Only a follower truncates; forget the tail rather than name a deleted entry.
-        self.appended.send_replace(None);
         self.db.write_opt(b, &self.synced()).map_err(write_err)
     }
 

@@ -45,7 +45,6 @@ pub struct CellMetrics {
     pub snapshot_build_seconds: Histogram,
     pub snapshots_installed_total: IntCounter,
     pub raft_rpc_total: IntCounterVec,
-    pub replication_pipeline_total: IntCounterVec,
     pub raft_rpc_rejected_total: IntCounterVec,
     pub rocksdb_sst_bytes: IntGaugeVec,
     pub rocksdb_memtable_bytes: IntGaugeVec,
@@ -213,18 +212,6 @@ impl CellMetrics {
                         "Authenticated Raft RPCs received",
                     ),
                     &["rpc"],
-                )?,
-            )?,
-            replication_pipeline_total: reg(
-                r,
-                IntCounterVec::new(
-                    Opts::new(
-                        "cellkv_cell_replication_pipeline_total",
-                        "Leader's AppendEntries by path (pipeline.rs): `ahead` sent before openraft \
-                         asked, `answered` openraft requests answered by them, `sent` openraft \
-                         requests sent as usual, `dropped` ahead-RPCs that failed or conflicted",
-                    ),
-                    &["outcome"],
                 )?,
             )?,
             raft_rpc_rejected_total: reg(

@@ -3,8 +3,6 @@
 //! carries the cluster secret and the cell id; the peer refuses anything else.
 //! Besides openraft's three RPCs it sends one of ours: a leader's request
 //! that a replica of the same cell start an election (`transfer.rs`).
-//! A leader's AppendEntries with entries go through the follower's
-//! replication pipeline (`pipeline.rs`), which may already have sent them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,9 +25,6 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::log_store::LogStore;
-use crate::metrics::CellMetrics;
-use crate::pipeline::{self, Decision, SendAppend, Shared, SpecResult};
 use crate::transfer::{ElectionReply, ElectionRequest};
 use crate::types::{ReplicaNode, TypeConfig};
 
@@ -65,48 +60,25 @@ pub struct Network {
     snapshot_timeout: Duration,
     /// Largest request body a peer accepts (`CellConfig::max_raft_body_bytes`).
     max_body: usize,
-    /// The replica's log, read by the replication pipeline; `None`: no pipeline.
-    pipeline_log: Option<LogStore>,
-    pipeline_depth: usize,
-    metrics: Arc<CellMetrics>,
-}
-
-/// Where and how a replica's Raft RPC goes.
-pub struct NetworkConfig<'a> {
-    pub cell: CellId,
-    pub self_id: u64,
-    pub secret: &'a str,
-    pub rpc_timeout: Duration,
-    pub snapshot_timeout: Duration,
-    pub max_body: usize,
-    /// AppendEntries sent ahead per follower (`pipeline.rs`); 0: none.
-    pub pipeline_depth: usize,
 }
 
 impl Network {
-    pub fn new(cfg: NetworkConfig<'_>, log: LogStore, metrics: Arc<CellMetrics>) -> Network {
+    pub fn new(
+        cell: CellId,
+        self_id: u64,
+        secret: &str,
+        rpc_timeout: Duration,
+        snapshot_timeout: Duration,
+        max_body: usize,
+    ) -> Network {
         Network {
-            client: http_client(cfg.rpc_timeout),
-            secret: Arc::from(format!("Bearer {}", cfg.secret)),
-            cell: cfg.cell,
-            self_id: cfg.self_id,
-            rpc_timeout: cfg.rpc_timeout,
-            snapshot_timeout: cfg.snapshot_timeout,
-            max_body: cfg.max_body,
-            pipeline_log: (cfg.pipeline_depth > 0).then_some(log),
-            pipeline_depth: cfg.pipeline_depth,
-            metrics,
-        }
-    }
-
-    fn peer(&self, target: u64, raft_addr: &str) -> PeerClient {
-        PeerClient {
-            link: Link {
-                net: self.clone(),
-                target,
-                base: Arc::from(format!("http://{raft_addr}")),
-            },
-            pipe: None,
+            client: http_client(rpc_timeout),
+            secret: Arc::from(format!("Bearer {secret}")),
+            cell,
+            self_id,
+            rpc_timeout,
+            snapshot_timeout,
+            max_body,
         }
     }
 }
@@ -121,7 +93,11 @@ impl Network {
         req: &ElectionRequest,
         timeout: Duration,
     ) -> Result<ElectionReply, String> {
-        let peer = self.peer(target, raft_addr).link;
+        let peer = PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{raft_addr}"),
+        };
         let body = common::wire::encode(req).map_err(|e| e.to_string())?;
         peer.call("/raft/elect", body, timeout.min(self.rpc_timeout))
             .await
@@ -137,30 +113,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &ReplicaNode) -> PeerClient {
-        self.peer(target, &node.raft_addr)
+        PeerClient {
+            net: self.clone(),
+            target,
+            base: format!("http://{}", node.raft_addr),
+        }
     }
 }
 
-/// openraft's client for one target replica (one per replication session,
-/// and a short-lived one per leadership check).
 pub struct PeerClient {
-    link: Link,
-    /// The replication pipeline to this target, started by the first
-    /// AppendEntries with entries; dropping it stops its sender task.
-    pipe: Option<Pipe>,
-}
-
-struct Pipe {
-    shared: Arc<Shared>,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-/// Sends requests to one target replica.
-#[derive(Clone)]
-struct Link {
     net: Network,
     target: u64,
-    base: Arc<str>,
+    base: String,
 }
 
 enum Failure {
@@ -173,7 +137,7 @@ enum Failure {
 #[error("{0}")]
 struct Msg(String);
 
-impl Link {
+impl PeerClient {
     async fn call<Resp: DeserializeOwned>(
         &self,
         path: &str,
@@ -271,12 +235,13 @@ impl Link {
             .map_err(|f| self.map_err(f, action, timeout))?;
         res.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+}
 
-    /// Encodes and sends one AppendEntries as openraft asked for it.
-    async fn send_append(
-        &self,
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
         req: AppendEntriesRequest<TypeConfig>,
-        option: &RPCOption,
+        option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
         let entries = req.entries.len() as u64;
         let body = common::wire::encode(&req).map_err(|e| {
@@ -292,121 +257,8 @@ impl Link {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        self.send("/raft/append", RPCTypes::AppendEntries, body, option)
+        self.send("/raft/append", RPCTypes::AppendEntries, body, &option)
             .await
-    }
-}
-
-impl SendAppend for Link {
-    async fn send(&self, body: Vec<u8>, ttl: Duration) -> SpecResult {
-        let res: Result<AppendEntriesResponse<u64>, RaftError<u64>> = self
-            .call("/raft/append", body, ttl.min(self.net.rpc_timeout))
-            .await
-            .map_err(|f| match f {
-                Failure::Unreachable(m) | Failure::Other(m) => m,
-                Failure::Timeout => "timed out".to_string(),
-            })?;
-        res.map_err(|e| e.to_string())
-    }
-}
-
-impl PeerClient {
-    /// This target's pipeline, started on first use; `None` when turned off.
-    fn pipe(&mut self) -> Option<&Pipe> {
-        if self.pipe.is_none() {
-            let net = &self.link.net;
-            let log = net.pipeline_log.clone()?;
-            let shared = Arc::new(Shared::new(net.pipeline_depth));
-            let (stop, stopped) = tokio::sync::oneshot::channel();
-            let ahead = net
-                .metrics
-                .replication_pipeline_total
-                .with_label_values(&["ahead"]);
-            tokio::spawn(pipeline::run(
-                shared.clone(),
-                log.clone(),
-                log.watch_appended(),
-                self.link.clone(),
-                net.max_body,
-                stopped,
-                move || ahead.inc(),
-            ));
-            self.pipe = Some(Pipe {
-                shared,
-                _stop: stop,
-            });
-        }
-        self.pipe.as_ref()
-    }
-
-    fn count(&self, outcome: &str) {
-        self.link
-            .net
-            .metrics
-            .replication_pipeline_total
-            .with_label_values(&[outcome])
-            .inc();
-    }
-}
-
-impl RaftNetwork<TypeConfig> for PeerClient {
-    async fn append_entries(
-        &mut self,
-        req: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
-        // Heartbeats and leadership checks carry no entries: always sent as they are.
-        let Some(last) = req.entries.last().map(|e| e.log_id) else {
-            return self.link.send_append(req, &option).await;
-        };
-        let Some(pipe) = self.pipe() else {
-            return self.link.send_append(req, &option).await;
-        };
-        let shared = pipe.shared.clone();
-        let decision = shared.chain.lock().expect("chain lock").on_request(
-            &req.vote,
-            req.prev_log_id,
-            last,
-            req.leader_commit,
-            option.hard_ttl(),
-        );
-        match decision {
-            Decision::Answer(resp) => {
-                self.count("answered");
-                return Ok(resp);
-            }
-            Decision::Await {
-                epoch,
-                last: spec_last,
-                rx,
-            } => {
-                // Bounded: the RPC behind `rx` has a deadline, and openraft
-                // puts its own around this call.
-                let ok = matches!(rx.await, Ok(Ok(AppendEntriesResponse::Success)));
-                shared
-                    .chain
-                    .lock()
-                    .expect("chain lock")
-                    .on_spec_result(epoch, spec_last, ok);
-                if ok {
-                    self.count("answered");
-                    return Ok(pipeline::answer_from_spec(last, spec_last));
-                }
-                self.count("dropped");
-            }
-            Decision::Send => {}
-        }
-        self.count("sent");
-        shared.chain.lock().expect("chain lock").anchor(last);
-        shared.wake.notify_one();
-        let res = self.link.send_append(req, &option).await;
-        let ok = matches!(res, Ok(AppendEntriesResponse::Success));
-        shared
-            .chain
-            .lock()
-            .expect("chain lock")
-            .on_sent_result(last, ok);
-        res
     }
 
     async fn install_snapshot(
@@ -417,8 +269,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, ReplicaNode, RaftError<u64, InstallSnapshotError>>,
     > {
-        self.link
-            .rpc("/raft/snapshot", RPCTypes::InstallSnapshot, &req, &option)
+        self.rpc("/raft/snapshot", RPCTypes::InstallSnapshot, &req, &option)
             .await
     }
 
@@ -427,8 +278,6 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
-        self.link
-            .rpc("/raft/vote", RPCTypes::Vote, &req, &option)
-            .await
+        self.rpc("/raft/vote", RPCTypes::Vote, &req, &option).await
     }
 }

@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use common::ErrorCode;
 use openraft::error::{InitializeError, RaftError};
-use openraft::raft::AppendEntriesRequest;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +24,7 @@ use crate::auth::{check_bearer, Bearer};
 use crate::network::CELL_HEADER;
 use crate::replica::Replica;
 use crate::transfer::ElectionRequest;
-use crate::types::{LogId, ReplicaNode, TypeConfig};
+use crate::types::ReplicaNode;
 
 pub fn router(rep: Arc<Replica>) -> Router {
     let raft = Router::new()
@@ -132,11 +131,8 @@ fn decode_or_400<T: DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
     })
 }
 
-/// Longest an AppendEntries waits here for the entries before it to be written.
-const REORDER_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
-
 async fn append(State(rep): State<Arc<Replica>>, body: Bytes) -> Response {
-    let req: AppendEntriesRequest<TypeConfig> = match decode_or_400(&body) {
+    let req = match decode_or_400(&body) {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -144,26 +140,7 @@ async fn append(State(rep): State<Arc<Replica>>, body: Bytes) -> Response {
         .raft_rpc_total
         .with_label_values(&["append"])
         .inc();
-    wait_for_predecessor(&rep, &req).await;
     bincode_reply(&rep.raft.append_entries(req).await)
-}
-
-/// A leader sends entries ahead (`pipeline.rs`) on several connections, so
-/// an AppendEntries can arrive before the one carrying its `prev_log_id`.
-/// Handed to Raft at once it would be refused (`Conflict`) and the leader
-/// would resend; instead it waits, briefly, until this replica's log has
-/// written up to `prev_log_id`'s index. Raft still checks it as usual.
-async fn wait_for_predecessor(rep: &Replica, req: &AppendEntriesRequest<TypeConfig>) {
-    let Some(prev) = req.prev_log_id else { return };
-    if req.entries.is_empty() {
-        return;
-    }
-    let mut appended = rep.log_appended.clone();
-    let behind = |a: &Option<LogId>| a.is_some_and(|a| a.index < prev.index);
-    if !behind(&appended.borrow()) {
-        return;
-    }
-    let _ = tokio::time::timeout(REORDER_WAIT, appended.wait_for(|a| !behind(a))).await;
 }
 
 async fn vote(State(rep): State<Arc<Replica>>, body: Bytes) -> Response {

@@ -36,7 +36,4 @@ pub struct Replica {
     pub failpoint_abort_after_ack: bool,
     /// Highest log index known committed (from the log store's `save_committed`).
     pub committed: Arc<std::sync::atomic::AtomicU64>,
-    /// Id of the last entry written to the log (`LogStore::watch_appended`):
-    /// an AppendEntries that overtook its predecessor waits for it (`raft_rpc`).
-    pub log_appended: tokio::sync::watch::Receiver<Option<crate::types::LogId>>,
 }
