@@ -111,12 +111,14 @@ pub async fn run(
     let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new())?);
     let committed = Arc::new(AtomicU64::new(0));
     let flush_gate = Arc::new(log_store::FlushGate::default());
+    let leader_hint = Arc::new(AtomicBool::new(false));
     let (log_store, syncer) = log_store::LogStore::new(
         db.clone(),
         cfg.durability,
         metrics.clone(),
         committed.clone(),
         flush_gate.clone(),
+        leader_hint.clone(),
     );
     let sm_shared = Arc::new(state_machine::SmShared::default());
     let sm = state_machine::StateMachine::open(
@@ -171,6 +173,7 @@ pub async fn run(
         shutting_down: AtomicBool::new(false),
         failpoint_abort_after_ack: failpoint,
         committed,
+        leader_hint,
     });
     tracing::info!(
         cell = %rep.cfg.cell_id, node = %rep.cfg.node_id,
@@ -297,8 +300,9 @@ async fn sample_metrics(rep: Arc<Replica>, fatal: tokio::sync::oneshot::Sender<S
             leader = snap.current_leader;
         }
         m.raft_term.set(snap.current_term as i64);
-        m.raft_is_leader
-            .set((snap.state == openraft::ServerState::Leader) as i64);
+        let leads = snap.state == openraft::ServerState::Leader;
+        rep.leader_hint.store(leads, Ordering::Release);
+        m.raft_is_leader.set(leads as i64);
         let last = snap.last_log_index.unwrap_or(0);
         let applied = snap.last_applied.map(|l| l.index).unwrap_or(0);
         m.last_log_index.set(last as i64);

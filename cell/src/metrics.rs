@@ -172,7 +172,7 @@ impl CellMetrics {
                 Histogram::with_opts(
                     HistogramOpts::new(
                         "cellkv_cell_wal_fsync_seconds",
-                        "Duration of one group-commit WAL fsync",
+                        "Duration of one fsync of the Raft log's WAL (by the syncer thread on the leader, inline elsewhere)",
                     )
                     .buckets(FSYNC_BUCKETS.to_vec()),
                 )?,

@@ -36,4 +36,7 @@ pub struct Replica {
     pub failpoint_abort_after_ack: bool,
     /// Highest log index known committed (from the log store's `save_committed`).
     pub committed: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether this replica leads, as of Raft's latest metrics; the log store
+    /// reads it to choose where to fsync (`log_store`). Set by `sample_metrics`.
+    pub leader_hint: Arc<AtomicBool>,
 }

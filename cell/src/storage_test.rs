@@ -1,7 +1,7 @@
 //! openraft's storage conformance suite against the RocksDB log store and
 //! state machine, each run in a fresh `TempDir`.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,11 @@ use crate::metrics::CellMetrics;
 use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{StorageError, TypeConfig};
 
-struct RocksBuilder;
+/// Builds stores for a replica that leads (`leader`: appends fsynced by the
+/// syncer thread) or follows (appends fsynced inline).
+struct RocksBuilder {
+    leader: bool,
+}
 
 /// Kept by the suite until a test is over (after it dropped the stores): waits
 /// for the WAL syncer, which holds the last RocksDB handle, so the DB is closed
@@ -47,6 +51,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Guard> for RocksBuilder {
             metrics.clone(),
             Arc::new(AtomicU64::new(0)),
             Arc::new(crate::log_store::FlushGate::default()),
+            Arc::new(AtomicBool::new(self.leader)),
         );
         let sm = StateMachine::open(
             db,
@@ -69,7 +74,80 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, Guard> for RocksBuilder {
 
 #[test]
 fn openraft_storage_suite() {
-    Suite::test_all(RocksBuilder).expect("openraft storage suite passes");
+    Suite::test_all(RocksBuilder { leader: true }).expect("openraft storage suite passes");
+}
+
+#[test]
+fn openraft_storage_suite_with_inline_fsync() {
+    Suite::test_all(RocksBuilder { leader: false })
+        .expect("openraft storage suite passes as a follower's store");
+}
+
+/// The role hint picks the fsync path per append, and both complete it: a
+/// follower's append is fsynced inside `append` itself (the whole append is
+/// done at its first poll, no thread involved), the leader's by the syncer.
+#[tokio::test]
+async fn the_role_hint_picks_where_an_append_is_fsynced() {
+    use openraft::storage::{RaftLogReader, RaftLogStorageExt};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).unwrap();
+    let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).unwrap());
+    let gate = Arc::new(crate::log_store::FlushGate::default());
+    let leader = Arc::new(AtomicBool::new(false));
+    let (mut log, syncer) = LogStore::new(
+        db,
+        Durability::Fsync,
+        metrics.clone(),
+        Arc::new(AtomicU64::new(0)),
+        gate.clone(),
+        leader.clone(),
+    );
+    let entry = |index: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Blank,
+    };
+    let fsyncs = || metrics.wal_fsync_seconds.get_sample_count();
+    for index in 1..=3u64 {
+        let mut append = std::pin::pin!(log.blocking_append([entry(index)]));
+        let first_poll = append
+            .as_mut()
+            .poll(&mut Context::from_waker(Waker::noop()));
+        assert!(
+            matches!(first_poll, Poll::Ready(Ok(()))),
+            "a follower's append waited for another thread"
+        );
+        assert_eq!(gate.flushed(), index);
+        assert_eq!(fsyncs(), index);
+    }
+    leader.store(true, Ordering::Release);
+    for index in 4..=6u64 {
+        log.blocking_append([entry(index)]).await.unwrap();
+        // The syncer completes the callback first, then counts the fsync.
+        gate.wait_past(index - 1, Duration::from_secs(5)).await;
+        assert_eq!(
+            gate.flushed(),
+            index,
+            "the syncer made the leader's append durable"
+        );
+        assert_eq!(fsyncs(), index);
+    }
+    leader.store(false, Ordering::Release);
+    log.blocking_append([entry(7)]).await.unwrap();
+    assert_eq!(gate.flushed(), 7);
+    let stored = log.try_get_log_entries(1..8).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    drop(log);
+    assert!(
+        syncer.join(Duration::from_secs(10)).await,
+        "WAL syncer did not stop"
+    );
 }
 
 /// Replication reads a bounded amount per AppendEntries: entries up to
@@ -91,6 +169,7 @@ fn limited_reads_stop_at_the_byte_budget() {
         metrics,
         Arc::new(AtomicU64::new(0)),
         Arc::new(crate::log_store::FlushGate::default()),
+        Arc::new(AtomicBool::new(true)),
     );
     // Indexes 1..=10 of 1 MiB each, then 11..=20 of 100 bytes, stored the
     // way `append` stores them (openraft's flush callback cannot be built
