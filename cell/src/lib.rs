@@ -17,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod health;
+pub mod log_cache;
 pub mod log_store;
 pub mod metrics;
 pub mod network;

@@ -20,6 +20,7 @@
 //! The role is only a hint: an append made on the wrong path is just as
 //! durable. The vote is written with `sync=true` before `save_vote` returns: a
 //! replica must never forget a vote (it could vote twice in a term after a crash).
+//! Reads of the newest entries are served from memory (`log_cache`, ADR 0015).
 
 // openraft's `StorageError` is the error type its storage traits require; the
 // private helpers return it too rather than box it and convert back.
@@ -29,7 +30,7 @@ use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -38,6 +39,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::config::Durability;
 use crate::db::{self, CF_LOG, CF_RAFT_META, KEY_SPACE_END};
+use crate::log_cache::LogCache;
 use crate::metrics::CellMetrics;
 use crate::types::{Entry, LogId, StorageError, TypeConfig};
 
@@ -205,6 +207,8 @@ pub struct LogStore {
     leader: Arc<AtomicBool>,
     metrics: Arc<CellMetrics>,
     gate: Arc<FlushGate>,
+    /// The newest entries, decoded, shared by every clone (`log_cache`).
+    cache: Arc<Mutex<LogCache>>,
     /// Last committed index openraft reported, for `/health`.
     committed: Arc<AtomicU64>,
 }
@@ -227,6 +231,7 @@ impl LogStore {
             leader,
             metrics,
             gate,
+            cache: Arc::default(),
             committed,
         };
         (store, handle)
@@ -241,6 +246,12 @@ impl LogStore {
             Some(b) => Ok(Some(decode(&b).map_err(read_err)?)),
             None => Ok(None),
         }
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LogCache> {
+        // The cache is only ever left consistent; a panic elsewhere while
+        // it was held does not make it wrong.
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn synced(&self) -> WriteOptions {
@@ -274,6 +285,11 @@ impl LogStore {
             Bound::Excluded(x) => x.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        // The newest entries come from memory (replication and apply read
+        // each one right after it was appended); older ones from RocksDB.
+        if let Some(cached) = self.cache().read(start, &range, max_bytes) {
+            return Ok(cached);
+        }
         let cf = db::cf(&self.db, CF_LOG);
         let mut bytes = 0usize;
         let mut out = Vec::new();
@@ -298,6 +314,15 @@ impl LogStore {
             out.push(decode::<Entry>(&v).map_err(read_err)?);
         }
         Ok(out)
+    }
+}
+
+impl LogStore {
+    fn cache_appended(&self, appended: Vec<(Entry, usize)>) {
+        let mut cache = self.cache();
+        for (e, size) in appended {
+            cache.push(e, size);
+        }
     }
 }
 
@@ -382,17 +407,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = db::cf(&self.db, CF_LOG);
         let mut b = WriteBatch::default();
+        let mut appended = Vec::new();
         for e in entries {
-            b.put_cf(
-                cf,
-                db::log_key(e.log_id.index),
-                encode(&e).map_err(write_err)?,
-            );
+            let bytes = encode(&e).map_err(write_err)?;
+            b.put_cf(cf, db::log_key(e.log_id.index), &bytes);
+            appended.push((e, bytes.len()));
         }
         if !self.leader.load(Ordering::Acquire) {
             // Not the leader: fsync here (RocksDB syncs its WAL before returning).
             let t = Instant::now();
             self.db.write_opt(b, &self.synced()).map_err(write_err)?;
+            self.cache_appended(appended);
             self.metrics
                 .wal_fsync_seconds
                 .observe(t.elapsed().as_secs_f64());
@@ -403,6 +428,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         // Not synced here: the syncer thread fsyncs once for every append queued.
         self.db.write(b).map_err(write_err)?;
+        self.cache_appended(appended);
         self.syncer
             .tx
             .send(callback)
@@ -413,7 +439,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let cf = db::cf(&self.db, CF_LOG);
         let mut b = WriteBatch::default();
         b.delete_range_cf(cf, &db::log_key(log_id.index)[..], &KEY_SPACE_END[..]);
-        self.db.write_opt(b, &self.synced()).map_err(write_err)
+        self.db.write_opt(b, &self.synced()).map_err(write_err)?;
+        self.cache().truncate_from(log_id.index);
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -422,6 +450,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut b = WriteBatch::default();
         b.put_cf(cf_meta, KEY_PURGED, encode(&log_id).map_err(write_err)?);
         b.delete_range_cf(cf_log, db::log_key(0), db::log_key(log_id.index + 1));
-        self.db.write(b).map_err(write_err)
+        self.db.write(b).map_err(write_err)?;
+        self.cache().purge_upto(log_id.index);
+        Ok(())
     }
 }
