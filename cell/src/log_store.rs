@@ -254,6 +254,14 @@ impl LogStore {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Adds entries just written to the log (after the write succeeded).
+    fn cache_appended(&self, appended: Vec<(Entry, usize)>) {
+        let mut cache = self.cache();
+        for (e, size) in appended {
+            cache.push(e, size);
+        }
+    }
+
     fn synced(&self) -> WriteOptions {
         let mut o = WriteOptions::default();
         o.set_sync(self.durability == Durability::Fsync);
@@ -314,15 +322,6 @@ impl LogStore {
             out.push(decode::<Entry>(&v).map_err(read_err)?);
         }
         Ok(out)
-    }
-}
-
-impl LogStore {
-    fn cache_appended(&self, appended: Vec<(Entry, usize)>) {
-        let mut cache = self.cache();
-        for (e, size) in appended {
-            cache.push(e, size);
-        }
     }
 }
 
