@@ -53,27 +53,34 @@ impl LogCache {
         while self.entries.len() > 1
             && (self.entries.len() > CACHE_ENTRIES || self.bytes > CACHE_BYTES)
         {
-            if let Some((_, s)) = self.entries.pop_front() {
-                self.bytes -= s;
-            }
+            self.drop_oldest();
         }
     }
 
     /// Drops the entries at `index` and after (the log was truncated there).
     pub fn truncate_from(&mut self, index: u64) {
         while self.last_index().is_some_and(|last| last >= index) {
-            if let Some((_, s)) = self.entries.pop_back() {
-                self.bytes -= s;
-            }
+            self.drop_newest();
         }
     }
 
     /// Drops the entries up to and including `index` (the log was purged).
     pub fn purge_upto(&mut self, index: u64) {
         while self.first_index().is_some_and(|first| first <= index) {
-            if let Some((_, s)) = self.entries.pop_front() {
-                self.bytes -= s;
-            }
+            self.drop_oldest();
+        }
+    }
+
+    // The only two places entries leave one at a time: `bytes` follows them here.
+    fn drop_oldest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    fn drop_newest(&mut self) {
+        if let Some((_, size)) = self.entries.pop_back() {
+            self.bytes -= size;
         }
     }
 

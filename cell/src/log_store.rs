@@ -112,6 +112,14 @@ impl FlushGate {
     }
 }
 
+/// Records one WAL fsync, begun at `started`, that made `appends` appends durable.
+fn observe_fsync(metrics: &CellMetrics, started: Instant, appends: usize) {
+    metrics
+        .wal_fsync_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.wal_fsync_batch_size.observe(appends as f64);
+}
+
 /// Fsyncs the WAL on behalf of many appends at once.
 struct Syncer {
     tx: mpsc::SyncSender<LogFlushed<TypeConfig>>,
@@ -139,8 +147,7 @@ impl Syncer {
                         Durability::Fsync => db.flush_wal(true),
                         Durability::UnsafeNoFsync => Ok(()),
                     };
-                    metrics.wal_fsync_seconds.observe(t.elapsed().as_secs_f64());
-                    metrics.wal_fsync_batch_size.observe(waiting.len() as f64);
+                    observe_fsync(&metrics, t, waiting.len());
                     match res {
                         Ok(()) => {
                             for cb in waiting {
@@ -417,10 +424,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let t = Instant::now();
             self.db.write_opt(b, &self.synced()).map_err(write_err)?;
             self.cache_appended(appended);
-            self.metrics
-                .wal_fsync_seconds
-                .observe(t.elapsed().as_secs_f64());
-            self.metrics.wal_fsync_batch_size.observe(1.0);
+            observe_fsync(&self.metrics, t, 1);
             self.gate.completed();
             callback.log_io_completed(Ok(()));
             return Ok(());

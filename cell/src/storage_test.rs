@@ -15,6 +15,40 @@ use crate::metrics::CellMetrics;
 use crate::state_machine::{SmShared, StateMachine};
 use crate::types::{StorageError, TypeConfig};
 
+/// A log store over a fresh RocksDB in `dir`, for a replica that leads or
+/// not, with the parts the tests look at.
+struct TestLog {
+    db: Arc<rocksdb::DB>,
+    metrics: Arc<CellMetrics>,
+    gate: Arc<crate::log_store::FlushGate>,
+    leader: Arc<AtomicBool>,
+    log: LogStore,
+    syncer: SyncerHandle,
+}
+
+fn open_log(dir: &std::path::Path, leader: bool) -> TestLog {
+    let db = crate::db::open(dir, CellId(1), NodeId(1), 0).expect("open rocksdb");
+    let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).expect("metrics"));
+    let gate = Arc::new(crate::log_store::FlushGate::default());
+    let leader = Arc::new(AtomicBool::new(leader));
+    let (log, syncer) = LogStore::new(
+        db.clone(),
+        Durability::Fsync,
+        metrics.clone(),
+        Arc::new(AtomicU64::new(0)),
+        gate.clone(),
+        leader.clone(),
+    );
+    TestLog {
+        db,
+        metrics,
+        gate,
+        leader,
+        log,
+        syncer,
+    }
+}
+
 /// Builds stores for a replica that leads (`leader`: appends fsynced by the
 /// syncer thread) or follows (appends fsynced inline).
 struct RocksBuilder {
@@ -43,16 +77,13 @@ impl Drop for Guard {
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, Guard> for RocksBuilder {
     async fn build(&self) -> Result<(Guard, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().expect("create temp dir");
-        let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).expect("open rocksdb");
-        let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).expect("metrics"));
-        let (log, syncer) = LogStore::new(
-            db.clone(),
-            Durability::Fsync,
-            metrics.clone(),
-            Arc::new(AtomicU64::new(0)),
-            Arc::new(crate::log_store::FlushGate::default()),
-            Arc::new(AtomicBool::new(self.leader)),
-        );
+        let TestLog {
+            db,
+            metrics,
+            log,
+            syncer,
+            ..
+        } = open_log(dir.path(), self.leader);
         let sm = StateMachine::open(
             db,
             dir.path(),
@@ -94,18 +125,14 @@ async fn the_role_hint_picks_where_an_append_is_fsynced() {
     use std::task::{Context, Poll, Waker};
 
     let dir = tempfile::tempdir().unwrap();
-    let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).unwrap();
-    let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).unwrap());
-    let gate = Arc::new(crate::log_store::FlushGate::default());
-    let leader = Arc::new(AtomicBool::new(false));
-    let (mut log, syncer) = LogStore::new(
-        db,
-        Durability::Fsync,
-        metrics.clone(),
-        Arc::new(AtomicU64::new(0)),
-        gate.clone(),
-        leader.clone(),
-    );
+    let TestLog {
+        metrics,
+        gate,
+        leader,
+        mut log,
+        syncer,
+        ..
+    } = open_log(dir.path(), false);
     let entry = |index: u64| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
         payload: EntryPayload::Blank,
@@ -161,16 +188,12 @@ fn limited_reads_stop_at_the_byte_budget() {
     use crate::types::{Condition, Request, WriteOp};
 
     let dir = tempfile::tempdir().unwrap();
-    let db = crate::db::open(dir.path(), CellId(1), NodeId(1), 0).unwrap();
-    let metrics = Arc::new(CellMetrics::new(prometheus::Registry::new()).unwrap());
-    let (mut log, syncer) = LogStore::new(
-        db.clone(),
-        Durability::Fsync,
-        metrics,
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(crate::log_store::FlushGate::default()),
-        Arc::new(AtomicBool::new(true)),
-    );
+    let TestLog {
+        db,
+        mut log,
+        syncer,
+        ..
+    } = open_log(dir.path(), true);
     // Indexes 1..=10 of 1 MiB each, then 11..=20 of 100 bytes, stored the
     // way `append` stores them (openraft's flush callback cannot be built
     // outside openraft).
