@@ -52,6 +52,14 @@ pub struct RaftConfig {
     /// Upper bound of one snapshot chunk RPC.
     #[serde(with = "humantime_serde")]
     pub snapshot_rpc_timeout: Duration,
+    /// A leader answers an AppendEntries without entries (a heartbeat, or the
+    /// commit-index update openraft sends after every commit) itself, instead
+    /// of sending it, when the same follower acknowledged the same log
+    /// position for this leader in an RPC sent less than this long ago
+    /// (ADR 0016). `0s` sends every one. Must be shorter than
+    /// `heartbeat_interval`, so an idle follower still hears the leader.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_elide_window: Duration,
 }
 
 impl Default for RaftConfig {
@@ -66,6 +74,7 @@ impl Default for RaftConfig {
             max_payload_entries: 256,
             rpc_timeout: Duration::from_secs(2),
             snapshot_rpc_timeout: Duration::from_secs(10),
+            heartbeat_elide_window: Duration::from_millis(5),
         }
     }
 }
@@ -230,6 +239,11 @@ impl CellConfig {
                 "raft.election_timeout_min must be greater than raft.heartbeat_interval".into(),
             );
         }
+        if r.heartbeat_elide_window >= r.heartbeat_interval {
+            return bad(
+                "raft.heartbeat_elide_window must be shorter than raft.heartbeat_interval".into(),
+            );
+        }
         if r.election_timeout_max <= r.election_timeout_min {
             return bad(
                 "raft.election_timeout_max must be greater than raft.election_timeout_min".into(),
@@ -324,6 +338,15 @@ mod tests {
         let mut c = valid();
         c.raft.election_timeout_min = Duration::from_millis(50);
         assert!(c.validate().is_err());
+        let mut c = valid();
+        c.raft.heartbeat_elide_window = c.raft.heartbeat_interval;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("heartbeat_elide_window"));
+        c.raft.heartbeat_elide_window = Duration::ZERO;
+        c.validate().expect("0s turns eliding off");
         let mut c = valid();
         c.peers = vec![PeerConfig {
             node_id: NodeId(2),

@@ -130,14 +130,7 @@ pub async fn run(
         metrics.clone(),
     )
     .map_err(CellError::StateMachine)?;
-    let network = network::Network::new(
-        cfg.cell_id,
-        cfg.node_id.0,
-        &cfg.cluster_secret,
-        cfg.raft.rpc_timeout,
-        cfg.raft.snapshot_rpc_timeout,
-        cfg.max_raft_body_bytes(),
-    );
+    let network = network::Network::new(&cfg, metrics.raft_heartbeats_elided_total.clone());
     let peers = network.clone();
     let raft = types::Raft::new(
         cfg.node_id.0,
@@ -264,16 +257,71 @@ fn join_io(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::E
     }
 }
 
+/// How often the log and replication gauges are refreshed (and a fatal Raft
+/// error noticed). openraft publishes its metrics several times per entry;
+/// following each publication cost a task wake-up and a copy of the metrics
+/// per change, thousands per second under load.
+const RAFT_SAMPLE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Mirrors Raft and RocksDB state into the metrics, counts leader changes, and
 /// reports a fatal Raft error (a replica that cannot persist must stop).
+///
+/// Role and leader follow openraft's server metrics, which change only with
+/// the vote, the role, the leader or the membership, so the leader hint
+/// (`Replica::leader_hint`) and the leader-change count are up to date at
+/// once; the rest is sampled every `RAFT_SAMPLE_INTERVAL`.
 async fn sample_metrics(rep: Arc<Replica>, fatal: tokio::sync::oneshot::Sender<String>) {
-    let mut rx = rep.raft.metrics();
+    let mut server = rep.raft.server_metrics();
+    server.mark_changed(); // the role it has now, before any change
     let mut leader = None;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut raft_tick = tokio::time::interval(RAFT_SAMPLE_INTERVAL);
+    raft_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut disk_tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
-            _ = tick.tick() => {
+            r = server.changed() => {
+                if r.is_err() {
+                    return;
+                }
+                let s = server.borrow_and_update().clone();
+                let m = &rep.metrics;
+                let term = s.vote.leader_id().get_term();
+                if s.current_leader != leader {
+                    if leader.is_some() || s.current_leader.is_some() {
+                        m.raft_leader_changes_total.inc();
+                        tracing::info!(term, leader = ?s.current_leader, "leader changed");
+                    }
+                    leader = s.current_leader;
+                }
+                let leads = s.state == openraft::ServerState::Leader;
+                rep.leader_hint.store(leads, Ordering::Release);
+                m.raft_is_leader.set(leads as i64);
+                m.raft_term.set(term as i64);
+            }
+            _ = raft_tick.tick() => {
+                let snap = rep.raft.metrics().borrow().clone();
+                if let Err(e) = &snap.running_state {
+                    let _ = fatal.send(e.to_string());
+                    return;
+                }
+                let m = &rep.metrics;
+                let last = snap.last_log_index.unwrap_or(0);
+                let applied = snap.last_applied.map(|l| l.index).unwrap_or(0);
+                m.last_log_index.set(last as i64);
+                m.committed_index
+                    .set(rep.committed.load(Ordering::Acquire) as i64);
+                m.apply_lag_entries.set(last.saturating_sub(applied) as i64);
+                m.replication_lag_entries.reset();
+                if let Some(r) = &snap.replication {
+                    for (id, matched) in r.iter().filter(|(id, _)| **id != snap.id) {
+                        let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
+                        m.replication_lag_entries
+                            .with_label_values(&[&id.to_string()])
+                            .set(lag as i64);
+                    }
+                }
+            }
+            _ = disk_tick.tick() => {
                 let m = &rep.metrics;
                 for cf in ALL_CFS {
                     let h = db::cf(&rep.db, cf);
@@ -285,38 +333,6 @@ async fn sample_metrics(rep: Arc<Replica>, fatal: tokio::sync::oneshot::Sender<S
                 if let Ok(free) = db::free_disk_bytes(&rep.cfg.data_dir) {
                     m.disk_free_bytes.set(free as f64);
                 }
-            }
-        }
-        let snap = rx.borrow().clone();
-        if let Err(e) = &snap.running_state {
-            let _ = fatal.send(e.to_string());
-            return;
-        }
-        let m = &rep.metrics;
-        if snap.current_leader != leader {
-            if leader.is_some() || snap.current_leader.is_some() {
-                m.raft_leader_changes_total.inc();
-                tracing::info!(term = snap.current_term, leader = ?snap.current_leader, "leader changed");
-            }
-            leader = snap.current_leader;
-        }
-        m.raft_term.set(snap.current_term as i64);
-        let leads = snap.state == openraft::ServerState::Leader;
-        rep.leader_hint.store(leads, Ordering::Release);
-        m.raft_is_leader.set(leads as i64);
-        let last = snap.last_log_index.unwrap_or(0);
-        let applied = snap.last_applied.map(|l| l.index).unwrap_or(0);
-        m.last_log_index.set(last as i64);
-        m.committed_index
-            .set(rep.committed.load(Ordering::Acquire) as i64);
-        m.apply_lag_entries.set(last.saturating_sub(applied) as i64);
-        m.replication_lag_entries.reset();
-        if let Some(r) = &snap.replication {
-            for (id, matched) in r.iter().filter(|(id, _)| **id != snap.id) {
-                let lag = last.saturating_sub(matched.map(|l| l.index).unwrap_or(0));
-                m.replication_lag_entries
-                    .with_label_values(&[&id.to_string()])
-                    .set(lag as i64);
             }
         }
     }

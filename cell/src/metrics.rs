@@ -45,6 +45,7 @@ pub struct CellMetrics {
     pub snapshot_build_seconds: Histogram,
     pub snapshots_installed_total: IntCounter,
     pub raft_rpc_total: IntCounterVec,
+    pub raft_heartbeats_elided_total: IntCounter,
     pub raft_rpc_rejected_total: IntCounterVec,
     pub rocksdb_sst_bytes: IntGaugeVec,
     pub rocksdb_memtable_bytes: IntGaugeVec,
@@ -212,6 +213,13 @@ impl CellMetrics {
                         "Authenticated Raft RPCs received",
                     ),
                     &["rpc"],
+                )?,
+            )?,
+            raft_heartbeats_elided_total: reg(
+                r,
+                IntCounter::new(
+                    "cellkv_cell_raft_heartbeats_elided_total",
+                    "AppendEntries without entries that the leader answered from its follower's last acknowledgement instead of sending (ADR 0016)",
                 )?,
             )?,
             raft_rpc_rejected_total: reg(

@@ -3,9 +3,15 @@
 //! carries the cluster secret and the cell id; the peer refuses anything else.
 //! Besides openraft's three RPCs it sends one of ours: a leader's request
 //! that a replica of the same cell start an election (`transfer.rs`).
+//!
+//! A replication stream's client answers an AppendEntries that carries no
+//! entries itself when its follower acknowledged the same log position for
+//! the same leader in an RPC sent moments before (`heartbeat_elide_window`,
+//! ADR 0016): openraft 0.9 sends one after every commit, and while it is in
+//! flight the stream cannot send the next entries.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::CellId;
@@ -22,9 +28,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{LogId, Vote};
+use prometheus::IntCounter;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::config::CellConfig;
 use crate::transfer::{ElectionReply, ElectionRequest};
 use crate::types::{ReplicaNode, TypeConfig};
 
@@ -60,25 +69,24 @@ pub struct Network {
     snapshot_timeout: Duration,
     /// Largest request body a peer accepts (`CellConfig::max_raft_body_bytes`).
     max_body: usize,
+    /// `RaftConfig::heartbeat_elide_window`; zero sends every heartbeat.
+    elide_window: Duration,
+    /// Counts the AppendEntries answered from the last acknowledgement.
+    elided: IntCounter,
 }
 
 impl Network {
-    pub fn new(
-        cell: CellId,
-        self_id: u64,
-        secret: &str,
-        rpc_timeout: Duration,
-        snapshot_timeout: Duration,
-        max_body: usize,
-    ) -> Network {
+    pub fn new(cfg: &CellConfig, elided: IntCounter) -> Network {
         Network {
-            client: http_client(rpc_timeout),
-            secret: Arc::from(format!("Bearer {secret}")),
-            cell,
-            self_id,
-            rpc_timeout,
-            snapshot_timeout,
-            max_body,
+            client: http_client(cfg.raft.rpc_timeout),
+            secret: Arc::from(format!("Bearer {}", cfg.cluster_secret)),
+            cell: cfg.cell_id,
+            self_id: cfg.node_id.0,
+            rpc_timeout: cfg.raft.rpc_timeout,
+            snapshot_timeout: cfg.raft.snapshot_rpc_timeout,
+            max_body: cfg.max_raft_body_bytes(),
+            elide_window: cfg.raft.heartbeat_elide_window,
+            elided,
         }
     }
 }
@@ -97,6 +105,7 @@ impl Network {
             net: self.clone(),
             target,
             base: format!("http://{raft_addr}"),
+            last_ack: None,
         };
         let body = common::wire::encode(req).map_err(|e| e.to_string())?;
         peer.call("/raft/elect", body, timeout.min(self.rpc_timeout))
@@ -117,14 +126,54 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             net: self.clone(),
             target,
             base: format!("http://{}", node.raft_addr),
+            last_ack: None,
         }
     }
 }
 
+/// One client per openraft replication stream (or per one-off RPC: openraft
+/// 0.9 makes a new client for each vote and each leadership check, so those
+/// are always sent).
 pub struct PeerClient {
     net: Network,
     target: u64,
     base: String,
+    /// The follower's last `Success` to an AppendEntries of this client.
+    last_ack: Option<LastAck>,
+}
+
+/// A follower's `Success` to an AppendEntries: it holds `matched` in its log
+/// and accepted `vote`, as of no earlier than `sent` (when the RPC left).
+#[derive(Clone, Debug, PartialEq)]
+struct LastAck {
+    sent: Instant,
+    vote: Vote<u64>,
+    matched: Option<LogId<u64>>,
+}
+
+/// Whether an AppendEntries can be answered `Success` from `last` instead of
+/// being sent: it carries no entries, comes from the same leader (vote) and
+/// asks about the log position the follower acknowledged, in an RPC sent
+/// less than `window` before `now`. The answer is what the follower would
+/// say: its log only changes through this leader's AppendEntries, and
+/// openraft 0.9 makes it refuse every vote request for a lease
+/// (`election_timeout_max`, longer than any valid window) after each one.
+/// Nothing can advance from it: the follower's matched position is
+/// unchanged, so commit cannot move.
+fn answerable(
+    last: Option<&LastAck>,
+    vote: &Vote<u64>,
+    prev: Option<&LogId<u64>>,
+    entries: usize,
+    now: Instant,
+    window: Duration,
+) -> bool {
+    let Some(last) = last else { return false };
+    entries == 0
+        && !window.is_zero()
+        && now.saturating_duration_since(last.sent) < window
+        && last.vote == *vote
+        && last.matched.as_ref() == prev
 }
 
 enum Failure {
@@ -243,6 +292,24 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         req: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
+        let now = Instant::now();
+        if answerable(
+            self.last_ack.as_ref(),
+            &req.vote,
+            req.prev_log_id.as_ref(),
+            req.entries.len(),
+            now,
+            self.net.elide_window,
+        ) {
+            self.net.elided.inc();
+            return Ok(AppendEntriesResponse::Success);
+        }
+        let acked = LastAck {
+            sent: now,
+            vote: req.vote,
+            matched: req.entries.last().map(|e| e.log_id).or(req.prev_log_id),
+        };
+        self.last_ack = None;
         let entries = req.entries.len() as u64;
         let body = common::wire::encode(&req).map_err(|e| {
             self.map_err(
@@ -257,8 +324,13 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
-        self.send("/raft/append", RPCTypes::AppendEntries, body, &option)
-            .await
+        let res = self
+            .send("/raft/append", RPCTypes::AppendEntries, body, &option)
+            .await;
+        if matches!(res, Ok(AppendEntriesResponse::Success)) {
+            self.last_ack = Some(acked);
+        }
+        res
     }
 
     async fn install_snapshot(
@@ -269,6 +341,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<u64>,
         RPCError<u64, ReplicaNode, RaftError<u64, InstallSnapshotError>>,
     > {
+        self.last_ack = None;
         self.rpc("/raft/snapshot", RPCTypes::InstallSnapshot, &req, &option)
             .await
     }
@@ -279,5 +352,73 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, ReplicaNode, RaftError<u64>>> {
         self.rpc("/raft/vote", RPCTypes::Vote, &req, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::CommittedLeaderId;
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    const WINDOW: Duration = Duration::from_millis(5);
+
+    fn ack(sent: Instant) -> LastAck {
+        LastAck {
+            sent,
+            vote: Vote::new_committed(3, 1),
+            matched: Some(log_id(3, 10)),
+        }
+    }
+
+    #[test]
+    fn answers_an_empty_append_at_the_acknowledged_position_within_the_window() {
+        let t0 = Instant::now();
+        let last = ack(t0);
+        let vote = Vote::new_committed(3, 1);
+        let at = Some(log_id(3, 10));
+        let soon = t0 + Duration::from_millis(1);
+        assert!(answerable(Some(&last), &vote, at.as_ref(), 0, soon, WINDOW));
+
+        // Anything else is sent.
+        assert!(
+            !answerable(None, &vote, at.as_ref(), 0, soon, WINDOW),
+            "nothing acknowledged yet"
+        );
+        assert!(
+            !answerable(Some(&last), &vote, at.as_ref(), 1, soon, WINDOW),
+            "carries entries"
+        );
+        let late = t0 + WINDOW;
+        assert!(
+            !answerable(Some(&last), &vote, at.as_ref(), 0, late, WINDOW),
+            "window over"
+        );
+        assert!(
+            !answerable(Some(&last), &vote, at.as_ref(), 0, soon, Duration::ZERO),
+            "disabled"
+        );
+        let other_leader = Vote::new_committed(4, 2);
+        assert!(
+            !answerable(Some(&last), &other_leader, at.as_ref(), 0, soon, WINDOW),
+            "another vote"
+        );
+        let uncommitted = Vote::new(3, 1);
+        assert!(
+            !answerable(Some(&last), &uncommitted, at.as_ref(), 0, soon, WINDOW),
+            "vote not committed"
+        );
+        let elsewhere = Some(log_id(3, 9));
+        assert!(
+            !answerable(Some(&last), &vote, elsewhere.as_ref(), 0, soon, WINDOW),
+            "another position"
+        );
+        assert!(
+            !answerable(Some(&last), &vote, None, 0, soon, WINDOW),
+            "empty log"
+        );
     }
 }
