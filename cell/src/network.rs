@@ -101,12 +101,7 @@ impl Network {
         req: &ElectionRequest,
         timeout: Duration,
     ) -> Result<ElectionReply, String> {
-        let peer = PeerClient {
-            net: self.clone(),
-            target,
-            base: format!("http://{raft_addr}"),
-            last_ack: None,
-        };
+        let peer = PeerClient::new(self.clone(), target, raft_addr);
         let body = common::wire::encode(req).map_err(|e| e.to_string())?;
         peer.call("/raft/elect", body, timeout.min(self.rpc_timeout))
             .await
@@ -122,12 +117,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &ReplicaNode) -> PeerClient {
-        PeerClient {
-            net: self.clone(),
-            target,
-            base: format!("http://{}", node.raft_addr),
-            last_ack: None,
-        }
+        PeerClient::new(self.clone(), target, &node.raft_addr)
     }
 }
 
@@ -142,9 +132,20 @@ pub struct PeerClient {
     last_ack: Option<LastAck>,
 }
 
+impl PeerClient {
+    fn new(net: Network, target: u64, raft_addr: &str) -> PeerClient {
+        PeerClient {
+            net,
+            target,
+            base: format!("http://{raft_addr}"),
+            last_ack: None,
+        }
+    }
+}
+
 /// A follower's `Success` to an AppendEntries: it holds `matched` in its log
 /// and accepted `vote`, as of no earlier than `sent` (when the RPC left).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Debug)]
 struct LastAck {
     sent: Instant,
     vote: Vote<u64>,
