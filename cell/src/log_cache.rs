@@ -23,6 +23,27 @@ pub const CACHE_ENTRIES: usize = 4096;
 /// can take the whole budget.
 pub const CACHE_BYTES: usize = 32 << 20;
 
+/// The byte budget of one log read (`max_bytes`): entries are taken until
+/// their stored sizes add up past it, but the first always is. Reads from
+/// the cache and from RocksDB share it, so both stop at the same entry.
+pub struct ReadBudget {
+    max: Option<usize>,
+    used: usize,
+}
+
+impl ReadBudget {
+    pub fn new(max: Option<usize>) -> ReadBudget {
+        ReadBudget { max, used: 0 }
+    }
+
+    /// Counts the next entry's `size`; whether it is still within the budget
+    /// (always, if it would be the `first` one taken).
+    pub fn admits(&mut self, size: usize, first: bool) -> bool {
+        self.used = self.used.saturating_add(size);
+        first || self.max.is_none_or(|max| self.used <= max)
+    }
+}
+
 #[derive(Default)]
 pub struct LogCache {
     /// Each entry with its stored (encoded) size, oldest first.
@@ -91,9 +112,8 @@ impl LogCache {
 
     /// The entries of `range` from `start` (its first index), if the cache
     /// holds `start` or the log has nothing from there on; `None` when only
-    /// RocksDB has them. Same byte budget as a read from RocksDB: stops before
-    /// the entry that would take the stored size past `max_bytes`, never
-    /// before the first.
+    /// RocksDB has them. Within `max_bytes` as a read from RocksDB is
+    /// ([`ReadBudget`]).
     pub fn read<RB: RangeBounds<u64>>(
         &self,
         start: u64,
@@ -105,14 +125,13 @@ impl LogCache {
             return None;
         }
         let mut out = Vec::new();
-        let mut bytes = 0usize;
+        let mut budget = ReadBudget::new(max_bytes);
         let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
         for (e, size) in self.entries.iter().skip(skip) {
             if !range.contains(&e.log_id.index) {
                 break;
             }
-            bytes = bytes.saturating_add(*size);
-            if max_bytes.is_some_and(|max| bytes > max) && !out.is_empty() {
+            if !budget.admits(*size, out.is_empty()) {
                 break;
             }
             out.push(e.clone());

@@ -39,7 +39,7 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
 
 use crate::config::Durability;
 use crate::db::{self, CF_LOG, CF_RAFT_META, KEY_SPACE_END};
-use crate::log_cache::LogCache;
+use crate::log_cache::{LogCache, ReadBudget};
 use crate::metrics::CellMetrics;
 use crate::types::{Entry, LogId, StorageError, TypeConfig};
 
@@ -306,7 +306,7 @@ impl LogStore {
             return Ok(cached);
         }
         let cf = db::cf(&self.db, CF_LOG);
-        let mut bytes = 0usize;
+        let mut budget = ReadBudget::new(max_bytes);
         let mut out = Vec::new();
         let it = self.db.iterator_cf(
             cf,
@@ -322,8 +322,7 @@ impl LogStore {
             if !range.contains(&idx) {
                 break;
             }
-            bytes = bytes.saturating_add(v.len());
-            if max_bytes.is_some_and(|max| bytes > max) && !out.is_empty() {
+            if !budget.admits(v.len(), out.is_empty()) {
                 break;
             }
             out.push(decode::<Entry>(&v).map_err(read_err)?);
@@ -419,19 +418,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             b.put_cf(cf, db::log_key(e.log_id.index), &bytes);
             appended.push((e, bytes.len()));
         }
-        if !self.leader.load(Ordering::Acquire) {
-            // Not the leader: fsync here (RocksDB syncs its WAL before returning).
-            let t = Instant::now();
-            self.db.write_opt(b, &self.synced()).map_err(write_err)?;
-            self.cache_appended(appended);
+        // Not the leader: fsync here (RocksDB syncs its WAL before returning).
+        // The leader writes without sync: its syncer thread fsyncs once for
+        // every append queued.
+        let inline = !self.leader.load(Ordering::Acquire);
+        let opts = if inline {
+            self.synced()
+        } else {
+            WriteOptions::default()
+        };
+        let t = Instant::now();
+        self.db.write_opt(b, &opts).map_err(write_err)?;
+        self.cache_appended(appended);
+        if inline {
             observe_fsync(&self.metrics, t, 1);
             self.gate.completed();
             callback.log_io_completed(Ok(()));
             return Ok(());
         }
-        // Not synced here: the syncer thread fsyncs once for every append queued.
-        self.db.write(b).map_err(write_err)?;
-        self.cache_appended(appended);
         self.syncer
             .tx
             .send(callback)
