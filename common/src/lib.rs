@@ -2,6 +2,7 @@
 //! cell map, the names and limits of objects, and the cell API's wire types.
 //! Pure code: no I/O, no RocksDB, no openraft, no HTTP server.
 
+pub mod backoff;
 pub mod cell_map;
 pub mod error;
 pub mod ids;
@@ -11,6 +12,7 @@ pub mod ring;
 pub mod secret;
 pub mod wire;
 
+pub use backoff::Backoff;
 pub use cell_map::{CellMap, CellMapError, CellSpec, CellState, ReplicaSpec};
 pub use error::{ErrorBody, ErrorCode, ErrorDetail, LeaderHint, MovedHint};
 pub use ids::{CellId, NodeId};

@@ -1,16 +1,28 @@
 //! Checks the workspace's dependency rules (docs/architecture.md) from
-//! `cargo metadata`, so a change that breaks them fails the build's tests:
+//! `cargo metadata` and the sources, so a change that breaks them fails the
+//! build's tests:
 //! - `cell` never depends on `router`, and `router` never on `cell`;
 //! - `common` stays pure: no RocksDB, openraft, HTTP server or async runtime;
-//! - `loadtest` (and so the tests and `cellkv-local`) drives cells and routers
-//!   as processes over HTTP and links neither;
 //! - `control` talks to cells and routers over HTTP only: it never links
-//!   `cell` or `router`, and neither links it.
+//!   `cell` or `router`, and neither links it;
+//! - `cell` and `router` never depend on the tooling: `client`, `cluster`,
+//!   `loadtest`;
+//! - `cluster` (processes, `cellkv-local`) and `client` (HTTP clients) drive
+//!   cells and routers as processes over HTTP and link neither, nor the load
+//!   generator;
+//! - `loadtest` reaches processes only through `cluster`: it links no
+//!   server, no `libc`, and its sources spawn and signal nothing;
+//! - the whole-system tests (`tests`) use `cluster` and `client`, never the
+//!   load generator (dev-dependencies count there: they are all it has).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
-fn dependencies() -> BTreeMap<String, Vec<String>> {
+/// Per package: (dependency name, is a dev-dependency).
+type Deps = BTreeMap<String, Vec<(String, bool)>>;
+
+fn dependencies() -> Deps {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let out = Command::new(cargo)
@@ -41,25 +53,38 @@ fn dependencies() -> BTreeMap<String, Vec<String>> {
                 .as_array()
                 .expect("dependencies")
                 .iter()
-                // Normal and build dependencies; dev-dependencies only shape tests.
-                .filter(|d| d["kind"].as_str() != Some("dev"))
-                .map(|d| d["name"].as_str().expect("name").to_string())
+                .map(|d| {
+                    (
+                        d["name"].as_str().expect("name").to_string(),
+                        d["kind"].as_str() == Some("dev"),
+                    )
+                })
                 .collect();
             (p["name"].as_str().expect("name").to_string(), deps)
         })
         .collect()
 }
 
-fn assert_none(deps: &BTreeMap<String, Vec<String>>, krate: &str, forbidden: &[&str]) {
+/// Fails if `krate` depends on any of `forbidden` (its dev-dependencies
+/// count only with `with_dev`: they shape its tests, not what it links).
+fn assert_none(deps: &Deps, krate: &str, with_dev: bool, forbidden: &[&str]) {
     let have = deps
         .get(krate)
         .unwrap_or_else(|| panic!("{krate} is in the workspace"));
     for f in forbidden {
         assert!(
-            !have.iter().any(|d| d == f),
+            !have.iter().any(|(d, dev)| d == f && (with_dev || !dev)),
             "{krate} must not depend on {f} (docs/architecture.md)"
         );
     }
+}
+
+const SERVERS: [&str; 3] = ["cellkv-cell", "cellkv-router", "cellkv-control"];
+const TOOLING: [&str; 3] = ["cellkv-client", "cellkv-cluster", "cellkv-loadtest"];
+const STORAGE: [&str; 2] = ["rocksdb", "openraft"];
+
+fn all(groups: &[&[&'static str]]) -> Vec<&'static str> {
+    groups.iter().flat_map(|g| g.iter().copied()).collect()
 }
 
 #[test]
@@ -68,76 +93,112 @@ fn crates_depend_one_way() {
     assert_none(
         &deps,
         "cellkv-cell",
-        &["cellkv-router", "cellkv-loadtest", "cellkv-control"],
+        false,
+        &all(&[&["cellkv-router", "cellkv-control"], &TOOLING]),
     );
     assert_none(
         &deps,
         "cellkv-router",
-        &[
-            "cellkv-cell",
-            "cellkv-loadtest",
-            "cellkv-control",
-            "rocksdb",
-            "openraft",
-        ],
+        false,
+        &all(&[&["cellkv-cell", "cellkv-control"], &TOOLING, &STORAGE]),
     );
     assert_none(
         &deps,
         "cellkv-control",
-        &[
-            "cellkv-cell",
-            "cellkv-router",
-            "cellkv-loadtest",
-            "rocksdb",
-            "openraft",
-        ],
+        false,
+        &all(&[
+            &["cellkv-cell", "cellkv-router", "cellkv-cluster", "cellkv-loadtest"],
+            &STORAGE,
+        ]),
     );
     assert_none(
         &deps,
         "cellkv-common",
-        &[
-            "cellkv-cell",
-            "cellkv-router",
-            "cellkv-loadtest",
-            "cellkv-control",
-            "rocksdb",
-            "openraft",
-            "hyper",
-            "axum",
-            "tokio",
-        ],
+        false,
+        &all(&[
+            &SERVERS,
+            &TOOLING,
+            &["cellkv-service"],
+            &STORAGE,
+            &["hyper", "axum", "tokio"],
+        ]),
+    );
+    assert_none(
+        &deps,
+        "cellkv-client",
+        false,
+        &all(&[&SERVERS, &["cellkv-cluster", "cellkv-loadtest"], &STORAGE]),
+    );
+    assert_none(
+        &deps,
+        "cellkv-cluster",
+        false,
+        &all(&[&SERVERS, &["cellkv-loadtest"], &STORAGE]),
     );
     assert_none(
         &deps,
         "cellkv-loadtest",
-        &["cellkv-cell", "cellkv-router", "rocksdb", "openraft"],
+        false,
+        &all(&[&SERVERS, &STORAGE, &["libc"]]),
     );
-    assert_none(&deps, "cellkv-tests", &["cellkv-cell", "cellkv-router"]);
+    assert_none(
+        &deps,
+        "cellkv-tests",
+        true,
+        &all(&[&SERVERS, &["cellkv-loadtest"], &STORAGE]),
+    );
     // The shared server plumbing knows nothing of cells, routing or storage.
     assert_none(
         &deps,
         "cellkv-service",
-        &[
-            "cellkv-common",
-            "cellkv-cell",
-            "cellkv-router",
-            "cellkv-loadtest",
-            "cellkv-control",
-            "rocksdb",
-            "openraft",
-            "hyper",
-            "axum",
-        ],
+        false,
+        &all(&[&SERVERS, &TOOLING, &["cellkv-common"], &STORAGE]),
     );
+}
+
+/// Every `.rs` file under `dir`, recursively.
+fn sources(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let p = e.expect("dir entry").path();
+        if p.is_dir() {
+            out.extend(sources(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_load_generator_reaches_processes_only_through_the_cluster_crate() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../loadtest/src");
+    let files = sources(&src);
+    assert!(files.len() > 5, "found the load generator's sources");
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read a source file");
+        for needle in ["process::Command", "process::Child", "libc::", "kill("] {
+            assert!(
+                !text.contains(needle),
+                "{} uses {needle}: the load generator starts, signals and stops \
+                 processes only through cellkv-cluster (docs/architecture.md)",
+                f.display()
+            );
+        }
+    }
 }
 
 #[test]
 fn the_checker_sees_real_edges() {
-    // Guards the test above against passing vacuously (e.g. if metadata were empty).
+    // Guards the tests above against passing vacuously (e.g. if metadata were empty).
     let deps = dependencies();
-    assert!(deps["cellkv-cell"].iter().any(|d| d == "cellkv-common"));
-    assert!(deps["cellkv-cell"].iter().any(|d| d == "rocksdb"));
-    assert!(deps["cellkv-router"].iter().any(|d| d == "cellkv-common"));
-    assert!(deps["cellkv-control"].iter().any(|d| d == "cellkv-common"));
-    assert!(deps["cellkv-service"].iter().any(|d| d == "prometheus"));
+    let has = |k: &str, d: &str| deps[k].iter().any(|(n, _)| n == d);
+    assert!(has("cellkv-cell", "cellkv-common"));
+    assert!(has("cellkv-cell", "rocksdb"));
+    assert!(has("cellkv-router", "cellkv-common"));
+    assert!(has("cellkv-control", "cellkv-common"));
+    assert!(has("cellkv-service", "prometheus"));
+    assert!(has("cellkv-loadtest", "cellkv-cluster"));
+    assert!(has("cellkv-cluster", "libc"));
+    assert!(has("cellkv-tests", "cellkv-cluster"));
 }

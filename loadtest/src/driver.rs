@@ -30,11 +30,12 @@ use common::{CellId, CellSpec, RoutingTable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::admin::AdminClient;
-use crate::external::ExternalCluster;
-use crate::http::{Client, ClientConfig, HttpError, Resp};
+use client::admin::AdminClient;
+use cluster::attach::AttachedCluster;
+use cluster::Cluster;
+use client::http::{Client, ClientConfig, HttpError, Resp};
 use crate::ledger::{ReadBack, Verification, WriteLedger};
-use crate::local::{next_free_id, LocalCluster, LocalClusterOptions, LocalLayout};
+use cluster::local::{next_free_id, LocalCluster, LocalClusterOptions};
 use crate::migration::{self, MoveRecord};
 use crate::report::{render_html, render_progress, render_table, Report};
 use crate::scenario::{FaultKind, Mode, Preload, Scenario, Target};
@@ -96,7 +97,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         scenario.seed = seed;
     }
     if let Some(c) = &opts.cluster {
-        scenario.target = Target::ClusterFile(ExternalCluster::resolve(c));
+        scenario.target = Target::ClusterFile(AttachedCluster::resolve(c));
     }
     check_supported(&scenario)?;
     let out = match &opts.out {
@@ -188,8 +189,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
     println!("{}", render_table(&report));
     println!("report: {}", out.join("report.html").display());
     if let Some(control) = &target.control {
-        for w in control.warnings() {
-            eprintln!("cellkv-loadtest: warning: {w}");
+        match control.warnings().await {
+            Ok(ws) => ws
+                .iter()
+                .for_each(|w| eprintln!("cellkv-loadtest: warning: {w}")),
+            Err(e) => eprintln!("cellkv-loadtest: warning: could not ask for warnings: {e:#}"),
         }
     }
     Ok(RunOutcome {
@@ -258,7 +262,7 @@ struct TargetCluster {
     /// The id the first added cell gets.
     next_cell_id: CellId,
     /// The processes, when the harness can fault them (faults need it).
-    control: Option<Control>,
+    control: Option<Box<dyn Cluster>>,
 }
 
 /// Every cell's share of the hash space under `routing`.
@@ -279,11 +283,33 @@ fn fault_cells_outside<'a>(
 }
 
 impl TargetCluster {
+    /// A target whose processes the harness can fault: where its router
+    /// is, and where each key lives in its live map.
+    async fn of_cluster(cluster: Box<dyn Cluster>) -> Result<TargetCluster> {
+        let e = cluster.endpoints();
+        let routing = cluster
+            .admin()?
+            .map()
+            .await
+            .context("read the live map from the control server")?
+            .routing()
+            .context("the cluster's live map")?;
+        Ok(TargetCluster {
+            url: e.router_url,
+            auth: e.auth,
+            shares: shares_of(&routing, &e.cells),
+            cells: e.cells,
+            routing: Some(routing),
+            next_cell_id: e.next_cell_id,
+            control: Some(cluster),
+        })
+    }
+
     async fn open(s: &Scenario, out: &Path) -> Result<TargetCluster> {
         match &s.target {
             Target::StartLocal(l) => {
                 let dir = out.join("cluster");
-                if dir.join(crate::local::LAYOUT_FILE).exists() {
+                if dir.join(cluster::local::LAYOUT_FILE).exists() {
                     bail!(
                         "{} holds a cluster from an earlier run: use a fresh --out",
                         dir.display()
@@ -335,45 +361,37 @@ impl TargetCluster {
                     cluster.control_url(),
                     cluster.cluster_json_path().display()
                 );
-                let routing = cluster
-                    .admin()
-                    .map()
-                    .await?
-                    .routing()
-                    .context("the cluster's live map")?;
-                let cells: Vec<CellId> = cluster.cells().iter().map(|c| c.cell_id()).collect();
-                Ok(TargetCluster {
-                    url: cluster.router_url(),
-                    auth: cluster.auth(),
-                    shares: shares_of(&routing, &cells),
-                    cells,
-                    routing: Some(routing),
-                    next_cell_id: cluster.layout().next_cell_id(),
-                    control: Some(Control::Local(cluster)),
-                })
+                Self::of_cluster(Box::new(cluster)).await
             }
             Target::ClusterFile(path) => {
-                let cluster = ExternalCluster::open(path)?;
-                let info = cluster.info();
-                let ids = cluster.cell_ids();
-                let missing = fault_cells_outside(s.faults.iter(), &ids);
+                let cluster = AttachedCluster::open(path)?;
+                let e = cluster.endpoints();
+                let missing = fault_cells_outside(s.faults.iter(), &e.cells);
                 if !missing.is_empty() {
                     bail!(
                         "the scenario faults cell(s) {} but {} describes cells {}",
                         missing.join(", "),
                         cluster.path().display(),
-                        ids.iter()
+                        e.cells
+                            .iter()
                             .map(ToString::to_string)
                             .collect::<Vec<_>>()
                             .join(", ")
                     );
                 }
                 if !s.faults.is_empty() {
-                    cluster.check_running()?;
+                    let warnings = cluster.warnings().await?;
+                    if !warnings.is_empty() {
+                        bail!(
+                            "the cluster of {} is not fully running:\n  {}",
+                            cluster.path().display(),
+                            warnings.join("\n  ")
+                        );
+                    }
                 }
                 let slow_unproxied = fault_cells_outside(
                     s.faults.iter().filter(|f| f.kind == FaultKind::SlowCell),
-                    &cluster.proxied_cells(),
+                    &e.proxied_cells,
                 );
                 if !slow_unproxied.is_empty() {
                     bail!(
@@ -382,52 +400,16 @@ impl TargetCluster {
                          zero-delay proxy in front of every replica, which the harness then \
                          slows), or run this scenario without --cluster (target `start_local`)",
                         slow_unproxied.join(", "),
-                        info.dir.display()
+                        cluster.info().dir.display()
                     );
-                }
-                if s.faults.iter().any(|f| f.kind == FaultKind::AddCell) {
-                    cluster.local_api("add_cell")?;
                 }
                 eprintln!(
                     "cellkv-loadtest: using the running cluster of {} ({} cell(s), router {})",
                     cluster.path().display(),
-                    ids.len(),
-                    info.router.url
+                    e.cells.len(),
+                    e.router_url
                 );
-                let needs_control =
-                    s.preload.is_some() || s.faults.iter().any(|f| f.kind.is_move());
-                let routing = match cluster.admin() {
-                    // The live map: cells may own other ranges than at the first start.
-                    Ok(admin) => Some(
-                        admin
-                            .map()
-                            .await
-                            .context("read the live map from the control server")?
-                            .routing()
-                            .context("the cluster's live map")?,
-                    ),
-                    Err(e) if needs_control => return Err(e),
-                    Err(_) => LocalLayout::load(&info.dir)?
-                        .map(|l| l.cell_map().routing())
-                        .transpose()
-                        .context("the cluster's map")?,
-                };
-                Ok(TargetCluster {
-                    url: info.router.url.trim_end_matches('/').to_owned(),
-                    auth: format!("Bearer {}", info.token),
-                    shares: routing
-                        .as_ref()
-                        .map(|r| shares_of(r, &ids))
-                        .unwrap_or_default(),
-                    // The launcher's layout also remembers removed cells' ids.
-                    next_cell_id: match LocalLayout::load(&info.dir) {
-                        Ok(Some(l)) => l.next_cell_id(),
-                        _ => next_free_id(ids.iter().map(|c| c.0).max().unwrap_or(0)),
-                    },
-                    cells: ids,
-                    routing,
-                    control: Some(Control::External(cluster)),
-                })
+                Self::of_cluster(Box::new(cluster)).await
             }
             Target::Router(r) => {
                 let token = match &r.token {
@@ -965,7 +947,7 @@ async fn load(
     drop(tx);
 
     let (fault_errors, moves) = match &mut target.control {
-        Some(control) => run_faults(s, control, t0, added).await,
+        Some(control) => run_faults(s, control.as_mut(), t0, added).await,
         None => (Vec::new(), Vec::new()),
     };
     let bounded = tokio::time::timeout_at((end + GRACE).into(), async {
@@ -1048,7 +1030,7 @@ enum Step {
 /// moves. A move's inject lasts until its job ends (within `duration_s`).
 async fn run_faults(
     s: &Scenario,
-    control: &mut Control,
+    control: &mut dyn Cluster,
     t0: Instant,
     added: &[CellId],
 ) -> (Vec<String>, Vec<MoveRecord>) {
@@ -1079,7 +1061,7 @@ async fn run_faults(
                     None => Ok(()),
                 };
                 moves.push(m);
-                (i, "run", r.and_then(|()| control.after_change()))
+                (i, "run", r)
             }
             Step::Inject(i) => (
                 i,
@@ -1105,7 +1087,7 @@ async fn run_faults(
 /// `at_s + duration_s`. Never fails: what went wrong is in the record.
 async fn run_move(
     s: &Scenario,
-    control: &mut Control,
+    control: &mut dyn Cluster,
     i: usize,
     t0: Instant,
     added: &mut impl Iterator<Item = CellId>,
@@ -1141,7 +1123,7 @@ async fn run_move(
 
 async fn inject(
     s: &Scenario,
-    control: &Control,
+    control: &dyn Cluster,
     i: usize,
     killed_leader: &mut Option<usize>,
 ) -> Result<()> {
@@ -1151,7 +1133,7 @@ async fn inject(
             *killed_leader = Some(control.kill_leader(fault_cell(f)?).await?);
         }
         FaultKind::KillCell => control.kill_cell(fault_cell(f)?).await?,
-        FaultKind::FreezeCell => control.freeze_cell(fault_cell(f)?)?,
+        FaultKind::FreezeCell => control.freeze_cell(fault_cell(f)?).await?,
         FaultKind::SlowCell => {
             let delay = Duration::from_millis(u64::from(f.delay_ms.unwrap_or(0)));
             control.set_cell_delay(fault_cell(f)?, delay).await?;
@@ -1161,12 +1143,12 @@ async fn inject(
             bail!("{} is a move: run_move runs it", f.kind.as_str())
         }
     }
-    control.after_change()
+    Ok(())
 }
 
 async fn undo(
     s: &Scenario,
-    control: &Control,
+    control: &dyn Cluster,
     i: usize,
     killed_leader: Option<usize>,
 ) -> Result<()> {
@@ -1174,192 +1156,20 @@ async fn undo(
     match f.kind {
         FaultKind::KillLeader => {
             if let Some(l) = killed_leader {
-                control.restart_replica(fault_cell(f)?, l)?;
+                control.restart_replica(fault_cell(f)?, l).await?;
             }
         }
-        FaultKind::KillCell => control.restart_dead_replicas(fault_cell(f)?)?,
-        FaultKind::FreezeCell => control.thaw_cell(fault_cell(f)?)?,
+        FaultKind::KillCell => control.restart_cell(fault_cell(f)?).await?,
+        FaultKind::FreezeCell => control.thaw_cell(fault_cell(f)?).await?,
         FaultKind::SlowCell => {
             control
                 .set_cell_delay(fault_cell(f)?, Duration::ZERO)
                 .await?;
         }
-        FaultKind::RestartRouter => control.start_router()?,
+        FaultKind::RestartRouter => control.start_router().await?,
         FaultKind::DrainCell | FaultKind::AddCell => {}
     }
-    control.after_change()
-}
-
-// ---------------------------------------------------------------------------
-// Process control
-
-/// The processes the faults act on: a cluster this harness started, or one
-/// found through its `cluster.json`.
-// One value per run, moved once: its size does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Control {
-    Local(LocalCluster),
-    External(ExternalCluster),
-}
-
-/// Time the router gets to drain on SIGTERM, beyond its shutdown grace.
-const ROUTER_STOP_SLACK: Duration = Duration::from_secs(5);
-/// A router of an existing cluster drains within its `shutdown_grace` (10 s by default).
-const EXTERNAL_ROUTER_STOP: Duration = Duration::from_secs(20);
-
-impl Control {
-    /// A client of the cluster's control server.
-    fn admin(&self) -> Result<AdminClient> {
-        match self {
-            Control::Local(c) => Ok(c.admin().clone()),
-            Control::External(c) => c.admin(),
-        }
-    }
-
-    /// Starts a new data cell `id`; its spec, to register it with.
-    async fn add_cell(&mut self, id: CellId) -> Result<CellSpec> {
-        match self {
-            Control::Local(c) => c.add_cell(id).await,
-            // The cellkv-local running it starts the cell: it owns the layout.
-            Control::External(c) => c.add_cell(id).await,
-        }
-    }
-
-    /// SIGKILLs `cell`'s current leader; returns its index.
-    async fn kill_leader(&self, cell: CellId) -> Result<usize> {
-        match self {
-            Control::Local(c) => {
-                let cell = c.cell(cell);
-                let l = cell
-                    .leader()
-                    .await
-                    .context("no replica reports itself leader")?;
-                cell.replica(l).kill()?;
-                Ok(l)
-            }
-            Control::External(c) => {
-                let l = c.leader(cell).await?;
-                c.kill_replica(cell, l).await?;
-                Ok(l)
-            }
-        }
-    }
-
-    fn restart_replica(&self, cell: CellId, i: usize) -> Result<()> {
-        match self {
-            Control::Local(c) => c.cell(cell).replica(i).restart(),
-            Control::External(c) => c.restart_replica(cell, i),
-        }
-    }
-
-    async fn kill_cell(&self, cell: CellId) -> Result<()> {
-        match self {
-            Control::Local(c) => c.cell(cell).kill_all(),
-            Control::External(c) => c.kill_cell(cell).await,
-        }
-    }
-
-    fn restart_dead_replicas(&self, cell: CellId) -> Result<()> {
-        match self {
-            Control::Local(c) => {
-                for r in c.cell(cell).replicas() {
-                    if !r.is_running() {
-                        r.restart()?;
-                    }
-                }
-                Ok(())
-            }
-            Control::External(c) => c.restart_dead_replicas(cell),
-        }
-    }
-
-    fn freeze_cell(&self, cell: CellId) -> Result<()> {
-        match self {
-            Control::Local(c) => {
-                for r in c.cell(cell).replicas() {
-                    r.stop_signal()?;
-                }
-                Ok(())
-            }
-            Control::External(c) => c.freeze_cell(cell),
-        }
-    }
-
-    fn thaw_cell(&self, cell: CellId) -> Result<()> {
-        match self {
-            Control::Local(c) => {
-                for r in c.cell(cell).replicas() {
-                    r.cont()?;
-                }
-                Ok(())
-            }
-            Control::External(c) => c.thaw_cell(cell),
-        }
-    }
-
-    /// Adds `delay` to every round trip between the router and `cell`.
-    async fn set_cell_delay(&self, cell: CellId, delay: Duration) -> Result<()> {
-        match self {
-            Control::Local(c) => c.set_cell_delay(cell, delay),
-            Control::External(c) => c.set_cell_delay(cell, delay).await,
-        }
-    }
-
-    async fn stop_router(&self) -> Result<()> {
-        match self {
-            Control::Local(c) => {
-                let router = c.router();
-                router
-                    .terminate(router.shutdown_grace() + ROUTER_STOP_SLACK)
-                    .await?;
-                Ok(())
-            }
-            Control::External(c) => c.stop_router(EXTERNAL_ROUTER_STOP).await,
-        }
-    }
-
-    fn start_router(&self) -> Result<()> {
-        match self {
-            Control::Local(c) => {
-                if !c.router().is_running() {
-                    c.router().start()?;
-                }
-                Ok(())
-            }
-            Control::External(c) => c.start_router(),
-        }
-    }
-
-    /// Keeps `cluster.json` current (the external cluster rewrites it itself).
-    fn after_change(&self) -> Result<()> {
-        match self {
-            Control::Local(c) => c.write_cluster_json().map(|_| ()),
-            Control::External(_) => Ok(()),
-        }
-    }
-
-    /// What went wrong with the processes behind the harness's back.
-    fn warnings(&self) -> Vec<String> {
-        match self {
-            Control::Local(c) => c
-                .check_no_crash()
-                .err()
-                .map(|e| format!("{e:#}"))
-                .into_iter()
-                .collect(),
-            Control::External(c) => {
-                let mut w: Vec<String> = c
-                    .reap()
-                    .into_iter()
-                    .map(|e| format!("a process restarted by this run exited: {e}"))
-                    .collect();
-                if let Err(e) = c.check_running() {
-                    w.push(format!("{e:#}"));
-                }
-                w
-            }
-        }
-    }
+    Ok(())
 }
 
 fn fault_cell(f: &crate::scenario::Fault) -> Result<CellId> {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{CellId, CellSpec};
 use serde::{Deserialize, Serialize};
 
-use crate::admin::{AdminClient, JobFigures, JobView};
+use client::admin::{AdminClient, JobFigures, JobView};
 use crate::scenario::FaultKind;
 
 /// How often the progress of a followed job is printed.
@@ -184,7 +184,7 @@ pub async fn follow(
                 rec.job = Some(JobFigures::of(v));
             }
             let mut why = format!("{e}");
-            if matches!(e, crate::admin::FollowError::TimedOut { .. }) {
+            if matches!(e, client::admin::FollowError::TimedOut { .. }) {
                 why = format!("{why} (the fault's duration_s)");
                 match admin.cancel(&job.id).await {
                     Ok(_) => why.push_str("; cancelled it"),

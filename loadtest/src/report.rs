@@ -579,13 +579,13 @@ mod tests {
         if !done {
             m.error = Some("job j-1 ended Failed: cell 1 refused ingest".into());
         }
-        m.job = Some(crate::admin::JobFigures {
+        m.job = Some(client::admin::JobFigures {
             job: "j-1".into(),
             kind: "drain".into(),
             status: if done {
-                crate::admin::JobStatus::Done
+                client::admin::JobStatus::Done
             } else {
-                crate::admin::JobStatus::Failed
+                client::admin::JobStatus::Failed
             },
             message: None,
             ranges_total: 12,

@@ -112,10 +112,10 @@ pub struct RaftOverrides {
 
 impl RaftOverrides {
     /// `base` with these overrides.
-    pub fn apply(&self, base: &crate::cluster::RaftOptions) -> crate::cluster::RaftOptions {
+    pub fn apply(&self, base: &cluster::cell_proc::RaftOptions) -> cluster::cell_proc::RaftOptions {
         let ms =
             |v: Option<u64>, d: std::time::Duration| v.map_or(d, std::time::Duration::from_millis);
-        crate::cluster::RaftOptions {
+        cluster::cell_proc::RaftOptions {
             heartbeat_interval: ms(self.heartbeat_interval_ms, base.heartbeat_interval),
             election_timeout_min: ms(self.election_timeout_min_ms, base.election_timeout_min),
             election_timeout_max: ms(self.election_timeout_max_ms, base.election_timeout_max),
@@ -537,7 +537,7 @@ impl Scenario {
                     ));
                 }
                 if let Some(o) = &l.raft {
-                    let r = o.apply(&crate::cluster::RaftOptions::default());
+                    let r = o.apply(&cluster::cell_proc::RaftOptions::default());
                     if r.heartbeat_interval.is_zero()
                         || r.election_timeout_min <= r.heartbeat_interval
                         || r.election_timeout_max <= r.election_timeout_min
@@ -1089,7 +1089,7 @@ mod tests {
         let Target::StartLocal(l) = &s.target else {
             panic!("{:?}", s.target)
         };
-        let base = crate::cluster::RaftOptions::default();
+        let base = cluster::cell_proc::RaftOptions::default();
         let r = l.raft.as_ref().unwrap().apply(&base);
         assert_eq!(r.heartbeat_interval, std::time::Duration::from_millis(200));
         assert_eq!(r.election_timeout_max, std::time::Duration::from_secs(2));

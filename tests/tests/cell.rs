@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{CellId, NodeId};
 use http::Method;
-use loadtest::cluster::{bin_path, CellLayout, ReplicaProc, CELL_BIN};
-use loadtest::http::Client;
+use cluster::cell_proc::{bin_path, CellLayout, ReplicaProc, CELL_BIN};
+use client::http::Client;
 use support::*;
 
 fn secs(n: u64) -> Duration {
@@ -209,7 +209,7 @@ async fn api_basics() {
 
         // Linearizable reads and writes on a follower point at the leader.
         let leader_addr = cell.replica(l).api_addr().to_string();
-        let check_not_leader = |r: &loadtest::http::Resp| {
+        let check_not_leader = |r: &client::http::Resp| {
             assert_api_error(r, 421, "not_leader", 7);
             let v: serde_json::Value = r.json().unwrap();
             assert_eq!(
@@ -691,7 +691,7 @@ async fn must_put_recorded(
 
 /// Writes distinct keys from `writers` tasks until `stop`, recording every acknowledgement.
 fn spawn_writers(
-    cell: &loadtest::cluster::LocalCell,
+    cell: &cluster::cell_proc::LocalCell,
     writers: usize,
     bucket: &'static str,
     value_len: usize,

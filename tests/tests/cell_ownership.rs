@@ -15,8 +15,8 @@ use bytes::Bytes;
 use common::ownership::OwnershipOp;
 use common::wire::{IngestBatch, ScanItem, ScanPage};
 use common::{key_hash, CellId, HashRange, NodeId};
-use loadtest::cluster::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
-use loadtest::http::{Client, ClientConfig, Resp};
+use cluster::cell_proc::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
+use client::http::{Client, ClientConfig, Resp};
 use serde_json::{json, Value};
 use support::*;
 

@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{CellId, CellMap};
 use http::Method;
-use loadtest::cluster::{bin_path, CellOptions, LocalCell};
-use loadtest::control_proc::{ControlProc, ControlServerOptions, ControlSetup};
-use loadtest::http::Resp;
-use loadtest::local::{LocalCluster, LocalClusterOptions};
-use loadtest::process::free_port;
+use cluster::cell_proc::{bin_path, CellOptions, LocalCell};
+use cluster::control_proc::{ControlProc, ControlServerOptions, ControlSetup};
+use client::http::Resp;
+use cluster::local::{LocalCluster, LocalClusterOptions};
+use cluster::process::free_port;
 use serde_json::{json, Value};
 use support::*;
 
@@ -455,7 +455,7 @@ impl ControlPlane {
         method: Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<Resp, loadtest::http::HttpError> {
+    ) -> Result<Resp, client::http::HttpError> {
         let auth = format!("Bearer {CONTROL_ADMIN_TOKEN}");
         self.cell
             .client()

@@ -3,9 +3,10 @@
 //!   cluster with latency proxies in front of cell 2, slows it for 5 s, and
 //!   must pass with the slowdown visible on cell 2 only;
 //! - an existing cluster: `cellkv-local` runs a cluster, `cellkv-loadtest run
-//!   smoke-kill-cell.toml --cluster DIR` kills cell 2's replicas by pid and
-//!   starts them again from `cluster.json`; the run passes, and stopping
-//!   `cellkv-local` afterwards stops the replacements too;
+//!   smoke-kill-cell.toml --cluster DIR` kills cell 2's replicas and starts
+//!   them again through cellkv-local's API (their only owner, which rewrites
+//!   `cluster.json`); the run passes, and stopping `cellkv-local` afterwards
+//!   stops the restarted replicas too;
 //! - moves: `smoke-drain-cell.toml` (8 MiB preloaded onto cell 3, then cell 3
 //!   drained) and `smoke-add-cell.toml` (cell 4 started and rebalanced onto)
 //!   on clusters the harness starts: the job is done, every cell stays
@@ -28,8 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::CellId;
 use http::Method;
-use loadtest::external::ExternalCluster;
-use loadtest::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
+use cluster::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
 use serde_json::Value;
 use support::{
     bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,
@@ -41,41 +41,12 @@ const RUN_LIMIT: Duration = Duration::from_secs(100);
 /// Bound on `cellkv-local` serving, and on it stopping.
 const LOCAL_LIMIT: Duration = Duration::from_secs(60);
 
-/// Kills whatever the cluster.json in `dir` names and is still running
-/// (replacements the harness started are not children of cellkv-local).
-struct ReapCluster(PathBuf);
-
-impl Drop for ReapCluster {
-    fn drop(&mut self) {
-        let Ok(info) = read_cluster_json(&self.0.join("cluster.json")) else {
-            return;
-        };
-        let mut procs: Vec<_> = ExternalCluster::router_process(&info).into_iter().collect();
-        for c in &info.cells {
-            for i in 0..c.replicas.len() {
-                procs.extend(ExternalCluster::replica_process(&info, c.id, i));
-            }
-        }
-        if let Some(c) = &info.control {
-            let pids = c
-                .pid
-                .into_iter()
-                .chain(c.cell.replicas.iter().filter_map(|r| r.pid));
-            for pid in pids {
-                // Only if it still runs a cellkv binary (the pid may be reused).
-                let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                if String::from_utf8_lossy(&cmdline).contains("cellkv-") {
-                    let _ = Command::new("kill")
-                        .arg("-KILL")
-                        .arg(pid.to_string())
-                        .status();
-                }
-            }
-        }
-        for p in procs {
-            let _ = p.signal(libc::SIGKILL);
-        }
-    }
+/// Whether `pid` is alive (not gone, not a zombie).
+fn pid_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(") ").next().and_then(|r| r.chars().next()))
+        .is_some_and(|state| !matches!(state, 'Z' | 'X'))
 }
 
 fn scenario(name: &str) -> PathBuf {
@@ -376,7 +347,7 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
         "{text}"
     );
 
-    // Kill cell 2 for 5 s through cluster.json: by pid, restarted as it ran.
+    // Kill cell 2 for 5 s through cellkv-local's API, which restarts it.
     let (dir, r) = run_passing(
         dir,
         "smoke-kill-cell",
@@ -393,7 +364,8 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
     // The harness used the existing cluster: it started none of its own.
     assert!(!out.join("cluster").exists());
 
-    // cluster.json names cell 2's replacements, all running; cell 1 untouched.
+    // cluster.json (rewritten by cellkv-local) names cell 2's new pids, all
+    // running; cell 1 untouched.
     let after = read_cluster_json(&cluster_dir.join("cluster.json")).unwrap();
     assert_eq!(pids_of(&after, 1), pids_of(&before, 1));
     assert_eq!(after.router.pid, before.router.pid);
@@ -403,20 +375,19 @@ fn faults_an_existing_cellkv_local_cluster_through_its_cluster_json() {
             n.is_some() && n != o,
             "replica {i} of cell 2: {o:?} → {n:?}"
         );
-        let p = ExternalCluster::replica_process(&after, common::CellId(2), i).unwrap();
-        assert!(p.is_alive(), "replacement {p:?} is not running");
+        assert!(pid_alive(n.unwrap()), "replacement {n:?} is not running");
     }
     let replica_log = std::fs::read_to_string(&after.cells[1].replicas[0].log).unwrap();
     assert!(
-        replica_log.contains("restart of cell 2 node 1 by cellkv-loadtest"),
+        replica_log.contains("==== harness: start #2 of"),
         "no restart marker in the replica log"
     );
 
-    // Stopping cellkv-local stops the replacements too, cleanly.
+    // Stopping cellkv-local stops the restarted replicas too, cleanly: they
+    // are its own children.
     must_stop_local(&mut run.local, &run.log);
-    for i in 0..new2.len() {
-        let p = ExternalCluster::replica_process(&after, common::CellId(2), i).unwrap();
-        assert!(!p.is_alive(), "{p:?} survived cellkv-local's stop");
+    for n in new2.iter().flatten() {
+        assert!(!pid_alive(*n), "pid {n} survived cellkv-local's stop");
     }
 }
 
@@ -482,11 +453,10 @@ fn cell_states(status: &Value) -> Vec<(u64, String)> {
 }
 
 /// A serving `cellkv-local` of 3 cells in `DIR/cluster` of a fresh temp dir
-/// (logging to `DIR/cellkv-local.log`). Dropped, it kills cellkv-local
-/// first, then whatever `cluster.json` still names.
+/// (logging to `DIR/cellkv-local.log`). Dropped, it kills cellkv-local,
+/// and the kernel kills its processes with it.
 struct LocalRun {
     local: KillOnDrop,
-    _reap: ReapCluster,
     cluster_dir: PathBuf,
     log: PathBuf,
     info: ClusterInfo,
@@ -501,7 +471,6 @@ impl LocalRun {
         let info = wait_cluster_json(&cluster_dir, &mut local, &log);
         let run = LocalRun {
             local,
-            _reap: ReapCluster(cluster_dir.clone()),
             cluster_dir,
             log,
             info,
@@ -639,9 +608,9 @@ fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
     // The API refuses what it cannot do, with a stable code each time.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let client = loadtest::admin::AdminClient::new(&api.url, &admin_token);
-        let wrong = loadtest::admin::AdminClient::new(&api.url, "not-the-admin-token-000");
-        let put_delay = |c: &loadtest::admin::AdminClient, cell: u32, body: Value| {
+        let client = client::admin::AdminClient::new(&api.url, &admin_token);
+        let wrong = client::admin::AdminClient::new(&api.url, "not-the-admin-token-000");
+        let put_delay = |c: &client::admin::AdminClient, cell: u32, body: Value| {
             let c = c.clone();
             async move {
                 c.call(Method::PUT, &format!("/v1/cells/{cell}/delay"), Some(body))
@@ -718,7 +687,7 @@ fn slows_a_cell_of_and_adds_a_cell_to_a_cellkv_local_cluster_through_its_api() {
         "{status:#}"
     );
     // The cell is cellkv-local's: in its layout and its cluster.json ...
-    let layout = loadtest::local::LocalLayout::load(&cluster_dir)
+    let layout = cluster::local::LocalLayout::load(&cluster_dir)
         .unwrap()
         .unwrap();
     assert!(layout.cells.iter().any(|c| c.cell_id == CellId(4)));
@@ -769,7 +738,7 @@ async fn a_cell_added_to_a_local_cluster_comes_back_after_a_restart() {
         let job = admin.add_cell(&spec, None).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         let done = admin.follow_job(&job.id, deadline, |_| {}).await.unwrap();
-        eprintln!("add: {}", loadtest::admin::JobFigures::of(&done).summary());
+        eprintln!("add: {}", client::admin::JobFigures::of(&done).summary());
 
         // A key the new cell owns, written through the router.
         let map = admin.map().await.unwrap();
@@ -795,7 +764,7 @@ async fn a_cell_added_to_a_local_cluster_comes_back_after_a_restart() {
                 &std::fs::read_to_string(dir.path().join("layout.json")).unwrap(),
             )
             .unwrap();
-            serde_json::from_value::<Vec<loadtest::cluster::Peer>>(l["cells"][2]["peers"].clone())
+            serde_json::from_value::<Vec<cluster::cell_proc::Peer>>(l["cells"][2]["peers"].clone())
                 .unwrap()
         });
         let again = cluster.admin().map().await.unwrap();

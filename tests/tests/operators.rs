@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{CellId, CellMap, CellSpec, CellState, HashRange, ReplicaSpec};
 use http::Method;
-use loadtest::cluster::{bin_path, CellOptions, LocalCell};
-use loadtest::http::{Client, ClientConfig};
-use loadtest::process::{free_port, ManagedProcess, ProcessSpec};
-use loadtest::router_proc::{router_config_toml, RouterOptions};
+use cluster::cell_proc::{bin_path, CellOptions, LocalCell};
+use client::http::{Client, ClientConfig};
+use cluster::process::{free_port, ManagedProcess, ProcessSpec};
+use cluster::router_proc::{router_config_toml, RouterOptions};
 use serde_json::{json, Value};
 use support::*;
 
@@ -378,7 +378,7 @@ impl Load {
                 // only while the router is meant to be up; after any failed
                 // PUT the key's state is unknown, so its ack is forgotten.
                 let failed = |key: &str,
-                              r: &Result<loadtest::http::Resp, loadtest::http::HttpError>,
+                              r: &Result<client::http::Resp, client::http::HttpError>,
                               was_put: bool| {
                     let mut keys = keys.lock().unwrap();
                     let log = keys.entry(key.to_owned()).or_default();
@@ -773,13 +773,13 @@ async fn replace_a_killed_replica_under_load() {
         // A new, empty replica process (node 4) waits to be added.
         let mut layout = cell.layout().clone();
         let loopback = |p| SocketAddr::from(([127, 0, 0, 1], p));
-        let new_peer = loadtest::cluster::Peer {
+        let new_peer = cluster::cell_proc::Peer {
             node_id: common::NodeId(4),
             api_addr: loopback(free_port().unwrap()),
             raft_addr: loopback(free_port().unwrap()),
         };
         layout.peers.push(new_peer.clone());
-        let newbie = loadtest::cluster::ReplicaProc::prepare(
+        let newbie = cluster::cell_proc::ReplicaProc::prepare(
             &bin_path("cellkv-cell").unwrap(),
             cell.options(),
             &layout,

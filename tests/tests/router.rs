@@ -1,6 +1,6 @@
 //! Whole-system tests of the router in front of real cells: one
 //! `cellkv-router` and three cells of three `cellkv-cell` replicas each, all
-//! real processes on loopback (`loadtest::local::LocalCluster`, fresh temp
+//! real processes on loopback (`cluster::local::LocalCluster`, fresh temp
 //! dir and ports per test), driven through the public API and faulted with
 //! real signals; plus the `cellkv-local` launcher itself. Build the binaries
 //! first: `cargo build --release --bins`. Each test is bounded by
@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{CellId, CellMap, Ring};
 use http::Method;
-use loadtest::cluster::bin_path;
-use loadtest::http::Resp;
-use loadtest::local::{LocalCluster, LocalClusterOptions, CLUSTER_FILE, LOCAL_BIN};
-use loadtest::process::{ManagedProcess, ProcessSpec};
-use loadtest::router_proc::{Access, TokenOptions};
+use cluster::cell_proc::bin_path;
+use client::http::Resp;
+use cluster::local::{LocalCluster, LocalClusterOptions, CLUSTER_FILE, LOCAL_BIN};
+use cluster::process::{ManagedProcess, ProcessSpec};
+use cluster::router_proc::{Access, TokenOptions};
 use serde_json::Value;
 use support::*;
 
@@ -1158,7 +1158,7 @@ async fn local_launcher_restarts_with_its_data() {
 
         // Through the router: write something to find again after a restart.
         let api = PublicApi {
-            client: loadtest::http::Client::default(),
+            client: client::http::Client::default(),
             base: url.clone(),
             auth: Some(format!("Bearer {token}")),
         };

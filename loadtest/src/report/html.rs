@@ -544,7 +544,7 @@ pub fn render_html(r: &Report) -> String {
             .iter()
             .map(|m| {
                 let j = m.job.as_ref();
-                let f = |g: &dyn Fn(&crate::admin::JobFigures) -> String| {
+                let f = |g: &dyn Fn(&client::admin::JobFigures) -> String| {
                     j.map_or_else(|| "-".to_owned(), g)
                 };
                 vec![

@@ -1,8 +1,8 @@
 //! Shared pieces of the whole-system tests: a temp dir kept when a test fails,
 //! a time bound per test, cell API helpers, a writer that follows the leader,
 //! full-range scans, a Prometheus text reader, and a client of the router's
-//! public API. Processes themselves are `loadtest::cluster`'s (cells) and
-//! `loadtest::local`'s (router + cells) business.
+//! public API. Processes themselves are `cluster::cell_proc`'s (cells) and
+//! `cluster::local`'s (router + cells) business.
 
 #![allow(dead_code)] // Each test file uses a different subset.
 
@@ -16,9 +16,9 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use common::wire::{ScanItem, ScanPage};
 use http::Method;
-use loadtest::cluster::{CellOptions, LocalCell};
-use loadtest::http::{Client, ClientConfig, HttpError, Resp};
-use loadtest::local::{LocalCluster, LocalClusterOptions};
+use cluster::cell_proc::{CellOptions, LocalCell};
+use client::http::{Client, ClientConfig, HttpError, Resp};
+use cluster::local::{LocalCluster, LocalClusterOptions};
 
 /// Every test finishes within this, or fails with the replicas' logs.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -655,7 +655,7 @@ impl Drop for KillOnDrop {
 pub fn spawn_logged<S: AsRef<std::ffi::OsStr>>(bin: &str, args: &[S], log: &Path) -> KillOnDrop {
     let log_file = std::fs::File::create(log).unwrap();
     KillOnDrop(
-        Command::new(loadtest::process::bin_path(bin).unwrap())
+        Command::new(cluster::process::bin_path(bin).unwrap())
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().unwrap())
@@ -697,10 +697,10 @@ pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> E
 /// `control.env`, as `LocalCluster` writes it); returns the exit status,
 /// stdout and stderr. Bounded by `cellkvctl`'s own timeouts.
 pub fn run_ctl(cluster_dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
-    let env_file = cluster_dir.join(loadtest::local::CONTROL_ENV_FILE);
+    let env_file = cluster_dir.join(cluster::local::CONTROL_ENV_FILE);
     let text = std::fs::read_to_string(&env_file)
         .unwrap_or_else(|e| panic!("read {}: {e}", env_file.display()));
-    let mut cmd = Command::new(loadtest::process::bin_path("cellkvctl").unwrap());
+    let mut cmd = Command::new(cluster::process::bin_path("cellkvctl").unwrap());
     for line in text.lines() {
         if let Some((k, v)) = line.split_once('=') {
             cmd.env(k.trim(), v.trim());

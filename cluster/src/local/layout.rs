@@ -16,7 +16,7 @@ use common::{CellId, CellMap};
 use serde::{Deserialize, Serialize};
 
 use super::write_atomically;
-use crate::cluster::CellLayout;
+use crate::cell_proc::CellLayout;
 use crate::process::free_port;
 
 /// Ports and secrets of a cluster directory.
@@ -241,7 +241,7 @@ mod v1 {
     use serde::Deserialize;
 
     use super::{secret, ControlLayout, CONTROL_CELL_ID, LAYOUT_VERSION};
-    use crate::cluster::CellLayout;
+    use crate::cell_proc::CellLayout;
 
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]

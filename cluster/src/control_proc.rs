@@ -20,8 +20,8 @@ use anyhow::{bail, Context, Result};
 use common::CellMap;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::AdminClient;
-use crate::cluster::humantime;
+use client::admin::AdminClient;
+use crate::cell_proc::humantime;
 use crate::process::{configured_server, ServerProc, POLL};
 
 /// Name of the control server binary.
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn prepare_writes_the_config_and_the_initial_map() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = crate::cluster::CellLayout::allocate(common::CellId(1), 3).unwrap();
+        let layout = crate::cell_proc::CellLayout::allocate(common::CellId(1), 3).unwrap();
         let map = CellMap {
             epoch: 1,
             cells: vec![layout.cell_spec()],

@@ -655,9 +655,8 @@ pub(crate) fn stat_state(stat: &str) -> Option<char> {
 pub(crate) fn send_signal(pid: u32, sig: libc::c_int) -> Result<()> {
     let pid = libc::pid_t::try_from(pid).context("pid out of range")?;
     // SAFETY: kill(2) only takes integers. Callers pass the pid of a child they
-    // have not reaped yet (checked under the state lock), or of a process they
-    // just identified by its command line (`external::PidProcess`), so it
-    // names the process they mean.
+    // have not reaped yet (checked under the state lock), so it names the
+    // process they mean.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::kill(pid, sig) };
     if rc != 0 {

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{LocalCell, ReplicaProc};
+use crate::cell_proc::{LocalCell, ReplicaProc};
 use crate::process::ProcessSpec;
 use crate::proxy::LatencyProxy;
 

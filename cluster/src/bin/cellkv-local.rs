@@ -3,7 +3,7 @@
 //! `cellkv-control`) in one directory, until Ctrl-C or SIGTERM. Started
 //! again on the same `--data-dir`, it brings the same cluster (ports, tokens,
 //! data, cell map, cells added meanwhile) back. The work is
-//! `loadtest::local::LocalCluster`'s; this is the CLI.
+//! `cluster::local::LocalCluster`'s; this is the CLI.
 
 use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use loadtest::control_proc::CTL_BIN;
-use loadtest::local::api::SharedCluster;
-use loadtest::local::{LocalCluster, LocalClusterOptions, LocalLayout, CONTROL_ENV_FILE};
-use loadtest::process::bin_dir;
+use cluster::control_proc::CTL_BIN;
+use cluster::local::api::SharedCluster;
+use cluster::local::{LocalCluster, LocalClusterOptions, LocalLayout, CONTROL_ENV_FILE};
+use cluster::process::bin_dir;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Mutex;
 
@@ -145,7 +145,7 @@ async fn run(cli: Cli) -> Result<()> {
     let api = tokio::spawn(
         axum::serve(
             api_listener,
-            loadtest::local::api::router(cluster.clone(), token),
+            cluster::local::api::router(cluster.clone(), token),
         )
         .with_graceful_shutdown(async {
             let _ = api_stopped.await;
@@ -161,23 +161,12 @@ async fn run(cli: Cli) -> Result<()> {
             _ = check.tick() => {
                 let cluster = cluster.lock().await;
                 if let Err(e) = cluster.check_no_crash() {
-                    if cluster.changed_elsewhere() {
-                        // The load harness faults processes by pid and
-                        // restarts them itself, rewriting cluster.json.
-                        let first = format!("{e:#}");
-                        let first = first.lines().next().unwrap_or_default();
-                        eprintln!(
-                            "cellkv-local: note: {first}; cluster.json was rewritten by another \
-                             program (cellkv-loadtest?), which runs its replacement"
-                        );
-                    } else {
-                        eprintln!("cellkv-local: warning: {e:#}");
-                    }
+                    eprintln!("cellkv-local: warning: {e:#}");
                 }
             }
         }
     }
-    println!("cellkv-local: stopping (router first, then the control server, then the replicas, including any started by another program)");
+    println!("cellkv-local: stopping (router first, then the control server, then the replicas)");
     let _ = stop_api.send(());
     // A cell start in progress holds the cluster; it finishes within its timeout.
     match tokio::time::timeout(API_STOP_TIMEOUT, api).await {
@@ -221,7 +210,7 @@ fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     println!("  control       {control_url} (cellkv-control admin API)");
     println!("  admin token   {admin_token}");
     println!("  cluster.json  {}", cluster.cluster_json_path().display());
-    println!("  local API     {api_url} (add a cell, set proxy delays; admin token)");
+    println!("  local API     {api_url} (faults, restarts, add a cell, proxy delays; admin token)");
     println!("  data dir      {}", dir.display());
     println!(
         "  logs          {}, {} and <cell>/replica.log, e.g. {}",

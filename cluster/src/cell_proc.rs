@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
 
-use crate::http::{Client, ClientConfig};
+use client::http::{Client, ClientConfig};
 use crate::process::{configured_server, ManagedProcess, POLL};
 // Where they were before the process core moved out; callers keep using them from here.
 pub use crate::process::{bin_dir, bin_path, free_port, BIN_DIR_ENV};

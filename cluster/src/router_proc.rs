@@ -18,8 +18,8 @@ use anyhow::{bail, Context, Result};
 use common::{CellId, CellMap};
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{humantime, PROBE_TIMEOUT};
-use crate::http::{Client, ClientConfig};
+use crate::cell_proc::{humantime, PROBE_TIMEOUT};
+use client::http::{Client, ClientConfig};
 use crate::process::{configured_server, ServerProc, POLL};
 
 /// Name of the router binary.

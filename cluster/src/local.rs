@@ -6,7 +6,8 @@
 //! (`layout`); a later start on the same directory brings the same cluster
 //! back on its data, its map and the cells added meanwhile. Once everything
 //! serves, `cluster.json` (`info`) tells people and scripts where everything
-//! is. Process control is `cluster` (cells), `router_proc` and `control_proc`.
+//! is. Process control is `cell_proc`, `router_proc` and `control_proc`; the
+//! faults a driver asks for are its [`Cluster`] implementation.
 //!
 //! ```text
 //! dir/
@@ -14,7 +15,7 @@
 //!   layout.json     ports + secrets, written once (and when a cell is added)
 //!   cluster.json    written when the cluster serves: router, control server,
 //!                   control cell and data cells (pids, commands, urls); rewritten
-//!                   by whoever restarts a process (the load harness, `external`)
+//!                   by this cluster (its only writer) after every fault
 //!   control.env     CELLKV_CONTROL_URL + CELLKV_ADMIN_TOKEN for cellkvctl
 //!   router/         config.toml ([control] section), router.log, map-cache.json
 //!   control/        config.toml, initial-map.toml, control.log, c100-n<node>/
@@ -36,10 +37,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::{CellId, CellMap, CellSpec};
 
-use crate::admin::AdminClient;
-use crate::cluster::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
+use client::admin::AdminClient;
+use crate::cell_proc::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
 use crate::control_proc::{ControlProc, ControlServerOptions, ControlSetup, CONTROL_BIN};
-use crate::external::{ExternalCluster, PidProcess};
+use crate::drive::{Cluster, Endpoints, Fut};
 use crate::process::{bin_path, free_port};
 use crate::proxy::LatencyProxy;
 use crate::router_proc::{
@@ -190,8 +191,6 @@ pub struct LocalCluster {
     layout: LocalLayout,
     dir: PathBuf,
     local_api_url: Option<String>,
-    /// What this cluster last wrote to `cluster.json`.
-    last_written: std::sync::Mutex<Option<ClusterInfo>>,
     /// The directory's lock, released last (when every process is gone).
     _lock: std::fs::File,
 }
@@ -339,7 +338,6 @@ impl LocalCluster {
             layout,
             dir,
             local_api_url: opts.local_api_url.clone(),
-            last_written: std::sync::Mutex::new(None),
             _lock: lock,
         };
         cluster.router.wait_alive(left()).await?;
@@ -468,50 +466,14 @@ impl LocalCluster {
         }
     }
 
-    /// (Re)writes `cluster.json` from [`info`](Self::info), keeping the pids
-    /// of replacements another program started for processes of ours (see
-    /// [`replacements`](Self::replacements)): stopping must find them.
+    /// (Re)writes `cluster.json` from [`info`](Self::info). This cluster is
+    /// its only writer: every fault on its processes goes through it (or
+    /// through `cellkv-local`'s API, which acts on it).
     pub fn write_cluster_json(&self) -> Result<PathBuf> {
         let path = self.cluster_json_path();
-        let mut info = self.info();
-        if let Some(on_disk) = self.on_disk_info() {
-            if let Some(p) = self.foreign_router(&on_disk) {
-                info.router.pid = Some(p.pid);
-            }
-            for (c, ci) in self.cells.iter().zip(info.cells.iter_mut()) {
-                for (i, ri) in ci.replicas.iter_mut().enumerate() {
-                    if let Some(p) = self.foreign_replica(&on_disk, c, i) {
-                        ri.pid = Some(p.pid);
-                    }
-                }
-            }
-        }
-        let text = serde_json::to_string_pretty(&info).context("serialize cluster.json")?;
+        let text = serde_json::to_string_pretty(&self.info()).context("serialize cluster.json")?;
         write_atomically(&path, text.as_bytes())?;
-        *self.last_written.lock().unwrap_or_else(|p| p.into_inner()) = Some(info);
         Ok(path)
-    }
-
-    fn on_disk_info(&self) -> Option<ClusterInfo> {
-        read_cluster_json(&self.cluster_json_path()).ok()
-    }
-
-    /// The router `on_disk` names, if it is a live process other than ours.
-    fn foreign_router(&self, on_disk: &ClusterInfo) -> Option<PidProcess> {
-        ExternalCluster::router_process(on_disk)
-            .filter(|p| Some(p.pid) != self.router.pid() && p.is_alive())
-    }
-
-    /// Replica `i` of `cell` as `on_disk` names it, if that is a live process other than ours.
-    fn foreign_replica(
-        &self,
-        on_disk: &ClusterInfo,
-        cell: &LocalCell,
-        i: usize,
-    ) -> Option<PidProcess> {
-        let own = cell.replicas().get(i).and_then(|r| r.pid());
-        ExternalCluster::replica_process(on_disk, cell.cell_id(), i)
-            .filter(|p| Some(p.pid) != own && p.is_alive())
     }
 
     /// Whether [`add_cell`](Self::add_cell) may start a cell `id`.
@@ -686,12 +648,6 @@ impl LocalCluster {
     /// stopping everything, if a process did not exit 0 on its own.
     pub async fn stop(&self) -> Result<()> {
         let mut problems = Vec::new();
-        let (router_replacement, replica_replacements) = self.replacements();
-        if let Some(p) = router_replacement {
-            if let Err(e) = p.terminate(self.router.shutdown_grace() + STOP_SLACK).await {
-                problems.push(format!("{e:#}"));
-            }
-        }
         for (label, p, grace) in [
             (
                 "the router",
@@ -729,22 +685,7 @@ impl LocalCluster {
             .map(|c| c.options().shutdown_grace)
             .max()
             .unwrap_or_default();
-        for p in &replica_replacements {
-            if let Err(e) = p.signal(libc::SIGTERM) {
-                problems.push(format!("{e:#}"));
-            }
-            let _ = p.signal(libc::SIGCONT);
-        }
         let deadline = Instant::now() + grace + STOP_SLACK;
-        for p in &replica_replacements {
-            if let Err(e) = p
-                .wait_gone(deadline.saturating_duration_since(Instant::now()))
-                .await
-            {
-                let _ = p.signal(libc::SIGKILL);
-                problems.push(format!("{e:#}; killed it"));
-            }
-        }
         for r in running {
             match r
                 .finish_terminate(deadline.saturating_duration_since(Instant::now()))
@@ -762,46 +703,6 @@ impl LocalCluster {
         }
     }
 
-    /// Processes `cluster.json` names that are not this cluster's own
-    /// children but run one of its command lines: replacements another
-    /// program started after killing ours (the load harness does, see
-    /// `external`). `stop` stops them with the rest.
-    pub fn replacements(&self) -> (Option<PidProcess>, Vec<PidProcess>) {
-        let Some(info) = self.on_disk_info() else {
-            return (None, Vec::new());
-        };
-        let router = self.foreign_router(&info);
-        let mut replicas = Vec::new();
-        for c in &self.cells {
-            for i in 0..c.replicas().len() {
-                replicas.extend(self.foreign_replica(&info, c, i));
-            }
-        }
-        (router, replicas)
-    }
-
-    /// Whether `cluster.json` names other pids than this cluster last wrote
-    /// there: another program faulted or restarted processes.
-    pub fn changed_elsewhere(&self) -> bool {
-        let Some(on_disk) = self.on_disk_info() else {
-            return true;
-        };
-        let written = self.last_written.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(written) = written.as_ref() else {
-            return true;
-        };
-        let pids = |i: &ClusterInfo| -> Vec<Option<u32>> {
-            std::iter::once(i.router.pid)
-                .chain(
-                    i.cells
-                        .iter()
-                        .flat_map(|c| c.replicas.iter().map(|r| r.pid)),
-                )
-                .collect()
-        };
-        pids(&on_disk) != pids(written)
-    }
-
     /// SIGKILLs every running process: router, control server, cells.
     pub fn kill_all(&self) -> Result<()> {
         if self.router.is_running() {
@@ -814,6 +715,138 @@ impl LocalCluster {
             c.kill_all()?;
         }
         self.control_cell.kill_all()
+    }
+}
+
+/// Time the router gets to drain on SIGTERM, beyond its shutdown grace.
+const ROUTER_STOP_SLACK: Duration = Duration::from_secs(5);
+
+impl LocalCluster {
+    fn data_cell(&self, id: CellId) -> Result<&LocalCell> {
+        self.cells
+            .iter()
+            .find(|c| c.cell_id() == id)
+            .with_context(|| format!("the cluster has no data cell {id}"))
+    }
+
+    /// Runs `f` on `cell`, then rewrites `cluster.json` (pids changed).
+    fn on_cell<T>(&self, cell: CellId, f: impl FnOnce(&LocalCell) -> Result<T>) -> Result<T> {
+        let out = f(self.data_cell(cell)?)?;
+        self.write_cluster_json()?;
+        Ok(out)
+    }
+}
+
+impl Cluster for LocalCluster {
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            router_url: self.router_url(),
+            auth: self.auth(),
+            cells: self.cells.iter().map(|c| c.cell_id()).collect(),
+            proxied_cells: self.proxies.iter().map(|(id, _)| *id).collect(),
+            next_cell_id: self.layout.next_cell_id(),
+        }
+    }
+
+    fn admin(&self) -> Result<AdminClient> {
+        Ok(self.control.admin().clone())
+    }
+
+    fn add_cell(&mut self, id: CellId) -> Fut<'_, CellSpec> {
+        Box::pin(LocalCluster::add_cell(self, id))
+    }
+
+    fn kill_leader(&self, cell: CellId) -> Fut<'_, usize> {
+        Box::pin(async move {
+            let c = self.data_cell(cell)?;
+            let l = c
+                .leader()
+                .await
+                .with_context(|| format!("no replica of cell {cell} reports itself leader"))?;
+            self.on_cell(cell, |c| c.replica(l).kill().map(|_| l))
+        })
+    }
+
+    fn kill_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move { self.on_cell(cell, LocalCell::kill_all) })
+    }
+
+    fn restart_replica(&self, cell: CellId, i: usize) -> Fut<'_, ()> {
+        Box::pin(async move {
+            self.on_cell(cell, |c| {
+                let r = c
+                    .replicas()
+                    .get(i)
+                    .with_context(|| format!("cell {cell} has no replica {i}"))?;
+                if !r.is_running() {
+                    r.restart()?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn restart_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            self.on_cell(cell, |c| {
+                for r in c.replicas().iter().filter(|r| !r.is_running()) {
+                    r.restart()?;
+                }
+                Ok(())
+            })
+        })
+    }
+
+    fn freeze_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            self.on_cell(cell, |c| {
+                c.replicas().iter().try_for_each(|r| r.stop_signal())
+            })
+        })
+    }
+
+    fn thaw_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            self.on_cell(cell, |c| c.replicas().iter().try_for_each(|r| r.cont()))
+        })
+    }
+
+    fn set_cell_delay(&self, cell: CellId, round_trip: Duration) -> Fut<'_, ()> {
+        Box::pin(async move { LocalCluster::set_cell_delay(self, cell, round_trip) })
+    }
+
+    fn stop_router(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let router = self.router();
+            if router.is_running() {
+                router
+                    .terminate(router.shutdown_grace() + ROUTER_STOP_SLACK)
+                    .await?;
+            }
+            self.write_cluster_json()?;
+            Ok(())
+        })
+    }
+
+    fn start_router(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            if !self.router().is_running() {
+                self.router().start()?;
+            }
+            self.write_cluster_json()?;
+            Ok(())
+        })
+    }
+
+    fn warnings(&self) -> Fut<'_, Vec<String>> {
+        Box::pin(async move {
+            Ok(self
+                .check_no_crash()
+                .err()
+                .map(|e| format!("{e:#}"))
+                .into_iter()
+                .collect())
+        })
     }
 }
 
