@@ -231,10 +231,7 @@ fn classify(resp: &Resp, retry: Retry) -> Verdict {
         }
         (
             503,
-            None
-            | Some(
-                ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::CellUnavailable,
-            ),
+            None | Some(ErrorCode::NoLeader | ErrorCode::ShuttingDown | ErrorCode::CellUnavailable),
         ) => Verdict::Elsewhere,
         (504, _) | (_, Some(ErrorCode::Timeout)) => match retry {
             Retry::Idempotent => Verdict::Elsewhere,

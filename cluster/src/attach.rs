@@ -145,7 +145,11 @@ impl Cluster for AttachedCluster {
     fn add_cell(&mut self, id: CellId) -> Fut<'_, CellSpec> {
         Box::pin(async move {
             let r: AddCellResponse = self
-                .post(Method::POST, "/v1/cells", Some(&AddCellRequest { id: Some(id.0) }))
+                .post(
+                    Method::POST,
+                    "/v1/cells",
+                    Some(&AddCellRequest { id: Some(id.0) }),
+                )
                 .await?;
             self.refresh().await?;
             Ok(r.cell)

@@ -25,8 +25,8 @@ use anyhow::{bail, Context, Result};
 use common::{CellId, NodeId};
 use serde::{Deserialize, Serialize};
 
-use client::http::{Client, ClientConfig};
 use crate::process::{configured_server, ManagedProcess, POLL};
+use client::http::{Client, ClientConfig};
 // Where they were before the process core moved out; callers keep using them from here.
 pub use crate::process::{bin_dir, bin_path, free_port, BIN_DIR_ENV};
 

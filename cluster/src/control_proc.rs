@@ -20,9 +20,9 @@ use anyhow::{bail, Context, Result};
 use common::CellMap;
 use serde::{Deserialize, Serialize};
 
-use client::admin::AdminClient;
 use crate::cell_proc::humantime;
 use crate::process::{configured_server, ServerProc, POLL};
+use client::admin::AdminClient;
 
 /// Name of the control server binary.
 pub const CONTROL_BIN: &str = "cellkv-control";

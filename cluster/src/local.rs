@@ -37,7 +37,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::{CellId, CellMap, CellSpec};
 
-use client::admin::AdminClient;
 use crate::cell_proc::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
 use crate::control_proc::{ControlProc, ControlServerOptions, ControlSetup, CONTROL_BIN};
 use crate::drive::{Cluster, Endpoints, Fut};
@@ -46,6 +45,7 @@ use crate::proxy::LatencyProxy;
 use crate::router_proc::{
     RouterControlOptions, RouterOptions, RouterProc, TokenOptions, ROUTER_BIN,
 };
+use client::admin::AdminClient;
 
 pub mod api;
 mod info;
@@ -806,9 +806,9 @@ impl Cluster for LocalCluster {
     }
 
     fn thaw_cell(&self, cell: CellId) -> Fut<'_, ()> {
-        Box::pin(async move {
-            self.on_cell(cell, |c| c.replicas().iter().try_for_each(|r| r.cont()))
-        })
+        Box::pin(
+            async move { self.on_cell(cell, |c| c.replicas().iter().try_for_each(|r| r.cont())) },
+        )
     }
 
     fn set_cell_delay(&self, cell: CellId, round_trip: Duration) -> Fut<'_, ()> {

@@ -19,8 +19,8 @@ use common::{CellId, CellMap};
 use serde::{Deserialize, Serialize};
 
 use crate::cell_proc::{humantime, PROBE_TIMEOUT};
-use client::http::{Client, ClientConfig};
 use crate::process::{configured_server, ServerProc, POLL};
+use client::http::{Client, ClientConfig};
 
 /// Name of the router binary.
 pub const ROUTER_BIN: &str = "cellkv-router";

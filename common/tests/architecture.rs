@@ -107,7 +107,12 @@ fn crates_depend_one_way() {
         "cellkv-control",
         false,
         &all(&[
-            &["cellkv-cell", "cellkv-router", "cellkv-cluster", "cellkv-loadtest"],
+            &[
+                "cellkv-cell",
+                "cellkv-router",
+                "cellkv-cluster",
+                "cellkv-loadtest",
+            ],
             &STORAGE,
         ]),
     );

@@ -26,21 +26,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use common::{CellId, CellSpec, RoutingTable};
+use common::{CellId, RoutingTable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
-use client::admin::AdminClient;
-use cluster::attach::AttachedCluster;
-use cluster::Cluster;
-use client::http::{Client, ClientConfig, HttpError, Resp};
 use crate::ledger::{ReadBack, Verification, WriteLedger};
-use cluster::local::{next_free_id, LocalCluster, LocalClusterOptions};
 use crate::migration::{self, MoveRecord};
 use crate::report::{render_html, render_progress, render_table, Report};
 use crate::scenario::{FaultKind, Mode, Preload, Scenario, Target};
 use crate::stats::{OpenLoopSchedule, Outcome, Recorder, Sample};
 use crate::workload::{Op, OpGenerator, OpKind};
+use client::http::{Client, ClientConfig, HttpError, Resp};
+use cluster::attach::AttachedCluster;
+use cluster::local::{next_free_id, LocalCluster, LocalClusterOptions};
+use cluster::Cluster;
 
 /// Environment variable holding the client token of a `[target.router]` without `token`.
 pub const TOKEN_ENV: &str = "CELLKV_TOKEN";

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use common::{CellId, CellSpec};
 use serde::{Deserialize, Serialize};
 
-use client::admin::{AdminClient, JobFigures, JobView};
 use crate::scenario::FaultKind;
+use client::admin::{AdminClient, JobFigures, JobView};
 
 /// How often the progress of a followed job is printed.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);

@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use client::http::Client;
+use cluster::cell_proc::{bin_path, CellLayout, ReplicaProc, CELL_BIN};
 use common::{CellId, NodeId};
 use http::Method;
-use cluster::cell_proc::{bin_path, CellLayout, ReplicaProc, CELL_BIN};
-use client::http::Client;
 use support::*;
 
 fn secs(n: u64) -> Duration {

@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use client::http::{Client, ClientConfig, Resp};
+use cluster::cell_proc::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
 use common::ownership::OwnershipOp;
 use common::wire::{IngestBatch, ScanItem, ScanPage};
 use common::{key_hash, CellId, HashRange, NodeId};
-use cluster::cell_proc::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
-use client::http::{Client, ClientConfig, Resp};
 use serde_json::{json, Value};
 use support::*;
 

@@ -27,9 +27,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cluster::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
 use common::CellId;
 use http::Method;
-use cluster::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
 use serde_json::Value;
 use support::{
     bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,

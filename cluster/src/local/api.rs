@@ -248,9 +248,13 @@ async fn kill_leader(
 ) -> Result<Json<KillLeaderResponse>, ApiError> {
     let cluster = app.cluster.lock().await;
     let id = data_cell(&cluster, id)?;
-    let replica = Cluster::kill_leader(&*cluster, id)
-        .await
-        .map_err(|e| ApiError(StatusCode::CONFLICT, ErrorCode::CellUnavailable, format!("{e:#}")))?;
+    let replica = Cluster::kill_leader(&*cluster, id).await.map_err(|e| {
+        ApiError(
+            StatusCode::CONFLICT,
+            ErrorCode::CellUnavailable,
+            format!("{e:#}"),
+        )
+    })?;
     Ok(Json(KillLeaderResponse { replica }))
 }
 
@@ -269,7 +273,9 @@ async fn cell_action(
         other => {
             return Err(ApiError::new(
                 ErrorCode::NotFound,
-                format!("no cell action {other:?}: kill, restart, freeze, thaw, kill-leader, delay"),
+                format!(
+                    "no cell action {other:?}: kill, restart, freeze, thaw, kill-leader, delay"
+                ),
             ))
         }
     };

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use client::http::{Client, ClientConfig, HttpError, Resp};
+use cluster::cell_proc::{CellOptions, LocalCell};
+use cluster::local::{LocalCluster, LocalClusterOptions};
 use common::wire::{ScanItem, ScanPage};
 use http::Method;
-use cluster::cell_proc::{CellOptions, LocalCell};
-use client::http::{Client, ClientConfig, HttpError, Resp};
-use cluster::local::{LocalCluster, LocalClusterOptions};
 
 /// Every test finishes within this, or fails with the replicas' logs.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
