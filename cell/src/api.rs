@@ -64,7 +64,10 @@ pub fn router(rep: Arc<Replica>) -> Router {
     Router::new()
         .merge(data)
         .route("/health", get(crate::health::health))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            service::metrics_route(rep.metrics.registry.clone()),
+        )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -358,14 +361,6 @@ async fn json_rejection(resp: Response, cell: CellId) -> Response {
         text
     };
     error_response(code, message, Some(cell), None)
-}
-
-async fn metrics(State(rep): State<Arc<Replica>>) -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        rep.metrics.render(),
-    )
-        .into_response()
 }
 
 #[derive(Deserialize, Default)]

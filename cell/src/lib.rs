@@ -36,10 +36,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use openraft::SnapshotPolicy;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 use crate::config::CellConfig;
 use crate::db::ALL_CFS;
@@ -176,54 +174,26 @@ pub async fn run(
         "replica started"
     );
 
-    let (stop_api_tx, stop_api) = watch::channel(false);
-    let (stop_raft_tx, stop_raft) = watch::channel(false);
-    let wait = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
-    };
-    let nodelay = |io: &mut tokio::net::TcpStream| {
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::warn!("failed to set TCP_NODELAY: {e}");
-        }
-    };
-    let api_srv = axum::serve(listeners.api.tap_io(nodelay), api::router(rep.clone()))
-        .with_graceful_shutdown(wait(stop_api));
-    let raft_srv = axum::serve(
-        listeners.raft.tap_io(nodelay),
-        raft_rpc::router(rep.clone()),
-    )
-    .with_graceful_shutdown(wait(stop_raft));
-    let mut api_task = tokio::spawn(async move { api_srv.await });
-    let mut raft_task = tokio::spawn(async move { raft_srv.await });
+    let mut api = service::Server::start(listeners.api, api::router(rep.clone()));
+    let mut raft = service::Server::start(listeners.raft, raft_rpc::router(rep.clone()));
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
     let sampler = tokio::spawn(sample_metrics(rep.clone(), fatal_tx));
 
     let outcome = tokio::select! {
         _ = shutdown => Ok(()),
         Ok(why) = fatal_rx => Err(CellError::Fatal(why)),
-        r = &mut api_task => Err(CellError::Serve { what: "cell API", source: join_io(r) }),
-        r = &mut raft_task => Err(CellError::Serve { what: "Raft RPC", source: join_io(r) }),
+        e = api.failed() => Err(CellError::Serve { what: "cell API", source: e }),
+        e = raft.failed() => Err(CellError::Serve { what: "Raft RPC", source: e }),
     };
     match &outcome {
         Ok(()) => tracing::info!("shutting down"),
         Err(e) => tracing::error!("failed to keep serving: {e}"),
     }
     rep.shutting_down.store(true, Ordering::Release);
-    let _ = stop_api_tx.send(true);
-    if tokio::time::timeout(rep.cfg.shutdown_grace, &mut api_task)
-        .await
-        .is_err()
-    {
+    if !api.drain(rep.cfg.shutdown_grace).await {
         tracing::warn!("in-flight API requests outlived the shutdown grace period; aborting them");
-        api_task.abort();
     }
-    let _ = stop_raft_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(1), &mut raft_task)
-        .await
-        .is_err()
-    {
-        raft_task.abort();
-    }
+    raft.drain(Duration::from_secs(1)).await;
     sampler.abort();
     let _ = sampler.await;
     if let Err(e) = rep.raft.shutdown().await {
@@ -247,14 +217,6 @@ pub async fn run(
     drop(db);
     tracing::info!("replica stopped");
     outcome
-}
-
-fn join_io(r: Result<std::io::Result<()>, tokio::task::JoinError>) -> std::io::Error {
-    match r {
-        Ok(Ok(())) => std::io::Error::other("server stopped unexpectedly"),
-        Ok(Err(e)) => e,
-        Err(e) => std::io::Error::other(e),
-    }
 }
 
 /// How often the log and replication gauges are refreshed (and a fatal Raft

@@ -95,26 +95,16 @@ fn main() -> anyhow::Result<()> {
         default_hook(info);
         std::process::abort();
     }));
-    let cli = Cli::parse();
-    let cfg = load(&cli).context("load configuration")?;
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cfg.worker_threads {
-        rt.worker_threads(n);
-    }
-    let rt = rt.enable_all().build()?;
-    rt.block_on(async move {
-        let api = tokio::net::TcpListener::bind(cfg.api_listen)
-            .await
-            .with_context(|| format!("bind the cell API on {}", cfg.api_listen))?;
-        let raft = tokio::net::TcpListener::bind(cfg.raft_listen)
-            .await
-            .with_context(|| format!("bind Raft RPC on {}", cfg.raft_listen))?;
+    let cfg = load(&Cli::parse()).context("load configuration")?;
+    let listen = [
+        ("the cell API", cfg.api_listen),
+        ("Raft RPC", cfg.raft_listen),
+    ];
+    service::run_server(cfg.worker_threads, listen, |[api, raft]| {
         cell::run(
             cfg,
             cell::Listeners { api, raft },
             service::shutdown_signal(),
         )
-        .await?;
-        Ok(())
     })
 }

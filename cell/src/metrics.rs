@@ -6,6 +6,7 @@ use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry,
 };
+use service::register as reg;
 
 /// Request latencies from 100 µs (a local read) to 10 s (past every timeout).
 const REQUEST_BUCKETS: &[f64] = &[
@@ -27,6 +28,7 @@ const WRITE_PAUSE_BUCKETS: &[f64] = &[
 const SNAPSHOT_BUCKETS: &[f64] = &[0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0];
 
 pub struct CellMetrics {
+    /// Served on `/metrics`.
     pub registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
@@ -61,13 +63,6 @@ pub struct CellMetrics {
 impl CellMetrics {
     pub fn new(registry: Registry) -> prometheus::Result<CellMetrics> {
         let r = &registry;
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: T,
-        ) -> prometheus::Result<T> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let m = CellMetrics {
             requests_total: reg(
                 r,
@@ -317,10 +312,5 @@ impl CellMetrics {
         };
         service::register_build_info(&registry, "cellkv_cell")?;
         Ok(m)
-    }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        service::render(&self.registry)
     }
 }

@@ -14,6 +14,8 @@
 //!   server, no `libc`, and its sources spawn and signal nothing;
 //! - the whole-system tests (`tests`) use `cluster` and `client`, never the
 //!   load generator (dev-dependencies count there: they are all it has).
+//! - `service` (what every server does the same way) links no other cellkv
+//!   crate, nor RocksDB or openraft.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -203,11 +203,8 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     app.metrics
         .lease_held
         .set(i64::from(app.jobs.backend.lease.held()));
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(&app.jobs.list()),
-    )
-        .into_response()
+    app.metrics.refresh_jobs(&app.jobs.list());
+    service::metrics_response(&app.metrics.registry)
 }
 
 fn json_body<T: for<'de> Deserialize<'de>>(body: &axum::body::Bytes) -> Result<T, ApiError> {

@@ -7,7 +7,8 @@ use prometheus::{GaugeVec, IntCounterVec, IntGauge, Opts, Registry};
 use crate::job::{Job, JobStatus};
 
 pub struct ControlMetrics {
-    registry: Registry,
+    /// Served on `/metrics`, after `refresh_jobs`.
+    pub registry: Registry,
     pub map_epoch: IntGauge,
     pub lease_held: IntGauge,
     pub admin_requests: IntCounterVec,
@@ -63,8 +64,8 @@ impl ControlMetrics {
         }
     }
 
-    /// Prometheus text, with job gauges for `jobs`.
-    pub fn render(&self, jobs: &[Job]) -> String {
+    /// Sets the job gauges to `jobs` (dropping those of jobs no longer active).
+    pub fn refresh_jobs(&self, jobs: &[Job]) {
         self.job.reset();
         for j in jobs
             .iter()
@@ -92,6 +93,5 @@ impl ControlMetrics {
                     .set(value);
             }
         }
-        service::render(&self.registry)
     }
 }

@@ -7,7 +7,6 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::serve::ListenerExt;
 use common::ownership::OwnershipOp;
 use common::{CellMap, RoutingTable};
 use thiserror::Error;
@@ -117,24 +116,15 @@ pub async fn run(
     tracing::info!(admin_listen = %addr, instance = %instance, "control server started");
     println!("cellkv-control admin API listening on {addr}");
 
-    let nodelay = |io: &mut tokio::net::TcpStream| {
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::warn!("failed to set TCP_NODELAY: {e}");
-        }
-    };
-    let mut stop_serving = stop_rx.clone();
-    let server = axum::serve(listener.tap_io(nodelay), crate::api::router(app))
-        .with_graceful_shutdown(async move {
-            let _ = stop_serving.wait_for(|s| *s).await;
-        });
-    let mut server = tokio::spawn(async move { server.await });
+    let mut server = service::Server::start(listener, crate::api::router(app));
     let outcome = tokio::select! {
         _ = shutdown => None,
-        r = &mut server => Some(r),
+        e = server.failed() => Some(e),
     };
     tracing::info!("shutting down: stopping jobs at their next resumable point");
     manager.begin_shutdown();
     let _ = stop_tx.send(true);
+    server.stop_accepting();
     let deadline = Instant::now() + cfg.shutdown_grace;
     while manager.running_count() > 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,17 +137,10 @@ pub async fn run(
     bg.abort();
     match outcome {
         None => {
-            if tokio::time::timeout(cfg.shutdown_grace, &mut server)
-                .await
-                .is_err()
-            {
-                server.abort();
-            }
+            server.drain(cfg.shutdown_grace).await;
             Ok(())
         }
-        Some(Ok(Ok(()))) => Ok(()),
-        Some(Ok(Err(e))) => Err(ServerError::Serve(e)),
-        Some(Err(e)) => Err(ServerError::Serve(std::io::Error::other(e))),
+        Some(e) => Err(ServerError::Serve(e)),
     }
 }
 

@@ -61,7 +61,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/buckets/{bucket}/objects", get(list_objects))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route(
+            "/metrics",
+            service::metrics_route(app.metrics.registry.clone()),
+        )
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -414,12 +417,4 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         cells,
     };
     (status, axum::Json(body)).into_response()
-}
-
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    (
-        [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
 }

@@ -30,7 +30,6 @@ pub mod topology;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -98,42 +97,21 @@ pub async fn run(
         "router started"
     );
 
-    let nodelay = |io: &mut tokio::net::TcpStream| {
-        if let Err(e) = io.set_nodelay(true) {
-            tracing::warn!("failed to set TCP_NODELAY: {e}");
-        }
-    };
-    let mut stop_serving = stop_rx.clone();
-    let server = axum::serve(listener.tap_io(nodelay), api::router(app)).with_graceful_shutdown(
-        async move {
-            let _ = stop_serving.wait_for(|s| *s).await;
-        },
-    );
-    let mut server = tokio::spawn(async move { server.await });
-
+    let mut server = service::Server::start(listener, api::router(app));
     let outcome = tokio::select! {
         _ = shutdown => None,
-        r = &mut server => Some(r),
+        e = server.failed() => Some(e),
     };
     let _ = stop_tx.send(true);
     let result = match outcome {
         None => {
             tracing::info!("shutting down: draining in-flight requests");
-            match tokio::time::timeout(cfg.shutdown_grace, &mut server).await {
-                Ok(_) => {}
-                Err(_) => {
-                    tracing::warn!(grace = ?cfg.shutdown_grace, "in-flight requests outlived the shutdown grace period; aborting them");
-                    server.abort();
-                }
+            if !server.drain(cfg.shutdown_grace).await {
+                tracing::warn!(grace = ?cfg.shutdown_grace, "in-flight requests outlived the shutdown grace period; aborting them");
             }
             Ok(())
         }
-        Some(r) => {
-            let e = match r {
-                Ok(Ok(())) => std::io::Error::other("server stopped unexpectedly"),
-                Ok(Err(e)) => e,
-                Err(e) => std::io::Error::other(e),
-            };
+        Some(e) => {
             tracing::error!("failed to keep serving: {e}");
             Err(RouterError::Serve(e))
         }

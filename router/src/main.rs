@@ -40,16 +40,8 @@ fn load(cli: &Cli) -> anyhow::Result<RouterConfig> {
 
 fn main() -> anyhow::Result<()> {
     service::init_tracing("info");
-    let cli = Cli::parse();
-    let cfg = load(&cli).context("load configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.listen)
-            .await
-            .with_context(|| format!("bind the public API on {}", cfg.listen))?;
-        router::run(cfg, listener, service::shutdown_signal()).await?;
-        Ok(())
+    let cfg = load(&Cli::parse()).context("load configuration")?;
+    service::run_server(None, [("the public API", cfg.listen)], |[listener]| {
+        router::run(cfg, listener, service::shutdown_signal())
     })
 }

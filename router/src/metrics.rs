@@ -6,6 +6,7 @@
 use prometheus::{
     Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use service::register as reg;
 
 /// Latencies from 250 µs (a fast-failed request) to 10 s (past every
 /// timeout), dense around the milliseconds a healthy cell answers in.
@@ -26,7 +27,8 @@ pub const CELL_NONE: &str = "none";
 pub const CELL_ALL: &str = "all";
 
 pub struct RouterMetrics {
-    registry: Registry,
+    /// Served on `/metrics`.
+    pub registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
     pub added_seconds: HistogramVec,
@@ -45,13 +47,6 @@ pub struct RouterMetrics {
 
 impl RouterMetrics {
     pub fn new(registry: Registry) -> prometheus::Result<RouterMetrics> {
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(
-            r: &Registry,
-            m: T,
-        ) -> prometheus::Result<T> {
-            r.register(Box::new(m.clone()))?;
-            Ok(m)
-        }
         let r = &registry;
         let m = RouterMetrics {
             requests_total: reg(
@@ -195,11 +190,6 @@ impl RouterMetrics {
         service::register_build_info(&registry, "cellkv_router")?;
         Ok(m)
     }
-
-    /// The text exposition of every metric.
-    pub fn render(&self) -> String {
-        service::render(&self.registry)
-    }
 }
 
 #[cfg(test)]
@@ -213,7 +203,7 @@ mod tests {
             .with_label_values(&["1", "get", "200"])
             .inc();
         m.breaker_state.with_label_values(&["1"]).set(2);
-        let text = m.render();
+        let text = service::render(&m.registry);
         assert!(
             text.contains("cellkv_router_requests_total{cell=\"1\",op=\"get\",status=\"200\"} 1")
         );

@@ -1,13 +1,18 @@
 //! The few things every cellkv server binary (`cellkv-cell`, `cellkv-router`,
-//! `cellkv-control`) does identically: set up logging, wait for the signal
-//! that starts a graceful shutdown, expose its Prometheus registry, and
+//! `cellkv-control`) does identically: set up logging, build its runtime and
+//! bind its listeners, wait for the signal that starts a graceful shutdown,
+//! serve HTTP and drain it, expose its Prometheus registry on `/metrics`, and
 //! replace a small state file crash-safely. Kept apart from `common`, which
 //! stays free of I/O.
+
+mod metrics;
+mod serve;
 
 use std::io::Write;
 use std::path::Path;
 
-use prometheus::{IntGaugeVec, Opts, Registry};
+pub use metrics::{metrics_response, metrics_route, register, register_build_info, render};
+pub use serve::{run_server, Server};
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new
 /// content, never a mix: write a sibling `<name>.tmp`, fsync it, rename it
@@ -53,28 +58,6 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Registers `<prefix>_build_info{version}`, always 1.
-pub fn register_build_info(registry: &Registry, prefix: &str) -> prometheus::Result<()> {
-    let build = IntGaugeVec::new(
-        Opts::new(
-            format!("{prefix}_build_info"),
-            "Build information; always 1",
-        ),
-        &["version"],
-    )?;
-    build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
-    registry.register(Box::new(build))
-}
-
-/// The text exposition of every metric in `registry`.
-pub fn render(registry: &Registry) -> String {
-    let mut buf = String::new();
-    if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut buf) {
-        tracing::warn!("failed to encode metrics: {e}");
-    }
-    buf
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,21 +71,5 @@ mod tests {
         write_file_durably(&path, b"two").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"two");
         assert!(!dir.join("state.json.tmp").exists());
-    }
-
-    #[test]
-    fn build_info_renders_with_the_version() {
-        let r = Registry::new();
-        register_build_info(&r, "cellkv_test").unwrap();
-        let text = render(&r);
-        assert!(
-            text.contains(&format!(
-                "cellkv_test_build_info{{version=\"{}\"}} 1",
-                env!("CARGO_PKG_VERSION")
-            )),
-            "{text}"
-        );
-        // Registering twice is an error, not a silent duplicate.
-        assert!(register_build_info(&r, "cellkv_test").is_err());
     }
 }

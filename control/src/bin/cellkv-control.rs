@@ -42,16 +42,8 @@ fn load(cli: &Cli) -> anyhow::Result<ControlConfig> {
 
 fn main() -> anyhow::Result<()> {
     service::init_tracing("info");
-    let cli = Cli::parse();
-    let cfg = load(&cli).context("load configuration")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(cfg.admin_listen)
-            .await
-            .with_context(|| format!("bind the admin API on {}", cfg.admin_listen))?;
-        control::server::run(cfg, listener, service::shutdown_signal()).await?;
-        Ok(())
+    let cfg = load(&Cli::parse()).context("load configuration")?;
+    service::run_server(None, [("the admin API", cfg.admin_listen)], |[listener]| {
+        control::server::run(cfg, listener, service::shutdown_signal())
     })
 }
