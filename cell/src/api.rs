@@ -567,24 +567,6 @@ async fn put_object(
 ) -> ApiResult {
     validate(&bucket, &key)?;
     let max = rep.cfg.max_object_bytes;
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("object larger than the limit of {max} bytes"),
-        )
-    };
-    if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::BadRequest, "Content-Length is not a number")
-            })?;
-        if len > max {
-            return Err(too_large());
-        }
-    }
     let cond = condition(&headers)?;
     let content_type = match headers.get(http::header::CONTENT_TYPE) {
         None => None,
@@ -600,16 +582,16 @@ async fn put_object(
             ))
         }
     };
-    let value = match Limited::new(body, max as usize).collect().await {
-        Ok(c) => c.to_bytes().to_vec(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),
-        Err(e) => {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("read request body: {e}"),
-            ))
-        }
-    };
+    let value = service::body::read_limited(&headers, body, max)
+        .await
+        .map_err(|e| match e {
+            service::body::BodyError::TooLarge { .. } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("object larger than the limit of {max} bytes"),
+            ),
+            e => ApiError::new(ErrorCode::BadRequest, e.to_string()),
+        })?
+        .to_vec();
     let cmd = WriteOp::Put {
         bucket,
         key,

@@ -20,9 +20,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use common::{CellId, CellState, ErrorCode};
-use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
@@ -224,59 +223,18 @@ async fn object_op(
     public_response(op, fwd.cell, fwd.result?)
 }
 
-/// Reads a PUT body, refusing more than `max` bytes: early from
-/// `Content-Length`, and while reading for bodies without one.
+/// Reads a PUT body, refusing more than `max` bytes (`service::body`).
 async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("object larger than the limit of {max} bytes"),
-        )
-    };
-    if let Some(len) = headers.get(http::header::CONTENT_LENGTH) {
-        let len: u64 = len
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::BadRequest, "Content-Length is not a number")
-            })?;
-        if len > max {
-            return Err(too_large());
-        }
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    let mut body = body;
-    let mut buf = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("read request body: {e}")))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if buf.len() + data.len() > limit {
-            // A chunked body went over the limit. Read (and drop) a bounded
-            // amount more so the client, still sending, gets the 413 instead
-            // of a reset connection.
-            let drain = async {
-                let mut drained = 0usize;
-                while let Some(Ok(f)) = body.frame().await {
-                    drained += f.data_ref().map_or(0, |d| d.len());
-                    if drained > limit {
-                        break;
-                    }
-                }
-            };
-            let _ = tokio::time::timeout(BODY_DRAIN_TIMEOUT, drain).await;
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&data);
-    }
-    Ok(buf.freeze())
+    service::body::read_limited(headers, body, max)
+        .await
+        .map_err(|e| match e {
+            service::body::BodyError::TooLarge { .. } => ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("object larger than the limit of {max} bytes"),
+            ),
+            e => ApiError::new(ErrorCode::BadRequest, e.to_string()),
+        })
 }
-
-/// Longest time spent discarding the rest of an oversized chunked body.
-const BODY_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Turns a cell's answer into the public response.
 fn public_response(op: Op, cell: CellId, resp: CellResponse) -> Result<Response, ApiError> {

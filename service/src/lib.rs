@@ -1,10 +1,11 @@
 //! The few things every cellkv server binary (`cellkv-cell`, `cellkv-router`,
 //! `cellkv-control`) does identically: set up logging, build its runtime and
 //! bind its listeners, wait for the signal that starts a graceful shutdown,
-//! serve HTTP and drain it, expose its Prometheus registry on `/metrics`, and
+//! serve HTTP and drain it, read a request body within a limit (`body`), expose its Prometheus registry on `/metrics`, and
 //! replace a small state file crash-safely. Kept apart from `common`, which
 //! stays free of I/O.
 
+pub mod body;
 mod metrics;
 mod serve;
 
