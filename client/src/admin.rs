@@ -2,17 +2,19 @@
 //! `docs/control-plane.md`) as the harness uses it: status, the live cell
 //! map, drain and add, and following a job to its end (`follow_job`) with
 //! the figures a report keeps (`JobFigures`). JSON over the lean HTTP client;
-//! it never links the control crate, so the job view is mirrored here with
-//! only the fields the harness reads.
+//! it never links the control crate: the bodies are `common::admin`'s.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use common::admin::{AddCellRequest, CellAdded, JobOptions, JobStarted, StatusResponse};
+pub use common::admin::{JobProgress, JobStatus, JobView};
 use common::{CellId, CellMap, CellSpec};
 use http::Method;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::http::{Client, ClientConfig};
 
@@ -101,60 +103,68 @@ impl AdminClient {
         Ok(v)
     }
 
+    /// Like [`must`](Self::must), with a typed body and answer.
+    async fn must_typed<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T> {
+        let body = body
+            .map(serde_json::to_value)
+            .transpose()
+            .context("serialize the request body")?;
+        let v = self.must(method.clone(), path, body).await?;
+        serde_json::from_value(v.clone())
+            .with_context(|| format!("parse the answer of {method} {path}: {v}"))
+    }
+
     /// `GET /v1/status`.
-    pub async fn status(&self) -> Result<Value> {
-        self.must(Method::GET, "/v1/status", None).await
+    pub async fn status(&self) -> Result<StatusResponse> {
+        self.must_typed(Method::GET, "/v1/status", NO_BODY).await
     }
 
     /// `GET /v1/map`: the live cell map.
     pub async fn map(&self) -> Result<CellMap> {
-        let v = self.must(Method::GET, "/v1/map", None).await?;
-        serde_json::from_value(v).context("parse the cell map of GET /v1/map")
+        self.must_typed(Method::GET, "/v1/map", NO_BODY).await
     }
 
     /// `POST /v1/cells/{cell}/drain`: the started job.
     pub async fn drain(&self, cell: CellId, bandwidth: Option<u64>) -> Result<JobView> {
-        let body = match bandwidth {
-            Some(b) => json!({ "bandwidth": b }),
-            None => json!({}),
-        };
-        let v = self
-            .must(Method::POST, &format!("/v1/cells/{cell}/drain"), Some(body))
+        let path = format!("/v1/cells/{cell}/drain");
+        let started: JobStarted = self
+            .must_typed(Method::POST, &path, Some(&JobOptions { bandwidth }))
             .await?;
-        serde_json::from_value(v["job"].clone())
-            .with_context(|| format!("parse the job of the drain answer {v}"))
+        Ok(started.job)
     }
 
     /// `POST /v1/cells`: registers a started cell and rebalances onto it; the started job.
     pub async fn add_cell(&self, spec: &CellSpec, bandwidth: Option<u64>) -> Result<JobView> {
-        let mut body = json!({
-            "id": spec.id,
-            "weight": spec.weight,
-            "replicas": spec.replicas,
-            "rebalance": true,
-        });
-        if let Some(b) = bandwidth {
-            body["bandwidth"] = json!(b);
-        }
-        let v = self.must(Method::POST, "/v1/cells", Some(body)).await?;
-        serde_json::from_value(v["job"].clone())
-            .with_context(|| format!("parse the job of the add answer {v}"))
+        let body = AddCellRequest {
+            id: spec.id,
+            weight: spec.weight,
+            replicas: spec.replicas.clone(),
+            rebalance: true,
+            bandwidth,
+        };
+        let added: CellAdded = self
+            .must_typed(Method::POST, "/v1/cells", Some(&body))
+            .await?;
+        added
+            .job
+            .with_context(|| format!("adding cell {} started no job", spec.id))
     }
 
     /// `GET /v1/jobs/{id}`.
     pub async fn job(&self, id: &str) -> Result<JobView> {
-        let v = self
-            .must(Method::GET, &format!("/v1/jobs/{id}"), None)
-            .await?;
-        serde_json::from_value(v.clone()).with_context(|| format!("parse job view {v}"))
+        self.must_typed(Method::GET, &format!("/v1/jobs/{id}"), NO_BODY)
+            .await
     }
 
     /// `POST /v1/jobs/{id}/cancel`.
     pub async fn cancel(&self, id: &str) -> Result<JobView> {
-        let v = self
-            .must(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
-            .await?;
-        serde_json::from_value(v.clone()).with_context(|| format!("parse job view {v}"))
+        self.must_typed(Method::POST, &format!("/v1/jobs/{id}/cancel"), NO_BODY)
+            .await
     }
 
     /// Reads job `id` every [`FOLLOW_POLL`] until it is done, calling
@@ -173,7 +183,7 @@ impl AdminClient {
             match self.job(id).await {
                 Ok(j) => {
                     progress(&j);
-                    match j.status {
+                    match j.job.status {
                         JobStatus::Done => return Ok(j),
                         JobStatus::Running => {}
                         JobStatus::Failed | JobStatus::Cancelled | JobStatus::Paused => {
@@ -198,9 +208,9 @@ impl AdminClient {
 /// Why a followed job did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
-    #[error("job {} ended {:?}{}", .0.id, .0.status, .0.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    #[error("job {} ended {:?}{}", .0.job.id, .0.job.status, .0.job.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Ended(Box<JobView>),
-    #[error("the job is not done in time{}{}", .last.as_ref().map(|j| format!(" (phase {}, {} of {} ranges, {} bytes copied)", j.phase, j.progress.ranges_done, j.progress.ranges_total, j.progress.bytes_copied)).unwrap_or_default(), if .last_error.is_empty() { String::new() } else { format!("; last error: {}", .last_error) })]
+    #[error("the job is not done in time{}{}", .last.as_ref().map(|j| format!(" (phase {}, {} of {} ranges, {} bytes copied)", j.job.phase, j.job.progress.ranges_done, j.job.progress.ranges_total, j.job.progress.bytes_copied)).unwrap_or_default(), if .last_error.is_empty() { String::new() } else { format!("; last error: {}", .last_error) })]
     TimedOut {
         last: Option<Box<JobView>>,
         last_error: String,
@@ -217,56 +227,20 @@ impl FollowError {
     }
 }
 
-// ---------------------------------------------------------------------------
-// The job view, mirrored
+/// No request body.
+const NO_BODY: Option<&()> = None;
 
-pub use common::wire::{JobProgress, JobStatus};
-
-/// What `GET /v1/jobs/{id}` answers, the fields the harness reads.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    pub id: String,
-    /// `add | drain | rebalance`.
-    pub kind: String,
-    #[serde(default)]
-    pub cell: Option<CellId>,
-    pub status: JobStatus,
-    #[serde(default)]
-    pub phase: String,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub created_ms: u64,
-    #[serde(default)]
-    pub finished_ms: Option<u64>,
-    #[serde(default)]
-    pub bandwidth_bytes_per_sec: u64,
-    #[serde(default)]
-    pub progress: JobProgress,
-    /// Write pause (fence → release) of every completed batch.
-    #[serde(default)]
-    pub pauses_ms: Vec<u64>,
-    #[serde(default)]
-    pub rate_bytes_per_sec: f64,
-    #[serde(default)]
-    pub pause_max_ms: Option<u64>,
-    #[serde(default)]
-    pub pause_p99_ms: Option<u64>,
-}
-
-impl JobView {
-    /// `"copy 3/12 ranges, 40.1 MiB, 31.2 MB/s"`.
-    pub fn progress_line(&self) -> String {
-        let p = &self.progress;
-        format!(
-            "{} {}/{} ranges, {:.1} MiB, {:.1} MB/s",
-            self.phase,
-            p.ranges_done,
-            p.ranges_total,
-            p.bytes_copied as f64 / f64::from(1u32 << 20),
-            self.rate_bytes_per_sec / 1e6
-        )
-    }
+/// `"copy 3/12 ranges, 40.1 MiB, 31.2 MB/s"`.
+pub fn progress_line(j: &JobView) -> String {
+    let p = &j.job.progress;
+    format!(
+        "{} {}/{} ranges, {:.1} MiB, {:.1} MB/s",
+        j.job.phase,
+        p.ranges_done,
+        p.ranges_total,
+        p.bytes_copied as f64 / f64::from(1u32 << 20),
+        j.rate_bytes_per_sec / 1e6
+    )
 }
 
 /// A job's figures as a report keeps them: what moved, how fast, and the
@@ -305,7 +279,8 @@ pub struct JobFigures {
 }
 
 impl JobFigures {
-    pub fn of(j: &JobView) -> JobFigures {
+    pub fn of(v: &JobView) -> JobFigures {
+        let j = &v.job;
         let p = &j.progress;
         let active_s = p.active_ms as f64 / 1000.0;
         let per_s = |n: u64| {
@@ -317,7 +292,7 @@ impl JobFigures {
         };
         JobFigures {
             job: j.id.clone(),
-            kind: j.kind.clone(),
+            kind: j.kind.name().to_owned(),
             status: j.status,
             message: j.message.clone(),
             ranges_total: p.ranges_total,
@@ -333,13 +308,13 @@ impl JobFigures {
                 .map(|f| f.saturating_sub(j.created_ms) as f64 / 1000.0),
             active_s,
             mb_per_s: if active_s > 0.0 {
-                j.rate_bytes_per_sec.max(0.0) / 1e6
+                v.rate_bytes_per_sec.max(0.0) / 1e6
             } else {
                 0.0
             },
             keys_per_s: per_s(p.keys_copied),
-            pause_max_ms: j.pause_max_ms,
-            pause_p99_ms: j.pause_p99_ms,
+            pause_max_ms: v.pause_max_ms,
+            pause_p99_ms: v.pause_p99_ms,
             pauses: j.pauses_ms.len(),
         }
     }
@@ -364,6 +339,8 @@ impl JobFigures {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     /// A job view as `GET /v1/jobs/{id}` answers it (docs/control-plane.md).
@@ -386,7 +363,7 @@ mod tests {
     fn job_view_parses_and_gives_its_figures() {
         let j: JobView = serde_json::from_value(view()).unwrap();
         assert_eq!(
-            (j.status, j.cell, j.kind.as_str()),
+            (j.job.status, j.job.kind.cell(), j.job.kind.name()),
             (JobStatus::Done, Some(CellId(3)), "drain")
         );
         let f = JobFigures::of(&j);
@@ -411,9 +388,12 @@ mod tests {
         v["status"] = json!("running");
         v["finished_ms"] = Value::Null;
         let j: JobView = serde_json::from_value(v).unwrap();
-        assert_eq!((j.cell, JobFigures::of(&j).elapsed_s), (None, None));
         assert_eq!(
-            j.progress_line(),
+            (j.job.kind.cell(), JobFigures::of(&j).elapsed_s),
+            (None, None)
+        );
+        assert_eq!(
+            progress_line(&j),
             "finish 12/12 ranges, 1024.0 MiB, 53.7 MB/s"
         );
     }

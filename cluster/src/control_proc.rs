@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use common::admin::StatusResponse;
 use common::CellMap;
 use serde::{Deserialize, Serialize};
 
@@ -201,7 +202,7 @@ impl ControlProc {
     /// the lease only after telling every data cell what it owns). Fails with
     /// the last answer and the log tail after `timeout`, or at once if the
     /// server exits.
-    pub async fn wait_ready(&self, timeout: Duration) -> Result<serde_json::Value> {
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<StatusResponse> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.server.unexpected_exit() {
@@ -211,8 +212,8 @@ impl ControlProc {
                 );
             }
             let last = match self.admin.status().await {
-                Ok(v) if v["control"]["lease_held"] == true => return Ok(v),
-                Ok(v) => format!("the job lease is not held yet: {}", v["control"]),
+                Ok(s) if s.control.lease_held => return Ok(s),
+                Ok(s) => format!("the job lease is not held yet: {:?}", s.control),
                 Err(e) => format!("{e:#}"),
             };
             if Instant::now() >= deadline {

@@ -99,7 +99,7 @@ impl fmt::Display for CellState {
     }
 }
 
-fn default_weight() -> u32 {
+pub(crate) fn default_weight() -> u32 {
     1
 }
 

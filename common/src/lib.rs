@@ -1,7 +1,9 @@
 //! Types shared by every cellkv process: identifiers, the placement ring, the
-//! cell map, the names and limits of objects, and the cell API's wire types.
+//! cell map, the names and limits of objects, the cell API's wire types and the
+//! control server's admin API types.
 //! Pure code: no I/O, no RocksDB, no openraft, no HTTP server.
 
+pub mod admin;
 pub mod backoff;
 pub mod cell_map;
 pub mod error;

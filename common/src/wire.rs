@@ -108,42 +108,6 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// `status` of a migration job: what the control server stores and its
-/// admin API answers, and what the load harness and `cellkvctl` read.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Running,
-    Paused,
-    Done,
-    Cancelled,
-    Failed,
-}
-
-impl JobStatus {
-    /// Running or paused: the one job a control server may have at a time.
-    pub fn is_active(self) -> bool {
-        matches!(self, JobStatus::Running | JobStatus::Paused)
-    }
-}
-
-/// `progress` of a migration job (stored with the job, answered by the
-/// admin API).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct JobProgress {
-    pub ranges_total: u64,
-    pub ranges_done: u64,
-    pub batches_done: u64,
-    pub keys_copied: u64,
-    pub bytes_copied: u64,
-    pub keys_deleted: u64,
-    /// Bytes the whole job should copy, from range stats when it was planned.
-    pub bytes_estimated: u64,
-    /// Milliseconds the job ran (not paused), for the rate.
-    pub active_ms: u64,
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error("empty body")]

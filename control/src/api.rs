@@ -13,18 +13,24 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use common::admin::{
+    AddCellRequest, Amount, CellAdded, CellRemoved, CellStateChanged, CellStatus, ControlStatus,
+    JobList, JobOptions, JobStarted, Lost, PlanRequest, PlanResponse, RemoveCellQuery,
+    ReplicaStatus, ReplicasChanged, StatusResponse, TransferFigures, TransferLeaderRequest,
+    TransferLeaderResponse,
+};
 use common::ownership::OwnershipOp;
 use common::wire::RangeStats;
 use common::{
     CellId, CellMap, CellSpec, CellState, ErrorBody, ErrorCode, ErrorDetail, HashRange, NodeId,
     ReplicaSpec, RoutingTable,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::cells::{CellClient, CellError};
 use crate::config::ControlConfig;
-use crate::job::{Job, JobKind, Request as JobRequest};
+use crate::job::{self, Job, JobKind, JobRequest};
 use crate::manager::{new_job_id, JobError, JobManager};
 use crate::metrics::ControlMetrics;
 use crate::plan;
@@ -242,33 +248,6 @@ async fn change_map(
 
 // ---------- status ----------
 
-#[derive(Serialize)]
-struct ReplicaStatus {
-    node_id: NodeId,
-    api_addr: String,
-    control_addr: Option<String>,
-    reachable: bool,
-    ready: bool,
-    role: Option<String>,
-    applied_index: Option<u64>,
-    lag_entries: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct CellStatus {
-    id: CellId,
-    state: CellState,
-    weight: u32,
-    share_pct: f64,
-    target_share_pct: f64,
-    ranges: usize,
-    leader: Option<u64>,
-    ownership_epoch: Option<u64>,
-    keys: Option<u64>,
-    bytes: Option<u64>,
-    replicas: Vec<ReplicaStatus>,
-}
-
 async fn cell_status(
     cells: Arc<CellClient>,
     spec: CellSpec,
@@ -298,7 +277,8 @@ async fn cell_status(
                 .iter()
                 .filter_map(|(_, h)| h.as_ref()?["leader"].as_u64())
                 .next()
-        });
+        })
+        .map(NodeId);
     let replicas = spec
         .replicas
         .iter()
@@ -317,7 +297,7 @@ async fn cell_status(
                     .as_ref()
                     .and_then(|h| h["role"].as_str().map(str::to_string)),
                 applied_index: h.as_ref().and_then(|h| h["applied_index"].as_u64()),
-                lag_entries: if leader == Some(r.node_id.0) {
+                lag_entries: if leader == Some(r.node_id) {
                     Some(0)
                 } else {
                     lag
@@ -386,18 +366,18 @@ async fn status(State(app): State<Arc<App>>) -> ApiResult {
     let cells: Vec<CellStatus> = cells.into_iter().map(|(_, c)| c).collect();
     let lease = &app.jobs.backend.lease;
     let other = lease.other.lock().expect("lease lock").clone();
-    Ok(Json(json!({
-        "epoch": map.epoch,
-        "moving_ranges": map.moving.len(),
-        "pending_moves": plan::pending_moves(&map).map(|m| m.len()).unwrap_or(0),
-        "control": {
-            "lease_held": lease.held(),
-            "instance": lease.holder,
-            "lease_holder": other.map(|l| l.holder),
+    Ok(Json(StatusResponse {
+        epoch: map.epoch,
+        moving_ranges: map.moving.len(),
+        pending_moves: plan::pending_moves(&map).map(|m| m.len()).unwrap_or(0),
+        control: ControlStatus {
+            lease_held: lease.held(),
+            instance: lease.holder.clone(),
+            lease_holder: other.map(|l| l.holder),
         },
-        "cells": cells,
-        "active_job": app.jobs.active().map(|j| j.view()),
-    }))
+        cells,
+        active_job: app.jobs.active().as_ref().map(job::view),
+    })
     .into_response())
 }
 
@@ -407,33 +387,8 @@ async fn get_map(State(app): State<Arc<App>>) -> ApiResult {
 
 // ---------- cells ----------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddCell {
-    id: CellId,
-    #[serde(default = "one")]
-    weight: u32,
-    replicas: Vec<ReplicaSpec>,
-    #[serde(default = "yes")]
-    rebalance: bool,
-    bandwidth: Option<u64>,
-}
-
-fn one() -> u32 {
-    1
-}
-fn yes() -> bool {
-    true
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct JobOptions {
-    bandwidth: Option<u64>,
-}
-
 fn new_job(app: &App, kind: JobKind, bandwidth: Option<u64>) -> Job {
-    Job::new(
+    job::new_record(
         new_job_id(),
         kind,
         bandwidth.unwrap_or(app.cfg.bandwidth_bytes_per_sec).max(1),
@@ -479,7 +434,7 @@ async fn start_job(
 }
 
 async fn add_cell(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
-    let req: AddCell = json_body(&body)?;
+    let req: AddCellRequest = json_body(&body)?;
     if req.replicas.is_empty() {
         return Err(ApiError::bad(
             "replicas: list at least one replica (node_id, api_addr, control_addr)",
@@ -560,15 +515,17 @@ async fn add_cell(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiRe
     })
     .await?;
     let job = if req.rebalance {
-        Some(
-            start_job(&app, &map, JobKind::Add { cell: req.id }, req.bandwidth)
-                .await?
-                .view(),
-        )
+        let started = start_job(&app, &map, JobKind::Add { cell: req.id }, req.bandwidth).await?;
+        Some(job::view(&started))
     } else {
         None
     };
-    Ok(Json(json!({"cell": spec, "epoch": map.epoch, "job": job})).into_response())
+    Ok(Json(CellAdded {
+        cell: spec,
+        epoch: map.epoch,
+        job,
+    })
+    .into_response())
 }
 
 /// Starts a job that moves whatever the target ring asks for (e.g. after
@@ -578,7 +535,11 @@ async fn rebalance(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiR
     app.jobs.check_idle()?;
     let map = load_map(&app).await?;
     let job = start_job(&app, &map, JobKind::Rebalance, opts.bandwidth).await?;
-    Ok(Json(json!({"epoch": map.epoch, "job": job.view()})).into_response())
+    Ok(Json(JobStarted {
+        epoch: map.epoch,
+        job: job::view(&job),
+    })
+    .into_response())
 }
 
 async fn drain_cell(
@@ -619,18 +580,17 @@ async fn drain_cell(
         opts.bandwidth,
     )
     .await?;
-    Ok(Json(json!({"epoch": map.epoch, "job": job.view()})).into_response())
-}
-
-#[derive(Deserialize)]
-struct ForceQuery {
-    force: Option<bool>,
+    Ok(Json(JobStarted {
+        epoch: map.epoch,
+        job: job::view(&job),
+    })
+    .into_response())
 }
 
 async fn remove_cell(
     State(app): State<Arc<App>>,
     Path(id): Path<u32>,
-    Query(q): Query<ForceQuery>,
+    Query(q): Query<RemoveCellQuery>,
 ) -> ApiResult {
     let map = load_map(&app).await?;
     let spec = cell_of(&map, id)?;
@@ -645,7 +605,11 @@ async fn remove_cell(
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     let owned = routing.ranges_of(spec.id);
     let force = q.force.unwrap_or(false);
-    let mut lost = json!({"ranges": 0, "keys": 0, "bytes": 0});
+    let mut lost = Lost {
+        ranges: 0,
+        keys: Amount::Count(0),
+        bytes: Amount::Count(0),
+    };
     if !owned.is_empty() {
         let stats = app.cells.range_stats(&spec, &owned).await;
         let (keys, bytes) = match &stats {
@@ -664,7 +628,11 @@ async fn remove_cell(
                 routing.share(spec.id) * 100.0
             )));
         }
-        lost = json!({"ranges": owned.len(), "keys": keys, "bytes": bytes});
+        lost = Lost {
+            ranges: owned.len(),
+            keys: Amount::Text(keys),
+            bytes: Amount::Text(bytes),
+        };
         // Hand the (lost) ranges to their target owners, empty.
         let mut probe = map.clone();
         probe.cells.retain(|c| c.id != spec.id);
@@ -730,7 +698,12 @@ async fn remove_cell(
         })
         .await?;
     }
-    Ok(Json(json!({"removed": id, "forced": force, "lost": lost})).into_response())
+    Ok(Json(CellRemoved {
+        removed: CellId(id),
+        forced: force,
+        lost,
+    })
+    .into_response())
 }
 
 async fn set_state(app: &App, id: u32, to: CellState, allowed: &[CellState]) -> ApiResult {
@@ -749,7 +722,12 @@ async fn set_state(app: &App, id: u32, to: CellState, allowed: &[CellState]) -> 
         Ok(true)
     })
     .await?;
-    Ok(Json(json!({"cell": id, "state": to, "epoch": map.epoch})).into_response())
+    Ok(Json(CellStateChanged {
+        cell: CellId(id),
+        state: to,
+        epoch: map.epoch,
+    })
+    .into_response())
 }
 
 async fn isolate_cell(State(app): State<Arc<App>>, Path(id): Path<u32>) -> ApiResult {
@@ -761,15 +739,6 @@ async fn restore_cell(State(app): State<Arc<App>>, Path(id): Path<u32>) -> ApiRe
 }
 
 // ---------- plan ----------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PlanRequest {
-    kind: String,
-    cell: Option<CellId>,
-    weight: Option<u32>,
-    bandwidth: Option<u64>,
-}
 
 async fn plan_handler(State(app): State<Arc<App>>, body: axum::body::Bytes) -> ApiResult {
     let req: PlanRequest = json_body(&body)?;
@@ -832,26 +801,26 @@ async fn plan_handler(State(app): State<Arc<App>>, body: axum::body::Bytes) -> A
                 .max(usize::try_from(p.bytes / app.cfg.batch_max_bytes.max(1)).unwrap_or(0))
         })
         .sum();
-    Ok(Json(json!({
-        "kind": req.kind,
-        "epoch": map.epoch,
-        "pairs": pairs,
-        "ranges": moves.len(),
-        "keys": keys,
-        "bytes": bytes,
-        "stats_complete": stats.len() == moves.len(),
-        "batches_estimate": batches,
-        "bandwidth_bytes_per_sec": bandwidth,
-        "estimated_secs": plan::estimate_secs(bytes, bandwidth),
-    }))
+    Ok(Json(PlanResponse {
+        kind: req.kind,
+        epoch: map.epoch,
+        pairs,
+        ranges: moves.len(),
+        keys,
+        bytes,
+        stats_complete: stats.len() == moves.len(),
+        batches_estimate: batches,
+        bandwidth_bytes_per_sec: bandwidth,
+        estimated_secs: plan::estimate_secs(bytes, bandwidth),
+    })
     .into_response())
 }
 
 // ---------- jobs ----------
 
 async fn list_jobs(State(app): State<Arc<App>>) -> ApiResult {
-    let jobs: Vec<_> = app.jobs.list().iter().map(Job::view).collect();
-    Ok(Json(json!({"jobs": jobs})).into_response())
+    let jobs = app.jobs.list().iter().map(job::view).collect();
+    Ok(Json(JobList { jobs }).into_response())
 }
 
 async fn get_job(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResult {
@@ -859,7 +828,7 @@ async fn get_job(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResu
         Some(j) => j,
         None => app
             .store
-            .get_json::<Job>(&format!("{}{id}", crate::store::JOB_PREFIX))
+            .get_json::<Job>(&crate::store::job_key(&id))
             .await?
             .map(|(j, _)| j)
             .ok_or_else(|| {
@@ -869,7 +838,7 @@ async fn get_job(State(app): State<Arc<App>>, Path(id): Path<String>) -> ApiResu
                 )
             })?,
     };
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job::view(&job)).into_response())
 }
 
 async fn job_action(
@@ -887,7 +856,7 @@ async fn job_action(
             ))
         }
     };
-    Ok(Json(job.view()).into_response())
+    Ok(Json(job::view(&job)).into_response())
 }
 
 // ---------- replicas ----------
@@ -935,7 +904,7 @@ async fn add_replica(
         Ok(true)
     })
     .await?;
-    Ok(Json(json!({"cell": id, "voters": voters, "epoch": map.epoch})).into_response())
+    Ok(Json(replicas_changed(id, None, &voters, map.epoch)).into_response())
 }
 
 async fn remove_replica(
@@ -961,7 +930,7 @@ async fn remove_replica(
         Ok(before != c.replicas.len())
     })
     .await?;
-    Ok(Json(json!({"cell": id, "voters": voters, "epoch": map.epoch})).into_response())
+    Ok(Json(replicas_changed(id, None, &voters, map.epoch)).into_response())
 }
 
 async fn replace_replica(
@@ -1000,18 +969,22 @@ async fn replace_replica(
         Ok(before != c.replicas)
     })
     .await?;
-    Ok(
-        Json(json!({"cell": id, "replaced": node, "voters": voters, "epoch": map.epoch}))
-            .into_response(),
-    )
+    Ok(Json(replicas_changed(id, Some(NodeId(node)), &voters, map.epoch)).into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct TransferLeader {
-    to: Option<NodeId>,
-    /// The cell's budget for the transfer (default 10 s, at most 60 s).
-    timeout_ms: Option<u64>,
+/// The answer to a replica change of cell `id`.
+fn replicas_changed(
+    id: u32,
+    replaced: Option<NodeId>,
+    voters: &[u64],
+    epoch: u64,
+) -> ReplicasChanged {
+    ReplicasChanged {
+        cell: CellId(id),
+        replaced,
+        voters: voters.iter().copied().map(NodeId).collect(),
+        epoch,
+    }
 }
 
 /// Default and largest budget a cell gets for one leadership transfer.
@@ -1041,7 +1014,7 @@ async fn transfer_leader(
     Path(id): Path<u32>,
     body: axum::body::Bytes,
 ) -> ApiResult {
-    let req: TransferLeader = json_body(&body)?;
+    let req: TransferLeaderRequest = json_body(&body)?;
     let map = load_map(&app).await?;
     let spec = cell_of(&map, id)?;
     let current = leader_by_health(&app, &spec).await;
@@ -1060,7 +1033,7 @@ async fn transfer_leader(
         )));
     }
     if Some(target) == current {
-        return Ok(Json(json!({"cell": id, "leader": target, "changed": false})).into_response());
+        return Ok(Json(led_by(id, target, false)).into_response());
     }
     if req.timeout_ms == Some(0) {
         return Err(ApiError::bad("timeout_ms must be > 0"));
@@ -1070,14 +1043,16 @@ async fn transfer_leader(
         .map_or(TRANSFER_TIMEOUT, Duration::from_millis)
         .min(MAX_TRANSFER_TIMEOUT);
     match app.cells.transfer_leader(&spec, target, budget).await {
-        Ok(v) => Ok(Json(json!({
-            "cell": id,
-            "leader": v["leader"],
-            "changed": true,
-            "term": v["term"],
-            "attempts": v["attempts"],
-            "write_pause_ms": v["write_pause_ms"],
-        }))
+        Ok(v) => Ok(Json(TransferLeaderResponse {
+            cell: CellId(id),
+            leader: v["leader"].as_u64().map(NodeId),
+            changed: true,
+            transfer: Some(TransferFigures {
+                term: v["term"].as_u64(),
+                attempts: v["attempts"].as_u64(),
+                write_pause_ms: v["write_pause_ms"].as_u64(),
+            }),
+        })
         .into_response()),
         Err(CellError::Refused { status: 404, .. }) => {
             tracing::warn!(cell = id, "the cell has no /admin/transfer-leader (an older build); using /admin/elect on the target");
@@ -1087,12 +1062,20 @@ async fn transfer_leader(
             // A call retried after an unknown outcome can find the target
             // already leading (and be refused for it): look before failing.
             if leader_by_health(&app, &spec).await == Some(target) {
-                return Ok(
-                    Json(json!({"cell": id, "leader": target, "changed": true})).into_response()
-                );
+                return Ok(Json(led_by(id, target, true)).into_response());
             }
             Err(e.into())
         }
+    }
+}
+
+/// A transfer's answer without the cell's figures.
+fn led_by(id: u32, leader: NodeId, changed: bool) -> TransferLeaderResponse {
+    TransferLeaderResponse {
+        cell: CellId(id),
+        leader: Some(leader),
+        changed,
+        transfer: None,
     }
 }
 
@@ -1105,8 +1088,7 @@ async fn elect_fallback(app: &App, id: u32, spec: &CellSpec, target: NodeId) -> 
         if let Some(r) = &replica {
             if let Some(h) = app.cells.health(r, HEALTH_TIMEOUT).await {
                 if h["role"] == "leader" {
-                    return Ok(Json(json!({"cell": id, "leader": target, "changed": true}))
-                        .into_response());
+                    return Ok(Json(led_by(id, target, true)).into_response());
                 }
             }
         }

@@ -203,7 +203,7 @@ impl Backend for ClusterBackend {
             return Err(StepError::Stopped);
         }
         self.store
-            .put_json(&job.key(), job)
+            .put_json(&crate::store::job_key(&job.id), job)
             .await
             .map_err(store_err)?;
         self.jobs

@@ -2,12 +2,21 @@
 //! default, `--json` for scripts. Exit codes: 0 ok, 1 the operation failed,
 //! 2 usage or connection problem.
 
+use std::fmt::Display;
 use std::time::Duration;
 
 use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
+use common::admin::{
+    AddCellRequest, CellAdded, CellRemoved, CellStateChanged, JobList, JobOptions, JobStarted,
+    JobStatus, JobView, PlanRequest, PlanResponse, ReplicasChanged, StatusResponse,
+    TransferLeaderRequest, TransferLeaderResponse,
+};
+use common::{CellId, CellMap, NodeId, ReplicaSpec};
 use http::Method;
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::http::{bearer, HttpClient, TransportError};
 
@@ -212,7 +221,7 @@ fn usage(m: impl Into<String>) -> CliError {
 }
 
 /// Parses `node=4,api=127.0.0.1:7004,control=127.0.0.1:7104`.
-pub fn parse_replica(s: &str) -> Result<Value, CliError> {
+pub fn parse_replica(s: &str) -> Result<ReplicaSpec, CliError> {
     let (mut node, mut api, mut control) = (None, None, None);
     for part in s.split(',') {
         let (k, v) = part.split_once('=').ok_or_else(|| {
@@ -238,7 +247,11 @@ pub fn parse_replica(s: &str) -> Result<Value, CliError> {
         }
     }
     match (node, api, control) {
-        (Some(n), Some(a), Some(c)) => Ok(json!({"node_id": n, "api_addr": a, "control_addr": c})),
+        (Some(n), Some(a), Some(c)) => Ok(ReplicaSpec {
+            node_id: NodeId(n),
+            api_addr: a,
+            control_addr: Some(c),
+        }),
         _ => Err(usage(format!(
             "replica {s:?}: node, api and control are all required"
         ))),
@@ -302,19 +315,22 @@ pub fn human_secs(s: f64) -> String {
     }
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// `-` for nothing, else the value.
+fn opt<T: Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// Voters as the API writes them: `[1,2,4]`.
+fn node_list(nodes: &[NodeId]) -> String {
+    let ids: Vec<String> = nodes.iter().map(NodeId::to_string).collect();
+    format!("[{}]", ids.join(","))
 }
 
 /// One progress line of a job view.
-pub fn progress_line(j: &Value) -> String {
-    let p = &j["progress"];
-    let done = p["ranges_done"].as_u64().unwrap_or(0);
-    let total = p["ranges_total"].as_u64().unwrap_or(0);
+pub fn progress_line(v: &JobView) -> String {
+    let j = &v.job;
+    let p = &j.progress;
+    let (done, total) = (p.ranges_done, p.ranges_total);
     let pct = if total > 0 {
         done as f64 * 100.0 / total as f64
     } else {
@@ -323,60 +339,59 @@ pub fn progress_line(j: &Value) -> String {
     let width = 24usize;
     let filled = ((pct / 100.0) * width as f64).round() as usize;
     let bar: String = "#".repeat(filled.min(width)) + &"-".repeat(width - filled.min(width));
-    let eta = j["eta_secs"].as_f64().map_or("-".into(), human_secs);
+    let eta = v.eta_secs.map_or("-".into(), human_secs);
     format!(
         "[{bar}] {pct:5.1}%  ranges {done}/{total}  moved {} ({} keys)  {}/s  eta {eta}  {} {}",
-        human_bytes(p["bytes_copied"].as_f64().unwrap_or(0.0)),
-        p["keys_copied"].as_u64().unwrap_or(0),
-        human_bytes(j["rate_bytes_per_sec"].as_f64().unwrap_or(0.0)),
-        s(&j["status"]),
-        j["phase"].as_str().unwrap_or(""),
+        human_bytes(p.bytes_copied as f64),
+        p.keys_copied,
+        human_bytes(v.rate_bytes_per_sec),
+        j.status,
+        j.phase,
     )
 }
 
-pub fn format_status(v: &Value) -> String {
+pub fn format_status(v: &StatusResponse) -> String {
     let mut rows = Vec::new();
-    for c in v["cells"].as_array().into_iter().flatten() {
-        let reps: Vec<String> = c["replicas"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    for c in &v.cells {
+        let reps: Vec<String> = c
+            .replicas
+            .iter()
             .map(|r| {
-                let role =
-                    r["role"]
-                        .as_str()
-                        .unwrap_or(if r["reachable"] == true { "?" } else { "down" });
-                let lag = r["lag_entries"].as_u64().map_or(String::new(), |l| {
+                let role = r
+                    .role
+                    .as_deref()
+                    .unwrap_or(if r.reachable { "?" } else { "down" });
+                let lag = r.lag_entries.map_or(String::new(), |l| {
                     if l > 0 {
                         format!("+{l}")
                     } else {
                         String::new()
                     }
                 });
-                format!("{}:{role}{lag}", s(&r["node_id"]))
+                format!("{}:{role}{lag}", r.node_id)
             })
             .collect();
         rows.push(vec![
-            s(&c["id"]),
-            s(&c["state"]),
-            s(&c["weight"]),
-            format!("{:.1}%", c["share_pct"].as_f64().unwrap_or(0.0)),
-            format!("{:.1}%", c["target_share_pct"].as_f64().unwrap_or(0.0)),
-            c["keys"].as_u64().map_or("-".into(), |k| k.to_string()),
-            c["bytes"].as_f64().map_or("-".into(), human_bytes),
-            s(&c["leader"]),
-            s(&c["ownership_epoch"]),
+            c.id.to_string(),
+            c.state.to_string(),
+            c.weight.to_string(),
+            format!("{:.1}%", c.share_pct),
+            format!("{:.1}%", c.target_share_pct),
+            opt(c.keys),
+            c.bytes.map_or("-".into(), |b| human_bytes(b as f64)),
+            opt(c.leader),
+            opt(c.ownership_epoch),
             reps.join(" "),
         ]);
     }
     let mut out = format!(
         "map epoch {}  pending moves {}  lease {}\n",
-        s(&v["epoch"]),
-        s(&v["pending_moves"]),
-        if v["control"]["lease_held"] == true {
+        v.epoch,
+        v.pending_moves,
+        if v.control.lease_held {
             "held here".to_string()
         } else {
-            format!("held by {}", s(&v["control"]["lease_holder"]))
+            format!("held by {}", opt(v.control.lease_holder.as_deref()))
         }
     );
     out.push_str(&table(
@@ -394,44 +409,34 @@ pub fn format_status(v: &Value) -> String {
         ],
         &rows,
     ));
-    if !v["active_job"].is_null() {
-        out.push_str(&format!(
-            "\njob {}: {}\n",
-            s(&v["active_job"]["id"]),
-            progress_line(&v["active_job"])
-        ));
+    if let Some(j) = &v.active_job {
+        out.push_str(&format!("\njob {}: {}\n", j.job.id, progress_line(j)));
     }
     out
 }
 
-pub fn format_jobs(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["jobs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|j| {
-            let p = &j["progress"];
+pub fn format_jobs(v: &JobList) -> String {
+    let rows: Vec<Vec<String>> = v
+        .jobs
+        .iter()
+        .map(|view| {
+            let j = &view.job;
+            let p = &j.progress;
             vec![
-                s(&j["id"]),
+                j.id.clone(),
                 format!(
                     "{} {}",
-                    s(&j["kind"]),
-                    j["cell"].as_u64().map_or(String::new(), |c| c.to_string())
+                    j.kind.name(),
+                    j.kind.cell().map_or(String::new(), |c| c.to_string())
                 )
                 .trim()
                 .to_string(),
-                s(&j["status"]),
-                s(&j["phase"]),
-                format!(
-                    "{}/{}",
-                    p["ranges_done"].as_u64().unwrap_or(0),
-                    p["ranges_total"].as_u64().unwrap_or(0)
-                ),
-                human_bytes(p["bytes_copied"].as_f64().unwrap_or(0.0)),
-                j["pause_max_ms"]
-                    .as_u64()
-                    .map_or("-".into(), |m| format!("{m}ms")),
-                j["message"].as_str().unwrap_or("").to_string(),
+                j.status.to_string(),
+                j.phase.to_string(),
+                format!("{}/{}", p.ranges_done, p.ranges_total),
+                human_bytes(p.bytes_copied as f64),
+                view.pause_max_ms.map_or("-".into(), |m| format!("{m}ms")),
+                j.message.clone().unwrap_or_default(),
             ]
         })
         .collect();
@@ -450,96 +455,104 @@ pub fn format_jobs(v: &Value) -> String {
     )
 }
 
-pub fn format_job(j: &Value) -> String {
-    let p = &j["progress"];
+pub fn format_job(v: &JobView) -> String {
+    let j = &v.job;
+    let p = &j.progress;
     let mut out = String::new();
-    for (k, v) in [
-        ("job", s(&j["id"])),
+    for (k, val) in [
+        ("job", j.id.clone()),
         (
             "kind",
             format!(
                 "{} {}",
-                s(&j["kind"]),
-                j["cell"]
-                    .as_u64()
-                    .map_or(String::new(), |c| format!("cell {c}"))
+                j.kind.name(),
+                j.kind.cell().map_or(String::new(), |c| format!("cell {c}"))
             ),
         ),
-        ("status", s(&j["status"])),
-        ("phase", s(&j["phase"])),
-        ("batches done", s(&p["batches_done"])),
-        (
-            "ranges",
-            format!("{}/{}", s(&p["ranges_done"]), s(&p["ranges_total"])),
-        ),
-        ("keys copied", s(&p["keys_copied"])),
-        ("keys deleted", s(&p["keys_deleted"])),
-        (
-            "bytes copied",
-            human_bytes(p["bytes_copied"].as_f64().unwrap_or(0.0)),
-        ),
-        (
-            "bytes estimated",
-            human_bytes(p["bytes_estimated"].as_f64().unwrap_or(0.0)),
-        ),
-        (
-            "rate",
-            format!(
-                "{}/s",
-                human_bytes(j["rate_bytes_per_sec"].as_f64().unwrap_or(0.0))
-            ),
-        ),
-        ("eta", j["eta_secs"].as_f64().map_or("-".into(), human_secs)),
+        ("status", j.status.to_string()),
+        ("phase", j.phase.to_string()),
+        ("batches done", p.batches_done.to_string()),
+        ("ranges", format!("{}/{}", p.ranges_done, p.ranges_total)),
+        ("keys copied", p.keys_copied.to_string()),
+        ("keys deleted", p.keys_deleted.to_string()),
+        ("bytes copied", human_bytes(p.bytes_copied as f64)),
+        ("bytes estimated", human_bytes(p.bytes_estimated as f64)),
+        ("rate", format!("{}/s", human_bytes(v.rate_bytes_per_sec))),
+        ("eta", v.eta_secs.map_or("-".into(), human_secs)),
         (
             "write pause max",
-            j["pause_max_ms"]
-                .as_u64()
-                .map_or("-".into(), |m| format!("{m} ms")),
+            v.pause_max_ms.map_or("-".into(), |m| format!("{m} ms")),
         ),
         (
             "write pause p99",
-            j["pause_p99_ms"]
-                .as_u64()
-                .map_or("-".into(), |m| format!("{m} ms")),
+            v.pause_p99_ms.map_or("-".into(), |m| format!("{m} ms")),
         ),
-        ("message", j["message"].as_str().unwrap_or("-").to_string()),
+        ("message", j.message.clone().unwrap_or_else(|| "-".into())),
     ] {
-        out.push_str(&format!("{k:<16} {v}\n"));
+        out.push_str(&format!("{k:<16} {val}\n"));
     }
     out
 }
 
-pub fn format_plan(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["pairs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+pub fn format_plan(v: &PlanResponse) -> String {
+    let rows: Vec<Vec<String>> = v
+        .pairs
+        .iter()
         .map(|p| {
             vec![
-                s(&p["from"]),
-                s(&p["to"]),
-                s(&p["ranges"]),
-                format!("{:.2}%", p["share_pct"].as_f64().unwrap_or(0.0)),
-                s(&p["keys"]),
-                human_bytes(p["bytes"].as_f64().unwrap_or(0.0)),
+                p.from.to_string(),
+                p.to.to_string(),
+                p.ranges.to_string(),
+                format!("{:.2}%", p.share_pct),
+                p.keys.to_string(),
+                human_bytes(p.bytes as f64),
             ]
         })
         .collect();
     let mut out = table(&["FROM", "TO", "RANGES", "SHARE", "KEYS", "BYTES"], &rows);
     out.push_str(&format!(
         "total: {} ranges, {} keys, {}; about {} at {}/s{}\n",
-        s(&v["ranges"]),
-        s(&v["keys"]),
-        human_bytes(v["bytes"].as_f64().unwrap_or(0.0)),
-        human_secs(v["estimated_secs"].as_f64().unwrap_or(0.0)),
-        human_bytes(v["bandwidth_bytes_per_sec"].as_f64().unwrap_or(0.0)),
-        if v["stats_complete"] == false {
-            " (some cells did not report stats: keys/bytes are lower bounds)"
-        } else {
+        v.ranges,
+        v.keys,
+        human_bytes(v.bytes as f64),
+        human_secs(v.estimated_secs),
+        human_bytes(v.bandwidth_bytes_per_sec as f64),
+        if v.stats_complete {
             ""
+        } else {
+            " (some cells did not report stats: keys/bytes are lower bounds)"
         }
     ));
     out
+}
+
+/// No request body.
+const NO_BODY: Option<&()> = None;
+
+/// A successful answer: the JSON as the server sent it (what `--json`
+/// prints) and the same parsed into its admin API type.
+struct Answer<T> {
+    raw: Value,
+    body: T,
+}
+
+impl<T> Answer<T> {
+    /// Prints the JSON as the server sent it (pretty).
+    fn print_json(&self) {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&self.raw).unwrap_or_default()
+        );
+    }
+
+    /// Prints the server's JSON with `--json`, else `human` of the body.
+    fn print(&self, json: bool, human: impl FnOnce(&T) -> String) {
+        if json {
+            self.print_json();
+        } else {
+            print!("{}", human(&self.body));
+        }
+    }
 }
 
 struct Client {
@@ -549,13 +562,18 @@ struct Client {
 }
 
 impl Client {
-    async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, CliError> {
-        let bytes = body.map_or_else(Bytes::new, |b| Bytes::from(b.to_string()));
+        body: Option<&impl Serialize>,
+    ) -> Result<Answer<T>, CliError> {
+        let bytes = match body {
+            Some(b) => Bytes::from(
+                serde_json::to_vec(b).map_err(|e| usage(format!("encode the request: {e}")))?,
+            ),
+            None => Bytes::new(),
+        };
         let headers = vec![
             bearer(&self.token),
             (
@@ -565,7 +583,7 @@ impl Client {
         ];
         let r = self
             .http
-            .send(method, &self.addr, path, &headers, bytes, Duration::from_secs(330))
+            .send(method.clone(), &self.addr, path, &headers, bytes, Duration::from_secs(330))
             .await
             .map_err(|e| match e {
                 TransportError::Connect { .. } => usage(format!(
@@ -575,10 +593,14 @@ impl Client {
                 other => CliError { code: EXIT_FAILED, message: other.to_string() },
             })?;
         if r.status.is_success() {
-            return r.json().map_err(|m| CliError {
+            let failed = |message| CliError {
                 code: EXIT_FAILED,
-                message: m,
-            });
+                message,
+            };
+            let raw: Value = r.json().map_err(failed)?;
+            let body = serde_json::from_value(raw.clone())
+                .map_err(|e| failed(format!("unexpected answer to {method} {path}: {e}")))?;
+            return Ok(Answer { raw, body });
         }
         let msg = r.error().map_or_else(
             || r.describe(),
@@ -622,34 +644,32 @@ fn addr_of(url: &str) -> Result<String, CliError> {
 async fn follow(c: &Client, id: &str, json_out: bool) -> Result<(), CliError> {
     let mut last_line = String::new();
     loop {
-        let j = c.call(Method::GET, &format!("/v1/jobs/{id}"), None).await?;
-        let line = progress_line(&j);
+        let a: Answer<JobView> = c
+            .call(Method::GET, &format!("/v1/jobs/{id}"), NO_BODY)
+            .await?;
+        let line = progress_line(&a.body);
         if !json_out && line != last_line {
             eprint!("\r{line}   ");
             last_line = line;
         }
-        let status = j["status"].as_str().unwrap_or("");
-        match status {
-            "running" => {}
-            _ => {
+        let job = &a.body.job;
+        match job.status {
+            JobStatus::Running => {}
+            status => {
                 if !json_out {
                     eprintln!();
                 }
-                if json_out {
-                    println!("{}", serde_json::to_string_pretty(&j).unwrap_or_default());
-                } else {
-                    print!("{}", format_job(&j));
-                }
+                a.print(json_out, format_job);
                 return match status {
-                    "done" => Ok(()),
-                    "paused" => Err(CliError {
+                    JobStatus::Done => Ok(()),
+                    JobStatus::Paused => Err(CliError {
                         code: EXIT_FAILED,
                         message: format!(
                             "job {id} paused: {}. Fix the cause, then: cellkvctl jobs resume {id} --wait",
-                            j["message"].as_str().unwrap_or("no reason given")
+                            job.message.as_deref().unwrap_or("no reason given")
                         ),
                     }),
-                    other => Err(CliError { code: EXIT_FAILED, message: format!("job {id} ended {other}: {}", j["message"].as_str().unwrap_or("")) }),
+                    other => Err(CliError { code: EXIT_FAILED, message: format!("job {id} ended {other}: {}", job.message.as_deref().unwrap_or("")) }),
                 };
             }
         }
@@ -668,22 +688,15 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
         addr: addr_of(&cli.url)?,
         token,
     };
-    let out = |v: &Value, human: &dyn Fn(&Value) -> String| {
-        if cli.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        } else {
-            print!("{}", human(v));
-        }
-    };
-    let job_id = |v: &Value| v["job"]["id"].as_str().map(str::to_string);
+    let json = cli.json;
     match cli.cmd {
         Cmd::Status => {
-            let v = c.call(Method::GET, "/v1/status", None).await?;
-            out(&v, &format_status);
+            let a: Answer<StatusResponse> = c.call(Method::GET, "/v1/status", NO_BODY).await?;
+            a.print(json, format_status);
         }
         Cmd::Map => {
-            let v = c.call(Method::GET, "/v1/map", None).await?;
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            let a: Answer<CellMap> = c.call(Method::GET, "/v1/map", NO_BODY).await?;
+            a.print_json();
         }
         Cmd::Cell(cmd) => match cmd {
             CellCmd::Add {
@@ -694,24 +707,31 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                 bandwidth,
                 wait,
             } => {
-                let reps = replicas
+                let replicas = replicas
                     .iter()
                     .map(|r| parse_replica(r))
                     .collect::<Result<Vec<_>, _>>()?;
-                let body = json!({"id": id, "weight": weight, "replicas": reps, "rebalance": !no_rebalance, "bandwidth": bandwidth});
-                let v = c.call(Method::POST, "/v1/cells", Some(body)).await?;
-                out(&v, &|v| match job_id(v) {
+                let body = AddCellRequest {
+                    id: CellId(id),
+                    weight,
+                    replicas,
+                    rebalance: !no_rebalance,
+                    bandwidth,
+                };
+                let a: Answer<CellAdded> = c.call(Method::POST, "/v1/cells", Some(&body)).await?;
+                let job = a.body.job.as_ref().map(|j| j.job.id.clone());
+                a.print(json, |v| match &job {
                     Some(j) => format!(
                         "cell {id} added (map epoch {}); rebalance job {j} started\n",
-                        s(&v["epoch"])
+                        v.epoch
                     ),
                     None => format!(
                         "cell {id} added (map epoch {}), owning nothing yet\n",
-                        s(&v["epoch"])
+                        v.epoch
                     ),
                 });
-                if let (true, Some(j)) = (wait.wait, job_id(&v)) {
-                    follow(&c, &j, cli.json).await?;
+                if let (true, Some(j)) = (wait.wait, job) {
+                    follow(&c, &j, json).await?;
                 }
             }
             CellCmd::Drain {
@@ -719,21 +739,17 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                 bandwidth,
                 wait,
             } => {
-                let v = c
+                let a: Answer<JobStarted> = c
                     .call(
                         Method::POST,
                         &format!("/v1/cells/{id}/drain"),
-                        Some(json!({"bandwidth": bandwidth})),
+                        Some(&JobOptions { bandwidth }),
                     )
                     .await?;
-                out(&v, &|v| {
-                    format!(
-                        "cell {id} draining; job {} started\n",
-                        job_id(v).unwrap_or_default()
-                    )
-                });
-                if let (true, Some(j)) = (wait.wait, job_id(&v)) {
-                    follow(&c, &j, cli.json).await?;
+                let job = &a.body.job.job.id;
+                a.print(json, |_| format!("cell {id} draining; job {job} started\n"));
+                if wait.wait {
+                    follow(&c, job, json).await?;
                 }
             }
             CellCmd::Remove { id, force } => {
@@ -742,14 +758,12 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                 } else {
                     format!("/v1/cells/{id}")
                 };
-                let v = c.call(Method::DELETE, &path, None).await?;
-                out(&v, &|v| {
-                    if v["forced"] == true {
+                let a: Answer<CellRemoved> = c.call(Method::DELETE, &path, NO_BODY).await?;
+                a.print(json, |v| {
+                    if v.forced {
                         format!(
                             "cell {id} removed; LOST {} ranges, {} keys, {} bytes\n",
-                            s(&v["lost"]["ranges"]),
-                            s(&v["lost"]["keys"]),
-                            s(&v["lost"]["bytes"])
+                            v.lost.ranges, v.lost.keys, v.lost.bytes
                         )
                     } else {
                         format!("cell {id} removed\n")
@@ -757,98 +771,101 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                 });
             }
             CellCmd::Isolate { id } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/cells/{id}/isolate"), None)
+                let a: Answer<CellStateChanged> = c
+                    .call(Method::POST, &format!("/v1/cells/{id}/isolate"), NO_BODY)
                     .await?;
-                out(&v, &|v| {
-                    format!("cell {id} isolated (map epoch {})\n", s(&v["epoch"]))
+                a.print(json, |v| {
+                    format!("cell {id} isolated (map epoch {})\n", v.epoch)
                 });
             }
             CellCmd::Restore { id } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/cells/{id}/restore"), None)
+                let a: Answer<CellStateChanged> = c
+                    .call(Method::POST, &format!("/v1/cells/{id}/restore"), NO_BODY)
                     .await?;
-                out(&v, &|v| {
-                    format!("cell {id} active again (map epoch {})\n", s(&v["epoch"]))
+                a.print(json, |v| {
+                    format!("cell {id} active again (map epoch {})\n", v.epoch)
                 });
             }
         },
         Cmd::Rebalance { bandwidth, wait } => {
-            let v = c
+            let a: Answer<JobStarted> = c
                 .call(
                     Method::POST,
                     "/v1/rebalance",
-                    Some(json!({"bandwidth": bandwidth})),
+                    Some(&JobOptions { bandwidth }),
                 )
                 .await?;
-            out(&v, &|v| {
-                format!("rebalance job {} started\n", job_id(v).unwrap_or_default())
-            });
-            if let (true, Some(j)) = (wait.wait, job_id(&v)) {
-                follow(&c, &j, cli.json).await?;
+            let job = &a.body.job.job.id;
+            a.print(json, |_| format!("rebalance job {job} started\n"));
+            if wait.wait {
+                follow(&c, job, json).await?;
             }
         }
         Cmd::Plan(p) => {
-            let body = match p {
+            let (kind, cell, weight, bandwidth) = match p {
                 PlanCmd::Add {
                     cell,
                     weight,
                     bandwidth,
-                } => json!({"kind": "add", "cell": cell, "weight": weight, "bandwidth": bandwidth}),
-                PlanCmd::Drain { cell, bandwidth } => {
-                    json!({"kind": "drain", "cell": cell, "bandwidth": bandwidth})
-                }
+                } => ("add", cell, Some(weight), bandwidth),
+                PlanCmd::Drain { cell, bandwidth } => ("drain", Some(cell), None, bandwidth),
                 PlanCmd::Rebalance {
                     cell,
                     weight,
                     bandwidth,
-                } => {
-                    json!({"kind": "rebalance", "cell": cell, "weight": weight, "bandwidth": bandwidth})
-                }
+                } => ("rebalance", cell, weight, bandwidth),
             };
-            let v = c.call(Method::POST, "/v1/plan", Some(body)).await?;
-            out(&v, &format_plan);
+            let body = PlanRequest {
+                kind: kind.into(),
+                cell: cell.map(CellId),
+                weight,
+                bandwidth,
+            };
+            let a: Answer<PlanResponse> = c.call(Method::POST, "/v1/plan", Some(&body)).await?;
+            a.print(json, format_plan);
         }
         Cmd::Jobs { cmd } => match cmd.unwrap_or(JobsCmd::List) {
             JobsCmd::List => {
-                let v = c.call(Method::GET, "/v1/jobs", None).await?;
-                out(&v, &format_jobs);
+                let a: Answer<JobList> = c.call(Method::GET, "/v1/jobs", NO_BODY).await?;
+                a.print(json, format_jobs);
             }
             JobsCmd::Show { id, wait } => {
                 if wait.wait {
-                    follow(&c, &id, cli.json).await?;
+                    follow(&c, &id, json).await?;
                 } else {
-                    let v = c.call(Method::GET, &format!("/v1/jobs/{id}"), None).await?;
-                    out(&v, &format_job);
+                    let a: Answer<JobView> = c
+                        .call(Method::GET, &format!("/v1/jobs/{id}"), NO_BODY)
+                        .await?;
+                    a.print(json, format_job);
                 }
             }
             JobsCmd::Pause { id } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/jobs/{id}/pause"), None)
+                let a: Answer<JobView> = c
+                    .call(Method::POST, &format!("/v1/jobs/{id}/pause"), NO_BODY)
                     .await?;
-                out(&v, &|_| {
+                a.print(json, |_| {
                     format!("job {id}: pause requested (it stops after the current batch)\n")
                 });
             }
             JobsCmd::Resume { id, wait } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/jobs/{id}/resume"), None)
+                let a: Answer<JobView> = c
+                    .call(Method::POST, &format!("/v1/jobs/{id}/resume"), NO_BODY)
                     .await?;
-                out(&v, &|_| format!("job {id} resumed\n"));
+                a.print(json, |_| format!("job {id} resumed\n"));
                 if wait.wait {
-                    follow(&c, &id, cli.json).await?;
+                    follow(&c, &id, json).await?;
                 }
             }
             JobsCmd::Cancel { id, wait } => {
-                let v = c
-                    .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), None)
+                let a: Answer<JobView> = c
+                    .call(Method::POST, &format!("/v1/jobs/{id}/cancel"), NO_BODY)
                     .await?;
-                out(&v, &|_| {
+                a.print(json, |_| {
                     format!("job {id}: cancel requested (a batch before Own is rolled back)\n")
                 });
                 if wait.wait {
                     // A cancelled job ends "cancelled": that is success here.
-                    match follow(&c, &id, cli.json).await {
+                    match follow(&c, &id, json).await {
                         Err(e) if e.message.contains("ended cancelled") => {}
                         other => other?,
                     }
@@ -857,29 +874,32 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
         },
         Cmd::Replica(r) => match r {
             ReplicaCmd::Add { cell, replica } => {
-                let v = c
+                let a: Answer<ReplicasChanged> = c
                     .call(
                         Method::POST,
                         &format!("/v1/cells/{cell}/replicas"),
-                        Some(parse_replica(&replica)?),
+                        Some(&parse_replica(&replica)?),
                     )
                     .await?;
-                out(&v, &|v| {
-                    format!("cell {cell}: replica added; voters {}\n", s(&v["voters"]))
+                a.print(json, |v| {
+                    format!(
+                        "cell {cell}: replica added; voters {}\n",
+                        node_list(&v.voters)
+                    )
                 });
             }
             ReplicaCmd::Remove { cell, node } => {
-                let v = c
+                let a: Answer<ReplicasChanged> = c
                     .call(
                         Method::DELETE,
                         &format!("/v1/cells/{cell}/replicas/{node}"),
-                        None,
+                        NO_BODY,
                     )
                     .await?;
-                out(&v, &|v| {
+                a.print(json, |v| {
                     format!(
                         "cell {cell}: node {node} removed; voters {}\n",
-                        s(&v["voters"])
+                        node_list(&v.voters)
                     )
                 });
             }
@@ -888,33 +908,38 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
                 node,
                 replica,
             } => {
-                let v = c
+                let a: Answer<ReplicasChanged> = c
                     .call(
                         Method::POST,
                         &format!("/v1/cells/{cell}/replicas/{node}/replace"),
-                        Some(parse_replica(&replica)?),
+                        Some(&parse_replica(&replica)?),
                     )
                     .await?;
-                out(&v, &|v| {
+                a.print(json, |v| {
                     format!(
                         "cell {cell}: node {node} replaced; voters {}\n",
-                        s(&v["voters"])
+                        node_list(&v.voters)
                     )
                 });
             }
             ReplicaCmd::TransferLeader { cell, to } => {
-                let v = c
+                let body = TransferLeaderRequest {
+                    to: to.map(NodeId),
+                    timeout_ms: None,
+                };
+                let a: Answer<TransferLeaderResponse> = c
                     .call(
                         Method::POST,
                         &format!("/v1/cells/{cell}/transfer-leader"),
-                        Some(json!({"to": to})),
+                        Some(&body),
                     )
                     .await?;
-                out(&v, &|v| {
-                    let mut line = format!("cell {cell}: leader is node {}", s(&v["leader"]));
-                    if v["changed"] == false {
+                a.print(json, |v| {
+                    let mut line = format!("cell {cell}: leader is node {}", opt(v.leader));
+                    let pause = v.transfer.as_ref().and_then(|t| t.write_pause_ms);
+                    if !v.changed {
                         line.push_str(" (unchanged)");
-                    } else if let Some(ms) = v["write_pause_ms"].as_u64() {
+                    } else if let Some(ms) = pause {
                         line.push_str(&format!(" (writes paused {ms} ms)"));
                     }
                     line + "\n"
@@ -927,6 +952,8 @@ async fn run_inner(cli: Cli) -> Result<(), CliError> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -951,13 +978,15 @@ mod tests {
         assert_eq!(human_secs(125.0), "2m05s");
         assert_eq!(human_secs(3725.0), "1h02m05s");
         assert_eq!(human_secs(f64::INFINITY), "∞");
+        assert_eq!((opt(None::<u64>), opt(Some(3))), ("-".into(), "3".into()));
+        assert_eq!(node_list(&[NodeId(1), NodeId(4)]), "[1,4]");
     }
 
     #[test]
     fn replica_specs_parse() {
-        let v = parse_replica("node=4,api=127.0.0.1:7004,control=127.0.0.1:7104").unwrap();
-        assert_eq!(v["node_id"], 4);
-        assert_eq!(v["control_addr"], "127.0.0.1:7104");
+        let r = parse_replica("node=4,api=127.0.0.1:7004,control=127.0.0.1:7104").unwrap();
+        assert_eq!(r.node_id, NodeId(4));
+        assert_eq!(r.control_addr.as_deref(), Some("127.0.0.1:7104"));
         assert_eq!(
             parse_replica("node=x,api=a:1,control=b:2")
                 .unwrap_err()
@@ -968,33 +997,72 @@ mod tests {
         assert!(parse_replica("node=1,api=a:1,control=b:2,zone=x").is_err());
     }
 
+    /// A running add job as the server answers it.
+    fn job() -> JobView {
+        serde_json::from_value(json!({"id": "j1", "kind": "add", "cell": 4, "status": "running",
+            "message": null, "requested": null, "created_ms": 1, "updated_ms": 2,
+            "finished_ms": null, "bandwidth_bytes_per_sec": 1024, "batch_max_bytes": 1024,
+            "batch_max_ranges": 8, "phase": "copy", "batch": null,
+            "progress": {"ranges_done": 5, "ranges_total": 10, "bytes_copied": 2048, "keys_copied": 7},
+            "pauses_ms": [12], "purges": [],
+            "rate_bytes_per_sec": 1024.0, "eta_secs": 65.0, "pause_max_ms": 12, "pause_p99_ms": 12}))
+        .unwrap()
+    }
+
     #[test]
     fn job_and_status_formatting() {
-        let j = json!({"id": "j1", "kind": "add", "cell": 4, "status": "running", "phase": "copy",
-            "progress": {"ranges_done": 5, "ranges_total": 10, "bytes_copied": 2048, "keys_copied": 7},
-            "rate_bytes_per_sec": 1024.0, "eta_secs": 65.0, "pause_max_ms": 12, "message": null});
+        let j = job();
         let line = progress_line(&j);
         assert!(
             line.contains(" 50.0%") && line.contains("ranges 5/10") && line.contains("2.0 KiB"),
             "{line}"
         );
-        assert!(line.contains("eta 1m05s"), "{line}");
-        let list = format_jobs(&json!({"jobs": [j.clone()]}));
+        assert!(
+            line.contains("eta 1m05s") && line.ends_with("running copy"),
+            "{line}"
+        );
+        let list = format_jobs(&JobList {
+            jobs: vec![j.clone()],
+        });
         assert!(list.starts_with("JOB"), "{list}");
         assert!(list.contains("add 4") && list.contains("12ms"), "{list}");
         let show = format_job(&j);
         assert!(show.contains("write pause max  12 ms"), "{show}");
-        let st = format_status(
-            &json!({"epoch": 3, "pending_moves": 0, "control": {"lease_held": true},
+        assert!(show.contains("kind             add cell 4\n"), "{show}");
+        assert!(show.contains("message          -\n"), "{show}");
+        let st: StatusResponse = serde_json::from_value(json!({"epoch": 3, "moving_ranges": 0,
+            "pending_moves": 0, "control": {"lease_held": true, "instance": "c1", "lease_holder": null},
             "cells": [{"id": 1, "state": "active", "weight": 1, "share_pct": 50.0, "target_share_pct": 50.0,
-              "keys": 10, "bytes": 100, "leader": 1, "ownership_epoch": 3,
-              "replicas": [{"node_id": 1, "role": "leader", "reachable": true, "lag_entries": 0},
-                           {"node_id": 2, "role": null, "reachable": false}]}],
-            "active_job": null}),
+              "ranges": 4, "keys": 10, "bytes": 100, "leader": 1, "ownership_epoch": 3,
+              "replicas": [{"node_id": 1, "api_addr": "h:1", "control_addr": null, "role": "leader",
+                            "reachable": true, "ready": true, "applied_index": 9, "lag_entries": 0},
+                           {"node_id": 2, "api_addr": "h:2", "control_addr": null, "role": null,
+                            "reachable": false, "ready": false, "applied_index": null, "lag_entries": null}]}],
+            "active_job": null}))
+        .unwrap();
+        let text = format_status(&st);
+        assert!(
+            text.contains("map epoch 3") && text.contains("lease held here"),
+            "{text}"
         );
-        assert!(st.contains("map epoch 3"), "{st}");
-        assert!(st.contains("1:leader 2:down"), "{st}");
+        assert!(text.contains("1:leader 2:down"), "{text}");
+        assert!(text.contains("100 B") && !text.contains("\njob "), "{text}");
         assert_eq!(addr_of("http://h:1/").unwrap(), "h:1");
         assert!(addr_of("h:1").is_err());
+    }
+
+    #[test]
+    fn plan_formatting() {
+        let p: PlanResponse = serde_json::from_value(json!({"kind": "drain", "epoch": 4,
+            "pairs": [{"from": 3, "to": 1, "ranges": 5, "share_pct": 12.5, "keys": 10, "bytes": 2048}],
+            "ranges": 5, "keys": 10, "bytes": 2048, "stats_complete": false, "batches_estimate": 1,
+            "bandwidth_bytes_per_sec": 1024, "estimated_secs": 2.0}))
+        .unwrap();
+        let text = format_plan(&p);
+        assert!(text.contains("12.50%"), "{text}");
+        assert!(
+            text.ends_with("total: 5 ranges, 10 keys, 2.0 KiB; about 2s at 1.0 KiB/s (some cells did not report stats: keys/bytes are lower bounds)\n"),
+            "{text}"
+        );
     }
 }

@@ -1,6 +1,6 @@
-//! Migration jobs: the persisted `Job` record and `JobRunner`, the state
-//! machine that moves ranges batch by batch through the nine steps of
-//! docs/control-plane.md. The runner talks to the world only through
+//! Migration jobs: `JobRunner`, the state machine that moves ranges batch by
+//! batch through the nine steps of docs/control-plane.md, over the persisted
+//! `Job` record (a `common::admin` type, which the admin API answers). The runner talks to the world only through
 //! [`Backend`] (control store + cells), so the phase logic is unit-tested
 //! against an in-memory backend.
 //!
@@ -22,15 +22,17 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub use common::admin::{
+    Batch, BatchPlan, CopyCursor, Job, JobKind, JobProgress, JobRequest, JobStatus, JobView, Phase,
+    PurgeTask,
+};
 use common::ownership::OwnershipOp;
 use common::wire::{hex, unhex, IngestBatch, IngestResult, RangeStats, ScanItem, ScanPage};
-pub use common::wire::{JobProgress as Progress, JobStatus};
 use common::{CellId, CellMap, CellState, HashRange};
-use serde::{Deserialize, Serialize};
 
 use crate::cells::PurgeReply;
 use crate::limiter::Limiter;
-use crate::plan::{self, BatchPlan};
+use crate::plan;
 
 /// The copy cursor is saved at least this often.
 const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -47,175 +49,69 @@ pub fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum JobKind {
-    /// A new cell takes its share of the target ring.
-    Add { cell: CellId },
-    /// A draining cell hands everything away, then becomes `empty`.
-    Drain { cell: CellId },
-    /// Whatever the target ring asks for.
-    Rebalance,
+/// Steps taken while the batch's writes are paused (Fence to Release).
+fn in_write_pause(p: Phase) -> bool {
+    matches!(
+        p,
+        Phase::Fence | Phase::Delta | Phase::Seal | Phase::Own | Phase::Release
+    )
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    Select,
-    Prepare,
-    Copy,
-    Fence,
-    Delta,
-    Seal,
-    Own,
-    Release,
-    Commit,
-    Finish,
-    Unfence,
-    Abort,
-    PurgeDest,
+/// Phases whose batch can still be rolled back (before `Own`).
+fn before_own(p: Phase) -> bool {
+    matches!(
+        p,
+        Phase::Prepare | Phase::Copy | Phase::Fence | Phase::Delta | Phase::Seal
+    )
 }
 
-impl Phase {
-    /// Steps taken while the batch's writes are paused (Fence to Release).
-    fn in_write_pause(self) -> bool {
-        matches!(
-            self,
-            Phase::Fence | Phase::Delta | Phase::Seal | Phase::Own | Phase::Release
-        )
-    }
-
-    /// Phases whose batch can still be rolled back (before `Own`).
-    fn before_own(self) -> bool {
-        matches!(
-            self,
-            Phase::Prepare | Phase::Copy | Phase::Fence | Phase::Delta | Phase::Seal
-        )
+/// A new job: running, at `Select`, nothing done yet.
+pub fn new_record(
+    id: String,
+    kind: JobKind,
+    bandwidth: u64,
+    max_bytes: u64,
+    max_ranges: usize,
+) -> Job {
+    let now = now_ms();
+    Job {
+        id,
+        kind,
+        status: JobStatus::Running,
+        message: None,
+        requested: None,
+        created_ms: now,
+        updated_ms: now,
+        finished_ms: None,
+        bandwidth_bytes_per_sec: bandwidth,
+        batch_max_bytes: max_bytes,
+        batch_max_ranges: max_ranges,
+        phase: Phase::Select,
+        batch: None,
+        progress: JobProgress::default(),
+        pauses_ms: Vec::new(),
+        purges: Vec::new(),
     }
 }
 
-/// What the operator asked for, honoured at the next safe point.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Request {
-    Pause,
-    Cancel,
-}
-
-/// Where the bulk copy of the current batch is.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CopyCursor {
-    /// Index into the batch's ranges.
-    pub range: usize,
-    /// Hex scan cursor within that range.
-    pub after: Option<String>,
-}
-
-/// The batch in flight.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Batch {
-    pub index: u64,
-    #[serde(flatten)]
-    pub plan: BatchPlan,
-    /// Ownership epoch of `Own`/`Release`, chosen once at `Own`.
-    pub epoch: Option<u64>,
-    /// Wall clock (ms) when `Fence` was applied: the write pause started.
-    pub fence_ms: Option<u64>,
-    pub cursor: CopyCursor,
-}
-
-/// A source copy left to purge (background).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PurgeTask {
-    pub cell: CellId,
-    pub range: HashRange,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub id: String,
-    #[serde(flatten)]
-    pub kind: JobKind,
-    pub status: JobStatus,
-    /// Why the job is paused or failed, or the last transient error.
-    pub message: Option<String>,
-    pub requested: Option<Request>,
-    pub created_ms: u64,
-    pub updated_ms: u64,
-    pub finished_ms: Option<u64>,
-    pub bandwidth_bytes_per_sec: u64,
-    pub batch_max_bytes: u64,
-    pub batch_max_ranges: usize,
-    pub phase: Phase,
-    pub batch: Option<Batch>,
-    pub progress: Progress,
-    /// Write pause (Fence → Release) of every completed batch, in ms.
-    pub pauses_ms: Vec<u64>,
-    pub purges: Vec<PurgeTask>,
-}
-
-/// What `GET /v1/jobs/{id}` adds to the record: derived numbers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct JobView {
-    #[serde(flatten)]
-    pub job: Job,
-    pub rate_bytes_per_sec: f64,
-    pub eta_secs: Option<f64>,
-    pub pause_max_ms: Option<u64>,
-    pub pause_p99_ms: Option<u64>,
-}
-
-impl Job {
-    pub fn new(
-        id: String,
-        kind: JobKind,
-        bandwidth: u64,
-        max_bytes: u64,
-        max_ranges: usize,
-    ) -> Job {
-        let now = now_ms();
-        Job {
-            id,
-            kind,
-            status: JobStatus::Running,
-            message: None,
-            requested: None,
-            created_ms: now,
-            updated_ms: now,
-            finished_ms: None,
-            bandwidth_bytes_per_sec: bandwidth,
-            batch_max_bytes: max_bytes,
-            batch_max_ranges: max_ranges,
-            phase: Phase::Select,
-            batch: None,
-            progress: Progress::default(),
-            pauses_ms: Vec::new(),
-            purges: Vec::new(),
-        }
+/// What the admin API answers for `job`: the record plus rate, ETA and pauses.
+pub fn view(job: &Job) -> JobView {
+    let p = &job.progress;
+    let secs = p.active_ms as f64 / 1000.0;
+    let (rate, mut eta) = plan::rate_and_eta(p.bytes_copied, p.bytes_estimated, secs);
+    if eta.is_none() || p.bytes_estimated == 0 {
+        eta = plan::eta_by_ranges(p.ranges_done, p.ranges_total, secs);
     }
-
-    pub fn key(&self) -> String {
-        format!("{}{}", crate::store::JOB_PREFIX, self.id)
+    if !job.status.is_active() {
+        eta = None;
     }
-
-    pub fn view(&self) -> JobView {
-        let p = &self.progress;
-        let secs = p.active_ms as f64 / 1000.0;
-        let (rate, mut eta) = plan::rate_and_eta(p.bytes_copied, p.bytes_estimated, secs);
-        if eta.is_none() || p.bytes_estimated == 0 {
-            eta = plan::eta_by_ranges(p.ranges_done, p.ranges_total, secs);
-        }
-        if !self.status.is_active() {
-            eta = None;
-        }
-        let (max, p99) = plan::pause_stats(&self.pauses_ms);
-        JobView {
-            job: self.clone(),
-            rate_bytes_per_sec: rate,
-            eta_secs: eta,
-            pause_max_ms: max,
-            pause_p99_ms: p99,
-        }
+    let (max, p99) = plan::pause_stats(&job.pauses_ms);
+    JobView {
+        job: job.clone(),
+        rate_bytes_per_sec: rate,
+        eta_secs: eta,
+        pause_max_ms: max,
+        pause_p99_ms: p99,
     }
 }
 
@@ -287,18 +183,18 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn request(&self, r: Request) {
+    pub fn request(&self, r: JobRequest) {
         let v = match r {
-            Request::Pause => 1,
-            Request::Cancel => 2,
+            JobRequest::Pause => 1,
+            JobRequest::Cancel => 2,
         };
         self.request.fetch_max(v, Ordering::AcqRel);
         self.notify.notify_waiters();
     }
-    pub fn requested(&self) -> Option<Request> {
+    pub fn requested(&self) -> Option<JobRequest> {
         match self.request.load(Ordering::Acquire) {
-            1 => Some(Request::Pause),
-            2 => Some(Request::Cancel),
+            1 => Some(JobRequest::Pause),
+            2 => Some(JobRequest::Cancel),
             _ => None,
         }
     }
@@ -397,16 +293,16 @@ impl<B: Backend> JobRunner<B> {
                 return self.job;
             }
             if let Some(r) = self.signals.requested() {
-                if self.job.requested != Some(Request::Cancel) {
+                if self.job.requested != Some(JobRequest::Cancel) {
                     self.job.requested = Some(r);
                 }
             }
-            if self.job.requested == Some(Request::Cancel) && self.job.phase.before_own() {
+            if self.job.requested == Some(JobRequest::Cancel) && before_own(self.job.phase) {
                 self.job.phase = Phase::Unfence;
             }
             let (phase, started) = (self.job.phase, Instant::now());
             let result = self.step().await;
-            if phase.in_write_pause() {
+            if in_write_pause(phase) {
                 // Where a batch's write pause goes, step by step (the save included below).
                 tracing::info!(job = %self.job.id, ?phase, ms = started.elapsed().as_millis() as u64, "write-pause step");
             }
@@ -418,9 +314,9 @@ impl<B: Backend> JobRunner<B> {
                     let msg = e.to_string();
                     tracing::warn!(job = %self.job.id, phase = ?self.job.phase, "job needs an operator: {msg}");
                     self.job.message = Some(msg);
-                    if self.job.phase.before_own() {
+                    if before_own(self.job.phase) {
                         self.job.phase = Phase::Unfence;
-                        self.job.requested.get_or_insert(Request::Pause);
+                        self.job.requested.get_or_insert(JobRequest::Pause);
                     } else if matches!(self.job.phase, Phase::Select) {
                         self.job.status = JobStatus::Paused;
                         self.job.requested = None;
@@ -436,7 +332,7 @@ impl<B: Backend> JobRunner<B> {
             if self.save().await.is_err() {
                 return self.job;
             }
-            if phase.in_write_pause() {
+            if in_write_pause(phase) {
                 tracing::info!(job = %self.job.id, after = ?phase, ms = saving.elapsed().as_millis() as u64, "write-pause job save");
             }
             if !matches!(self.job.status, JobStatus::Running) {
@@ -790,7 +686,7 @@ impl<B: Backend> JobRunner<B> {
                 .await?;
                 self.job.batch = None;
                 self.job.phase = Phase::Select;
-                if self.job.requested == Some(Request::Cancel) {
+                if self.job.requested == Some(JobRequest::Cancel) {
                     self.end_cancelled().await?;
                 } else {
                     self.wait_purges().await?;
@@ -805,8 +701,8 @@ impl<B: Backend> JobRunner<B> {
     async fn select(&mut self) -> Result<(), StepError> {
         self.reap_purges();
         match self.job.requested {
-            Some(Request::Cancel) => return self.end_cancelled().await,
-            Some(Request::Pause) => {
+            Some(JobRequest::Cancel) => return self.end_cancelled().await,
+            Some(JobRequest::Pause) => {
                 self.wait_purges().await?;
                 self.job.status = JobStatus::Paused;
                 self.job.requested = None;
@@ -870,9 +766,9 @@ impl<B: Backend> JobRunner<B> {
             if cursor.range >= ranges.len() {
                 return Ok(true);
             }
-            if self.signals.requested() == Some(Request::Cancel) {
+            if self.signals.requested() == Some(JobRequest::Cancel) {
                 // The main loop rolls the batch back.
-                self.job.requested = Some(Request::Cancel);
+                self.job.requested = Some(JobRequest::Cancel);
                 return Ok(false);
             }
             let range = ranges[cursor.range];

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 use crate::backend::{store_err, ClusterBackend};
-use crate::job::{Job, JobRunner, JobStatus, Request, RunnerConfig, Signals, StepError};
+use crate::job::{Job, JobRequest, JobRunner, JobStatus, RunnerConfig, Signals, StepError};
 use crate::store::JOB_PREFIX;
 
 #[derive(Debug, Error)]
@@ -112,7 +112,7 @@ impl JobManager {
     async fn save(&self, job: &Job) -> Result<(), JobError> {
         self.backend
             .store
-            .put_json(&job.key(), job)
+            .put_json(&crate::store::job_key(&job.id), job)
             .await
             .map_err(|e| JobError::Store(e.to_string()))?;
         self.jobs().insert(job.id.clone(), job.clone());
@@ -177,7 +177,7 @@ impl JobManager {
     }
 
     /// Pause or cancel.
-    pub async fn request(self: &Arc<Self>, id: &str, r: Request) -> Result<Job, JobError> {
+    pub async fn request(self: &Arc<Self>, id: &str, r: JobRequest) -> Result<Job, JobError> {
         self.require_lease()?;
         let job = self.get(id).ok_or_else(|| JobError::NotFound(id.into()))?;
         if !job.status.is_active() {
@@ -199,15 +199,15 @@ impl JobManager {
                 // running one whose runner has not started yet.
                 let mut j = job;
                 match (r, j.status) {
-                    (Request::Cancel, JobStatus::Paused) => {
+                    (JobRequest::Cancel, JobStatus::Paused) => {
                         // Cancelling needs the runner for a drain's cell state
                         // and pending purges: run it with the request set.
-                        j.requested = Some(Request::Cancel);
+                        j.requested = Some(JobRequest::Cancel);
                         j.status = JobStatus::Running;
                         self.save(&j).await?;
                         self.spawn(j.clone());
                     }
-                    (Request::Pause, JobStatus::Paused) => {}
+                    (JobRequest::Pause, JobStatus::Paused) => {}
                     _ => {
                         j.requested = Some(r);
                         self.save(&j).await?;

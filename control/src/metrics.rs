@@ -71,7 +71,7 @@ impl ControlMetrics {
             .iter()
             .filter(|j| j.status == JobStatus::Running || j.status == JobStatus::Paused)
         {
-            let v = j.view();
+            let v = crate::job::view(j);
             let p = &j.progress;
             for (field, value) in [
                 ("ranges_done", p.ranges_done as f64),

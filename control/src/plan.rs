@@ -5,9 +5,9 @@
 
 use std::collections::BTreeMap;
 
+use common::admin::{BatchPlan, PairPlan};
 use common::wire::RangeStats;
 use common::{CellId, CellMap, HashRange, RoutingTable};
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// One range changing owner.
@@ -28,18 +28,6 @@ pub fn pending_moves(map: &CellMap) -> Result<Vec<Move>, PlanError> {
         .map_err(|e| PlanError::BadMap(e.to_string()))?;
     let ring = map.target_ring().ok_or(PlanError::NoTarget)?;
     Ok(current.diff(&RoutingTable::from_ring(&ring)))
-}
-
-/// A set of ranges moved together through the nine steps.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BatchPlan {
-    pub from: CellId,
-    pub to: CellId,
-    pub ranges: Vec<HashRange>,
-    /// Keys per range at the source when planned (same order as `ranges`).
-    pub range_keys: Vec<u64>,
-    pub keys: u64,
-    pub bytes: u64,
 }
 
 /// The moves of the first (from, to) pair in `moves`: the candidates of the next batch.
@@ -85,18 +73,6 @@ pub fn make_batch(
         b.bytes += by;
     }
     b
-}
-
-/// Totals of one (from, to) pair of a plan.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct PairPlan {
-    pub from: CellId,
-    pub to: CellId,
-    pub ranges: usize,
-    /// Fraction of the hash space, in percent.
-    pub share_pct: f64,
-    pub keys: u64,
-    pub bytes: u64,
 }
 
 /// Groups `moves` per (from, to), with keys and bytes from `stats` (by range).

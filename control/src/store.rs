@@ -20,6 +20,11 @@ pub const MAP_KEY: &str = "cell-map";
 pub const LEASE_KEY: &str = "lease";
 pub const JOB_PREFIX: &str = "jobs/";
 
+/// The control-store key of job `id`.
+pub fn job_key(id: &str) -> String {
+    format!("{JOB_PREFIX}{id}")
+}
+
 /// Most CAS attempts of one map change before giving up (heavy contention).
 const MAX_CAS_ATTEMPTS: usize = 30;
 

@@ -155,20 +155,20 @@ pub async fn follow(
         "cellkv-loadtest: t={:.0}s {}: job {} started ({} ranges, {:.1} MiB estimated)",
         at(t0),
         rec.label,
-        job.id,
-        job.progress.ranges_total,
-        job.progress.bytes_estimated as f64 / f64::from(1u32 << 20)
+        job.job.id,
+        job.job.progress.ranges_total,
+        job.job.progress.bytes_estimated as f64 / f64::from(1u32 << 20)
     );
     let mut last_print = Instant::now();
     let label = rec.label.clone();
     let outcome = admin
-        .follow_job(&job.id, deadline, |j| {
+        .follow_job(&job.job.id, deadline, |j| {
             if last_print.elapsed() >= PROGRESS_EVERY {
                 last_print = Instant::now();
                 eprintln!(
                     "cellkv-loadtest: t={:.0}s {label}: {}",
                     at(t0),
-                    j.progress_line()
+                    crate::admin::progress_line(j)
                 );
             }
         })
@@ -186,7 +186,7 @@ pub async fn follow(
             let mut why = format!("{e}");
             if matches!(e, client::admin::FollowError::TimedOut { .. }) {
                 why = format!("{why} (the fault's duration_s)");
-                match admin.cancel(&job.id).await {
+                match admin.cancel(&job.job.id).await {
                     Ok(_) => why.push_str("; cancelled it"),
                     Err(c) => why.push_str(&format!("; cancelling it failed too: {c:#}")),
                 }

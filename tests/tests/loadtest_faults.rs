@@ -737,7 +737,10 @@ async fn a_cell_added_to_a_local_cluster_comes_back_after_a_restart() {
         let admin = cluster.admin().clone();
         let job = admin.add_cell(&spec, None).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let done = admin.follow_job(&job.id, deadline, |_| {}).await.unwrap();
+        let done = admin
+            .follow_job(&job.job.id, deadline, |_| {})
+            .await
+            .unwrap();
         eprintln!("add: {}", client::admin::JobFigures::of(&done).summary());
 
         // A key the new cell owns, written through the router.

@@ -361,7 +361,7 @@ fn cfg() -> RunnerConfig {
 }
 
 fn job(kind: JobKind, max_ranges: usize) -> Job {
-    Job::new("j1".into(), kind, 1 << 40, 1 << 40, max_ranges)
+    new_record("j1".into(), kind, 1 << 40, 1 << 40, max_ranges)
 }
 
 fn populate(mem: &Mem, n: usize) {
@@ -524,12 +524,12 @@ async fn cancel_mid_copy_rolls_the_batch_back() {
     let out = JobRunner::new(mem.clone(), signals, cfg(), j).run().await;
     mem.crash_at.store(u64::MAX, Ordering::Relaxed);
     assert!(
-        out.phase.before_own() || out.phase == Phase::Select,
+        before_own(out.phase) || out.phase == Phase::Select,
         "{:?}",
         out.phase
     );
     let mut j = mem.saved.lock().unwrap().clone().unwrap();
-    j.requested = Some(Request::Cancel);
+    j.requested = Some(JobRequest::Cancel);
     let j = run_once(&mem, j).await;
     assert_eq!(j.status, JobStatus::Cancelled);
     let after = mem.map.lock().unwrap().clone();
@@ -578,7 +578,7 @@ async fn pause_stops_between_batches() {
     let mem = Mem::new(&[1, 2, 3], &[1, 2]);
     populate(&mem, 50);
     let signals = Arc::new(Signals::default());
-    signals.request(Request::Pause);
+    signals.request(JobRequest::Pause);
     let j = JobRunner::new(mem.clone(), signals, cfg(), job(JobKind::Rebalance, 300))
         .run()
         .await;
@@ -618,7 +618,7 @@ fn chunks_and_views() {
     j.progress.bytes_estimated = 300;
     j.progress.active_ms = 10_000;
     j.pauses_ms = vec![5, 9, 7];
-    let v = j.view();
+    let v = view(&j);
     assert_eq!(v.rate_bytes_per_sec, 10.0);
     assert_eq!(v.eta_secs, Some(20.0));
     assert_eq!((v.pause_max_ms, v.pause_p99_ms), (Some(9), Some(9)));
