@@ -168,7 +168,7 @@ pub async fn follow(
                 eprintln!(
                     "cellkv-loadtest: t={:.0}s {label}: {}",
                     at(t0),
-                    crate::admin::progress_line(j)
+                    client::admin::progress_line(j)
                 );
             }
         })
