@@ -18,6 +18,11 @@ use crate::http::{Client, HttpError, Resp};
 /// (`host:port` of its API), besides the JSON error body.
 pub const LEADER_HEADER: &str = "x-cellkv-leader";
 
+/// Header in which a replica's admin (control) port names the leader's
+/// control port (`host:port`): the hint to follow for `/admin/*` calls, see
+/// [`CellClient::with_leader_header`].
+pub const LEADER_CONTROL_HEADER: &str = "x-cellkv-leader-control";
+
 /// The default back-off once every replica failed in a row.
 pub const DEFAULT_BACKOFF: Backoff =
     Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
@@ -65,6 +70,8 @@ pub struct CellClient {
     /// Index into `urls` of the replica to try first.
     leader: Arc<AtomicUsize>,
     backoff: Backoff,
+    /// The header whose `host:port` names the leader among `urls`.
+    leader_header: &'static str,
 }
 
 impl CellClient {
@@ -78,7 +85,18 @@ impl CellClient {
             auth: auth.into(),
             leader: Arc::new(AtomicUsize::new(0)),
             backoff: DEFAULT_BACKOFF,
+            leader_header: LEADER_HEADER,
         }
+    }
+
+    /// The same client following the leader named by header `name` (e.g.
+    /// [`LEADER_CONTROL_HEADER`] when `urls` are the replicas' control
+    /// ports) instead of [`LEADER_HEADER`]. Without that header a hint is
+    /// still read from the error body's API address, which only helps when
+    /// `urls` are API addresses.
+    pub fn with_leader_header(mut self, name: &'static str) -> CellClient {
+        self.leader_header = name;
+        self
     }
 
     /// The same client with another back-off policy.
@@ -146,7 +164,7 @@ impl CellClient {
                     }
                     Next::Elsewhere
                 }
-                Ok(Ok(resp)) => match classify(&resp, retry) {
+                Ok(Ok(resp)) => match classify(&resp, retry, self.leader_header) {
                     Verdict::Answer => {
                         self.leader.store(at, Ordering::Relaxed);
                         return Ok(Answered {
@@ -157,18 +175,18 @@ impl CellClient {
                     Verdict::Unknown => {
                         return Err(CellCallError::Unknown(format!(
                             "{method} {full} answered {}",
-                            describe(&resp)
+                            resp.describe()
                         )))
                     }
                     Verdict::FollowHint(hint) => {
-                        last = format!("{url}: {}", describe(&resp));
+                        last = format!("{url}: {}", resp.describe());
                         match self.index_of(&hint).filter(|&i| i != at) {
                             Some(i) => Next::Go(i),
                             None => Next::Elsewhere,
                         }
                     }
                     Verdict::Elsewhere => {
-                        last = format!("{url}: {}", describe(&resp));
+                        last = format!("{url}: {}", resp.describe());
                         Next::Elsewhere
                     }
                 },
@@ -214,7 +232,8 @@ enum Verdict {
     Unknown,
 }
 
-fn classify(resp: &Resp, retry: Retry) -> Verdict {
+/// `leader_header` names the header carrying a `not_leader` hint.
+fn classify(resp: &Resp, retry: Retry, leader_header: &str) -> Verdict {
     let body: Option<ErrorBody> = if resp.is_success() {
         None
     } else {
@@ -222,8 +241,9 @@ fn classify(resp: &Resp, retry: Retry) -> Verdict {
     };
     let code = body.as_ref().map(|b| b.error.code);
     match (resp.status, code) {
-        (421, _) | (_, Some(ErrorCode::NotLeader)) => {
-            let hint = resp.header(LEADER_HEADER).map(str::to_owned).or_else(|| {
+        // A 421 with another code (`moved`) is the cell's decision.
+        (421, None) | (_, Some(ErrorCode::NotLeader)) => {
+            let hint = resp.header(leader_header).map(str::to_owned).or_else(|| {
                 body.and_then(|b| b.error.leader)
                     .map(|l| l.api_addr.to_string())
             });
@@ -247,11 +267,6 @@ fn not_sent(e: &HttpError) -> bool {
         e,
         HttpError::Connect { .. } | HttpError::InvalidRequest { .. }
     )
-}
-
-fn describe(resp: &Resp) -> String {
-    let text: String = resp.text().chars().take(300).collect();
-    format!("{} {text}", resp.status)
 }
 
 /// `http://host:port` without a trailing slash, from either form.
@@ -288,18 +303,54 @@ mod tests {
     fn not_leader_is_followed_to_the_named_leader() {
         let r = resp(421, &err("not_leader"), Some("127.0.0.1:7002"));
         assert_eq!(
-            classify(&r, Retry::AtMostOnce),
+            classify(&r, Retry::AtMostOnce, LEADER_HEADER),
             Verdict::FollowHint("127.0.0.1:7002".into())
         );
         let r = resp(421, &err("not_leader"), None);
-        assert_eq!(classify(&r, Retry::AtMostOnce), Verdict::Elsewhere);
+        assert_eq!(
+            classify(&r, Retry::AtMostOnce, LEADER_HEADER),
+            Verdict::Elsewhere
+        );
+        // The body's hint is the leader's API address.
+        let body = r#"{"error":{"code":"not_leader","message":"m","leader":{"node_id":2,"api_addr":"h:2"}}}"#;
+        let r = resp(421, body, None);
+        assert_eq!(
+            classify(&r, Retry::Idempotent, LEADER_HEADER),
+            Verdict::FollowHint("h:2".into())
+        );
+    }
+
+    #[test]
+    fn a_control_port_client_follows_the_control_header() {
+        let mut r = resp(421, &err("not_leader"), Some("h:7002"));
+        r.headers
+            .insert(LEADER_CONTROL_HEADER, "h:7102".parse().unwrap());
+        assert_eq!(
+            classify(&r, Retry::Idempotent, LEADER_CONTROL_HEADER),
+            Verdict::FollowHint("h:7102".into())
+        );
+    }
+
+    #[test]
+    fn moved_is_the_cells_decision_not_a_leader_hint() {
+        let r = resp(421, &err("moved"), None);
+        assert_eq!(
+            classify(&r, Retry::Idempotent, LEADER_HEADER),
+            Verdict::Answer
+        );
     }
 
     #[test]
     fn only_idempotent_requests_retry_a_timeout() {
         let r = resp(504, &err("timeout"), None);
-        assert_eq!(classify(&r, Retry::Idempotent), Verdict::Elsewhere);
-        assert_eq!(classify(&r, Retry::AtMostOnce), Verdict::Unknown);
+        assert_eq!(
+            classify(&r, Retry::Idempotent, LEADER_HEADER),
+            Verdict::Elsewhere
+        );
+        assert_eq!(
+            classify(&r, Retry::AtMostOnce, LEADER_HEADER),
+            Verdict::Unknown
+        );
     }
 
     #[test]
@@ -313,14 +364,18 @@ mod tests {
         ] {
             let body = code.map(err).unwrap_or_default();
             assert_eq!(
-                classify(&resp(status, &body, None), Retry::AtMostOnce),
+                classify(&resp(status, &body, None), Retry::AtMostOnce, LEADER_HEADER),
                 Verdict::Answer,
                 "{status}"
             );
         }
         for code in ["no_leader", "shutting_down", "cell_unavailable"] {
             assert_eq!(
-                classify(&resp(503, &err(code), None), Retry::AtMostOnce),
+                classify(
+                    &resp(503, &err(code), None),
+                    Retry::AtMostOnce,
+                    LEADER_HEADER
+                ),
                 Verdict::Elsewhere,
                 "{code}"
             );

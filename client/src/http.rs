@@ -142,6 +142,20 @@ impl Resp {
         v.get("error")?.get("code")?.as_str().map(str::to_owned)
     }
 
+    /// `status code: message` of a cellkv error answer, else `status` and the
+    /// start of the body: one line for error messages.
+    pub fn describe(&self) -> String {
+        let v: Option<serde_json::Value> = serde_json::from_slice(&self.body).ok();
+        let err = v.as_ref().and_then(|v| v.get("error"));
+        match (
+            err.and_then(|e| e.get("code")?.as_str()),
+            err.and_then(|e| e.get("message")?.as_str()),
+        ) {
+            (Some(code), Some(message)) => format!("{} {code}: {message}", self.status),
+            _ => format!("{} {}", self.status, self.text_prefix(200)),
+        }
+    }
+
     fn text_prefix(&self, n: usize) -> String {
         String::from_utf8_lossy(&self.body[..self.body.len().min(n)]).into_owned()
     }
@@ -503,6 +517,7 @@ mod tests {
         assert!(!resp.is_success());
         assert_eq!(resp.header("content-type"), Some("application/json"));
         assert_eq!(resp.error_code().as_deref(), Some("nope"));
+        assert_eq!(resp.describe(), r#"404 {"error":{"code":"nope"}}"#);
 
         let (url, task) = one_shot_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
         let resp = Client::default()
@@ -520,6 +535,12 @@ mod tests {
         assert!(req.contains("transfer-encoding: chunked\r\n"), "{req}");
         assert!(!req.contains("content-length"), "{req}");
         assert_eq!((resp.status, &resp.body[..]), (200, &b"ok"[..]));
+        let err = Resp {
+            status: 503,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(br#"{"error":{"code":"no_leader","message":"m"}}"#),
+        };
+        assert_eq!(err.describe(), "503 no_leader: m");
     }
 
     #[tokio::test]

@@ -1,31 +1,34 @@
 //! `CellClient`: the control server's calls to data cells — admin ops on the
 //! control port (`/admin/*`, cell admin token) and scans/health on the API
-//! port (API token). Finds each cell's leader by trying replicas and
-//! following `not_leader` hints (a hint's node id is mapped to that
-//! replica's `control_addr` for control-port calls).
+//! port (API token). The leader-following is `client::cell::CellClient`'s:
+//! one per cell and port, kept across calls so each remembers its leader;
+//! control-port clients follow the `x-cellkv-leader-control` hint.
 //!
 //! Every op the control plane sends is idempotent, so a call whose outcome
 //! is unknown (timeout, broken connection) is simply retried by the job.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use client::cell::{self, CellCallError, Retry, LEADER_CONTROL_HEADER};
+use client::http::{Client, Resp};
 use common::ownership::{OwnershipOp, OwnershipTable};
 use common::wire::{IngestBatch, IngestResult, RangeStats, ScanPage};
-use common::{CellId, CellSpec, ErrorCode, HashRange, NodeId, ReplicaSpec};
-use http::{HeaderValue, Method, StatusCode};
+use common::{Backoff, CellId, CellSpec, ErrorBody, HashRange, NodeId, ReplicaSpec};
+use http::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
 use common::wire::hex;
 
-use crate::http::{bearer, HttpClient, Reply};
-
 /// How long a new learner may take to catch up.
 const MEMBERSHIP_WAIT: Duration = Duration::from_secs(110);
+
+/// Wait after every replica of a cell failed in a row; doubles up to the cap.
+const LEADER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(25), Duration::from_millis(500));
 
 #[derive(Debug, Error, Clone)]
 pub enum CellError {
@@ -48,7 +51,7 @@ impl CellError {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Port {
     Api,
     Control,
@@ -70,18 +73,28 @@ pub struct Membership {
     pub learners: Vec<u64>,
 }
 
+/// The leader-following client of one cell's port, and the addresses it
+/// was built from (rebuilt when the map changes them).
+struct PortClient {
+    addrs: Vec<String>,
+    client: cell::CellClient,
+}
+
 pub struct CellClient {
-    http: HttpClient,
+    /// Its own request timeout is only a backstop: every call passes its
+    /// deadline (`health`, `elect`: a per-request timeout).
+    http: Client,
     api_token: String,
     admin_token: String,
     timeout: Duration,
-    /// Last known leader per cell. A std mutex: never held across an await.
-    leaders: Mutex<HashMap<CellId, NodeId>>,
+    /// One client per cell and port; each remembers its leader. A std
+    /// mutex: never held across an await.
+    clients: Mutex<HashMap<(CellId, Port), PortClient>>,
 }
 
 impl CellClient {
     pub fn new(
-        http: HttpClient,
+        http: Client,
         api_token: String,
         admin_token: String,
         timeout: Duration,
@@ -91,7 +104,7 @@ impl CellClient {
             api_token,
             admin_token,
             timeout,
-            leaders: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
@@ -106,24 +119,15 @@ impl CellClient {
         }
     }
 
-    /// Sends to the cell's leader; returns 2xx answers, retries the
-    /// retryable ones until the deadline, turns the rest into `Refused`.
-    async fn leader_call(
-        &self,
-        cell: &CellSpec,
-        port: Port,
-        method: Method,
-        path: &str,
-        (content_type, body): (&'static str, Bytes),
-        timeout: Duration,
-    ) -> Result<Reply, CellError> {
-        let transient = |msg: String| CellError::Transient { cell: cell.id, msg };
-        let usable: Vec<&ReplicaSpec> = cell
+    /// The leader-following client of `cell`'s `port`, built on first use
+    /// and again when the map lists other addresses.
+    fn port_client(&self, cell: &CellSpec, port: Port) -> Result<cell::CellClient, CellError> {
+        let addrs: Vec<String> = cell
             .replicas
             .iter()
-            .filter(|r| Self::addr(r, port).is_some())
+            .filter_map(|r| Self::addr(r, port).map(str::to_string))
             .collect();
-        if usable.is_empty() {
+        if addrs.is_empty() {
             return Err(CellError::Refused {
                 cell: cell.id,
                 status: 0,
@@ -134,126 +138,70 @@ impl CellClient {
                 ),
             });
         }
-        let token = match port {
-            Port::Api => &self.api_token,
-            Port::Control => &self.admin_token,
-        };
-        let headers = vec![
-            bearer(token),
-            (
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static(content_type),
-            ),
-        ];
-        let deadline = Instant::now() + timeout;
-        let cached = self
-            .leaders
-            .lock()
-            .expect("leaders lock")
-            .get(&cell.id)
-            .copied();
-        let mut next: Option<String> = cached
-            .and_then(|n| usable.iter().find(|r| r.node_id == n))
-            .and_then(|r| Self::addr(r, port))
-            .map(str::to_string);
-        let mut idx = 0usize;
-        let mut failed = 0usize;
-        let mut backoff = Duration::from_millis(25);
-        let mut last = String::from("no attempt");
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(transient(format!(
-                    "no leader answered within {:?}: {last}",
-                    self.timeout
-                )));
-            }
-            let addr = match next.take() {
-                Some(a) => a,
-                None => {
-                    idx += 1;
-                    Self::addr(usable[(idx - 1) % usable.len()], port)
-                        .expect("filtered")
-                        .to_string()
-                }
-            };
-            let node = usable
-                .iter()
-                .find(|r| Self::addr(r, port) == Some(addr.as_str()))
-                .map(|r| r.node_id);
-            match self
-                .http
-                .send(
-                    method.clone(),
-                    &addr,
-                    path,
-                    &headers,
-                    body.clone(),
-                    deadline - now,
-                )
-                .await
-            {
-                Ok(r) if r.status.is_success() => {
-                    if let Some(n) = node {
-                        self.leaders
-                            .lock()
-                            .expect("leaders lock")
-                            .insert(cell.id, n);
-                    }
-                    return Ok(r);
-                }
-                Ok(r) => {
-                    let err = r.error();
-                    let code = err.as_ref().map(|b| b.error.code);
-                    last = format!("{addr}: {}", r.describe());
-                    match code {
-                        Some(ErrorCode::NotLeader) => {
-                            let hint = err.and_then(|b| b.error.leader);
-                            let target = hint.and_then(|h| match port {
-                                Port::Api => Some(h.api_addr),
-                                Port::Control => usable
-                                    .iter()
-                                    .find(|r| r.node_id == h.node_id)
-                                    .and_then(|r| r.control_addr.clone()),
-                            });
-                            if let Some(t) = target.filter(|t| *t != addr) {
-                                next = Some(t);
-                                continue;
-                            }
-                        }
-                        Some(
-                            ErrorCode::NoLeader
-                            | ErrorCode::ShuttingDown
-                            | ErrorCode::CellUnavailable
-                            | ErrorCode::Timeout,
-                        ) => {}
-                        _ if r.status == StatusCode::SERVICE_UNAVAILABLE
-                            || r.status == StatusCode::GATEWAY_TIMEOUT => {}
-                        _ => {
-                            return Err(CellError::Refused {
-                                cell: cell.id,
-                                status: r.status.as_u16(),
-                                code: code.map_or("unknown".into(), |c| c.as_str().to_string()),
-                                msg: err.map_or_else(
-                                    || {
-                                        String::from_utf8_lossy(&r.body[..r.body.len().min(300)])
-                                            .into_owned()
-                                    },
-                                    |b| b.error.message,
-                                ),
-                            })
-                        }
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-            failed += 1;
-            if failed.is_multiple_of(usable.len()) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(backoff.min(left)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
+        let mut clients = self.clients.lock().expect("clients lock");
+        if let Some(pc) = clients.get(&(cell.id, port)).filter(|pc| pc.addrs == addrs) {
+            return Ok(pc.client.clone());
         }
+        let (token, leader_header) = match port {
+            Port::Api => (&self.api_token, cell::LEADER_HEADER),
+            Port::Control => (&self.admin_token, LEADER_CONTROL_HEADER),
+        };
+        let client = cell::CellClient::new(self.http.clone(), &addrs, format!("Bearer {token}"))
+            .with_backoff(LEADER_BACKOFF)
+            .with_leader_header(leader_header);
+        clients.insert(
+            (cell.id, port),
+            PortClient {
+                addrs,
+                client: client.clone(),
+            },
+        );
+        Ok(client)
+    }
+
+    /// Sends to the cell's leader; returns 2xx answers, retries the
+    /// retryable ones until the deadline, turns the rest into `Refused`
+    /// (a 503 or 504 the cell client hands back into `Transient`).
+    async fn leader_call(
+        &self,
+        cell: &CellSpec,
+        port: Port,
+        method: Method,
+        path: &str,
+        (content_type, body): (&'static str, Bytes),
+        timeout: Duration,
+    ) -> Result<Resp, CellError> {
+        let client = self.port_client(cell, port)?;
+        let answered = client
+            .call(
+                method,
+                path,
+                &[("content-type", content_type)],
+                body,
+                Retry::Idempotent,
+                timeout,
+            )
+            .await
+            .map_err(|e| CellError::Transient {
+                cell: cell.id,
+                msg: match e {
+                    CellCallError::Unavailable { last, .. } => {
+                        format!("no leader answered within {timeout:?}: {last}")
+                    }
+                    CellCallError::Unknown(m) => m,
+                },
+            })?;
+        let r = answered.resp;
+        if r.is_success() {
+            return Ok(r);
+        }
+        if matches!(r.status, 503 | 504) {
+            return Err(CellError::Transient {
+                cell: cell.id,
+                msg: format!("{}: {}", answered.url, r.describe()),
+            });
+        }
+        Err(refused(cell.id, &r))
     }
 
     async fn admin_json<B: Serialize, T: for<'de> Deserialize<'de>>(
@@ -430,29 +378,25 @@ impl CellClient {
                     cell.id
                 ),
             })?;
-        let headers = vec![bearer(&self.admin_token)];
+        let auth = format!("Bearer {}", self.admin_token);
         let reply = self
             .http
-            .send(
-                Method::POST,
-                &r,
-                "/admin/elect",
-                &headers,
+            .with_timeout(Duration::from_secs(15))
+            .post(
+                &format!("http://{r}/admin/elect"),
+                &[("authorization", &auth)],
                 Bytes::new(),
-                Duration::from_secs(15),
             )
             .await
             .map_err(|e| CellError::Transient {
                 cell: cell.id,
                 msg: e.to_string(),
             })?;
-        if !reply.status.is_success() {
+        if !reply.is_success() {
             return Err(CellError::Refused {
                 cell: cell.id,
-                status: reply.status.as_u16(),
-                code: reply
-                    .error()
-                    .map_or("unknown".into(), |b| b.error.code.as_str().into()),
+                status: reply.status,
+                code: reply.error_code().unwrap_or_else(|| "unknown".into()),
                 msg: reply.describe(),
             });
         }
@@ -499,25 +443,36 @@ impl CellClient {
     pub async fn health(&self, replica: &ReplicaSpec, timeout: Duration) -> Option<Value> {
         let r = self
             .http
-            .send(
-                Method::GET,
-                &replica.api_addr,
-                "/health",
-                &[],
-                Bytes::new(),
-                timeout,
-            )
+            .with_timeout(timeout)
+            .get(&format!("http://{}/health", replica.api_addr), &[])
             .await
             .ok()?;
         r.json().ok()
     }
 }
 
-fn decode_json<T: for<'de> Deserialize<'de>>(cell: CellId, r: &Reply) -> Result<T, CellError> {
-    r.json().map_err(|msg| CellError::Refused {
+fn decode_json<T: for<'de> Deserialize<'de>>(cell: CellId, r: &Resp) -> Result<T, CellError> {
+    r.json().map_err(|e| CellError::Refused {
         cell,
-        status: r.status.as_u16(),
+        status: r.status,
         code: "bad_answer".into(),
-        msg,
+        msg: e.to_string(),
     })
+}
+
+/// A non-2xx answer the cell decided on: its code and message, or the start
+/// of the body when it is not a cellkv error.
+fn refused(cell: CellId, r: &Resp) -> CellError {
+    let err: Option<ErrorBody> = serde_json::from_slice(&r.body).ok();
+    CellError::Refused {
+        cell,
+        status: r.status,
+        code: err
+            .as_ref()
+            .map_or("unknown".into(), |b| b.error.code.as_str().to_string()),
+        msg: err.map_or_else(
+            || String::from_utf8_lossy(&r.body[..r.body.len().min(300)]).into_owned(),
+            |b| b.error.message,
+        ),
+    }
 }

@@ -28,7 +28,7 @@ pub use common::admin::{
 };
 use common::ownership::OwnershipOp;
 use common::wire::{hex, unhex, IngestBatch, IngestResult, RangeStats, ScanItem, ScanPage};
-use common::{CellId, CellMap, CellState, HashRange};
+use common::{Backoff, CellId, CellMap, CellState, HashRange};
 
 use crate::cells::PurgeReply;
 use crate::limiter::Limiter;
@@ -41,6 +41,10 @@ const CURSOR_SAVE_EVERY: Duration = Duration::from_secs(1);
 /// mostly the cells' read barrier, which concurrent scans share: 64 cut the
 /// fenced delta of `drain-cell.toml` from 190–350 ms to 58–204 ms (8 before).
 const DELTA_CONCURRENCY: usize = 64;
+/// Retries of a failed job save or step.
+const STEP_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
+/// Retries of a failed background purge; back to the first delay after progress.
+const PURGE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -347,17 +351,16 @@ impl<B: Backend> JobRunner<B> {
         self.job.progress.active_ms += now.duration_since(self.clock).as_millis() as u64;
         self.clock = now;
         self.job.updated_ms = now_ms();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = STEP_BACKOFF;
         loop {
             match self.backend.save_job(&self.job).await {
                 Ok(()) => return Ok(()),
                 Err(StepError::Stopped) => return Err(StepError::Stopped),
                 Err(e) => {
                     tracing::warn!(job = %self.job.id, "failed to save the job, retrying: {e}");
-                    if !self.signals.sleep(backoff).await {
+                    if !self.signals.sleep(backoff.next_delay()).await {
                         return Err(StepError::Stopped);
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
             }
         }
@@ -376,7 +379,7 @@ impl<B: Backend> JobRunner<B> {
         Fut: Future<Output = Result<T, StepError>>,
     {
         let start = Instant::now();
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = STEP_BACKOFF;
         loop {
             if self.signals.stopped() {
                 return Err(StepError::Stopped);
@@ -392,12 +395,12 @@ impl<B: Backend> JobRunner<B> {
                             self.cfg.step_retry_timeout
                         )));
                     }
-                    tracing::info!(job = %self.job.id, "{what} failed, retrying in {backoff:?}: {m}");
+                    let delay = backoff.next_delay();
+                    tracing::info!(job = %self.job.id, "{what} failed, retrying in {delay:?}: {m}");
                     self.job.message = Some(format!("retrying {what}: {m}"));
-                    if !self.signals.sleep(backoff).await {
+                    if !self.signals.sleep(delay).await {
                         return Err(StepError::Stopped);
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(StepError::Operator(m)) if must_finish => {
                     tracing::warn!(job = %self.job.id, "{what} refused, retrying (the batch is past Own): {m}");
@@ -446,23 +449,22 @@ impl<B: Backend> JobRunner<B> {
         let tx = self.purge_tx.clone();
         let sig = self.signals.clone();
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = PURGE_BACKOFF;
             loop {
                 if sig.stopped() {
                     return;
                 }
                 match b.purge(t.cell, t.range).await {
-                    Ok(PurgeReply { more: true, .. }) => backoff = Duration::from_millis(100),
+                    Ok(PurgeReply { more: true, .. }) => backoff.reset(),
                     Ok(PurgeReply { more: false, .. }) => {
                         let _ = tx.send(t);
                         return;
                     }
                     Err(e) => {
                         tracing::warn!(cell = %t.cell, "failed to purge, retrying: {e}");
-                        if !sig.sleep(backoff).await {
+                        if !sig.sleep(backoff.next_delay()).await {
                             return;
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             }

@@ -7,8 +7,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use client::http::{Client, ClientConfig};
 use common::ownership::OwnershipOp;
-use common::{CellMap, RoutingTable};
+use common::{Backoff, CellMap, RoutingTable};
 use thiserror::Error;
 use tokio::net::TcpListener;
 
@@ -16,7 +17,6 @@ use crate::api::App;
 use crate::backend::{ClusterBackend, LeaseState};
 use crate::cells::CellClient;
 use crate::config::{load_map_file, ConfigError, ControlConfig};
-use crate::http::HttpClient;
 use crate::job::{now_ms, RunnerConfig};
 use crate::manager::JobManager;
 use crate::metrics::ControlMetrics;
@@ -29,6 +29,12 @@ pub enum ServerError {
     #[error("serve the admin API: {0}")]
     Serve(std::io::Error),
 }
+
+/// The HTTP client's per-request timeout, above every call's own deadline.
+const CALL_BACKSTOP: Duration = Duration::from_secs(3600);
+
+/// Retries of the map's initialisation and of the cells' first assignment.
+const INIT_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
 
 /// The map as first stored: explicit owners (the weighted ring of every cell).
 pub fn with_explicit_owners(mut map: CellMap) -> CellMap {
@@ -50,7 +56,13 @@ pub async fn run(
         Some(p) => Some(load_map_file(p)?),
         None => None,
     };
-    let http = HttpClient::new(cfg.connect_timeout);
+    let http = Client::new(ClientConfig {
+        connect_timeout: cfg.connect_timeout,
+        // A backstop only: every call carries its own deadline (a cell
+        // call's, up to the two minutes a learner may take to catch up).
+        request_timeout: CALL_BACKSTOP,
+        ..ClientConfig::default()
+    });
     let store = Arc::new(ControlStore::new(
         http.clone(),
         cfg.control_cell.clone(),
@@ -155,7 +167,7 @@ fn hostname() -> String {
 /// explicit, and tells every unmanaged data cell what it owns. Retries until
 /// the control cell answers.
 async fn init_map(store: &ControlStore, cells: &CellClient, initial: Option<CellMap>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = INIT_BACKOFF;
     let map = loop {
         match store.load_map().await {
             Ok(Some((m, _))) if !m.owners.is_empty() => break Some(m),
@@ -200,8 +212,7 @@ async fn init_map(store: &ControlStore, cells: &CellClient, initial: Option<Cell
             },
             Err(e) => tracing::warn!("failed to read the cell map, retrying: {e}"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tokio::time::sleep(backoff.next_delay()).await;
     };
     let Some(map) = map else { return };
     let Ok(routing) = map.routing() else { return };
@@ -217,7 +228,7 @@ async fn assign_unmanaged(cells: &CellClient, map: &CellMap, routing: &RoutingTa
             tracing::warn!(cell = %spec.id, "cell has no control_addr in the map; it stays unmanaged");
             continue;
         }
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = INIT_BACKOFF;
         for _ in 0..20 {
             match cells.get_ownership(spec).await {
                 Ok(t) if t.managed => break,
@@ -240,8 +251,7 @@ async fn assign_unmanaged(cells: &CellClient, map: &CellMap, routing: &RoutingTa
                     tracing::warn!(cell = %spec.id, "failed to read the cell's ownership: {e}")
                 }
             }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }

@@ -1,19 +1,21 @@
 //! `ControlStore`: the client of the control cell (bucket `cellkv-control`):
 //! linearizable reads, conditional writes, the cell map's read-modify-CAS
-//! loop, job records and the job lease. Finds the control cell's leader by
-//! following `not_leader` hints and moving on from unreachable replicas.
+//! loop, job records and the job lease. Finds the control cell's leader with
+//! `client::cell::CellClient`: it follows `not_leader` hints, moves on from
+//! unreachable replicas and remembers the leader across calls.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
+use client::cell::{CellCallError, CellClient, Retry};
+use client::http::{Client, Resp};
 use common::wire::ListPage;
-use common::{CellMap, ErrorCode};
-use http::{HeaderValue, Method, StatusCode};
+use common::{Backoff, CellMap};
+use http::{HeaderValue, Method};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::http::{bearer, encode_query, HttpClient, Reply, TransportError};
+use crate::http::encode_query;
 
 pub const BUCKET: &str = "cellkv-control";
 pub const MAP_KEY: &str = "cell-map";
@@ -27,6 +29,9 @@ pub fn job_key(id: &str) -> String {
 
 /// Most CAS attempts of one map change before giving up (heavy contention).
 const MAX_CAS_ATTEMPTS: usize = 30;
+
+/// Wait after every control cell replica failed in a row; doubles up to the cap.
+const LEADER_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
 
 #[derive(Debug, Error)]
 pub enum StoreError {
@@ -66,27 +71,23 @@ pub enum PutOutcome {
 }
 
 pub struct ControlStore {
-    http: HttpClient,
-    endpoints: Vec<String>,
-    token: String,
-    /// The endpoint believed to lead (an address from a hint or the config).
-    /// A std mutex: never held across an await.
-    leader: Mutex<Option<String>>,
+    /// The control cell's replicas (`endpoints`); remembers its leader.
+    cell: CellClient,
     timeout: Duration,
 }
 
 impl ControlStore {
+    /// `http`'s own request timeout is only a backstop: each call is bounded
+    /// by `timeout`.
     pub fn new(
-        http: HttpClient,
+        http: Client,
         endpoints: Vec<String>,
         token: String,
         timeout: Duration,
     ) -> ControlStore {
         ControlStore {
-            http,
-            endpoints,
-            token,
-            leader: Mutex::new(None),
+            cell: CellClient::new(http, &endpoints, format!("Bearer {token}"))
+                .with_backoff(LEADER_BACKOFF),
             timeout,
         }
     }
@@ -97,80 +98,30 @@ impl ControlStore {
 
     /// Sends a request to the control cell's leader, following hints and
     /// trying other replicas, within `self.timeout`. Answers are returned as
-    /// they are except the retryable ones (not_leader, no_leader, shutting_down).
+    /// they are except the retryable ones (not_leader, no_leader,
+    /// shutting_down). A write is sent at most once: when its outcome is
+    /// unknown (broken exchange, timeout) the call ends in `Unknown`.
     async fn call(
         &self,
         method: Method,
         path: &str,
-        extra: Vec<(http::header::HeaderName, HeaderValue)>,
+        headers: &[(&str, &str)],
         body: Bytes,
         is_write: bool,
-    ) -> Result<Reply, StoreError> {
-        let deadline = Instant::now() + self.timeout;
-        let mut headers = vec![bearer(&self.token)];
-        headers.extend(extra);
-        let order = self.endpoints.clone();
-        let mut next: Option<String> = self.leader.lock().expect("leader lock").clone();
-        let mut idx = 0usize;
-        let mut failed = 0usize;
-        let mut backoff = Duration::from_millis(20);
-        let mut last = String::from("no attempt");
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(StoreError::Unavailable(last));
-            }
-            let addr = match next.take() {
-                Some(a) => a,
-                None => {
-                    idx += 1;
-                    order[(idx - 1) % order.len()].clone()
-                }
-            };
-            let left = deadline - now;
-            match self
-                .http
-                .send(method.clone(), &addr, path, &headers, body.clone(), left)
-                .await
-            {
-                Ok(r) if r.status == StatusCode::MISDIRECTED_REQUEST => {
-                    let hint = r.error().and_then(|b| {
-                        (b.error.code == ErrorCode::NotLeader)
-                            .then_some(b.error.leader)
-                            .flatten()
-                    });
-                    last = r.describe();
-                    if let Some(h) = hint.filter(|h| h.api_addr != addr) {
-                        *self.leader.lock().expect("leader lock") = Some(h.api_addr.clone());
-                        next = Some(h.api_addr);
-                        continue;
-                    }
-                }
-                Ok(r) if r.status == StatusCode::SERVICE_UNAVAILABLE => {
-                    last = r.describe();
-                }
-                Ok(r) => {
-                    *self.leader.lock().expect("leader lock") = Some(addr);
-                    return Ok(r);
-                }
-                Err(TransportError::Connect { msg, .. }) => {
-                    last = format!("{addr}: {msg}");
-                    *self.leader.lock().expect("leader lock") = None;
-                }
-                Err(e) => {
-                    if is_write {
-                        return Err(StoreError::Unknown(e.to_string()));
-                    }
-                    last = e.to_string();
-                    *self.leader.lock().expect("leader lock") = None;
-                }
-            }
-            failed += 1;
-            if failed.is_multiple_of(order.len()) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                tokio::time::sleep(backoff.min(left)).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
+    ) -> Result<Resp, StoreError> {
+        let retry = if is_write {
+            Retry::AtMostOnce
+        } else {
+            Retry::Idempotent
+        };
+        match self
+            .cell
+            .call(method, path, headers, body, retry, self.timeout)
+            .await
+        {
+            Ok(a) => Ok(a.resp),
+            Err(CellCallError::Unavailable { last, .. }) => Err(StoreError::Unavailable(last)),
+            Err(CellCallError::Unknown(m)) => Err(StoreError::Unknown(m)),
         }
     }
 
@@ -180,47 +131,43 @@ impl ControlStore {
             .call(
                 Method::GET,
                 &Self::object_path(key),
-                vec![],
+                &[],
                 Bytes::new(),
                 false,
             )
             .await?;
         match r.status {
-            StatusCode::OK => {
+            200 => {
                 let etag = etag_of(&r);
                 Ok(Some((r.body, etag)))
             }
-            StatusCode::NOT_FOUND => Ok(None),
+            404 => Ok(None),
             _ => Err(StoreError::Refused(format!("GET {key}: {}", r.describe()))),
         }
     }
 
     /// PUT `key` under `cond`.
     pub async fn put(&self, key: &str, value: Bytes, cond: Cond) -> Result<PutOutcome, StoreError> {
-        let mut extra = vec![(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )];
+        let if_match;
+        let mut headers = vec![("content-type", "application/json")];
         match &cond {
             Cond::None => {}
-            Cond::Absent => {
-                extra.push((http::header::IF_NONE_MATCH, HeaderValue::from_static("*")))
+            Cond::Absent => headers.push(("if-none-match", "*")),
+            Cond::Match(e) => {
+                if_match = format!("\"{e}\"");
+                HeaderValue::from_str(&if_match)
+                    .map_err(|e| StoreError::Refused(format!("bad etag: {e}")))?;
+                headers.push(("if-match", &if_match));
             }
-            Cond::Match(e) => extra.push((
-                http::header::IF_MATCH,
-                HeaderValue::from_str(&format!("\"{e}\""))
-                    .map_err(|e| StoreError::Refused(format!("bad etag: {e}")))?,
-            )),
         }
         let r = self
-            .call(Method::PUT, &Self::object_path(key), extra, value, true)
+            .call(Method::PUT, &Self::object_path(key), &headers, value, true)
             .await?;
         match r.status {
-            StatusCode::OK => Ok(PutOutcome::Stored { etag: etag_of(&r) }),
-            StatusCode::PRECONDITION_FAILED => Ok(PutOutcome::Conflict),
-            StatusCode::GATEWAY_TIMEOUT => {
-                Err(StoreError::Unknown(format!("PUT {key}: {}", r.describe())))
-            }
+            200 => Ok(PutOutcome::Stored { etag: etag_of(&r) }),
+            412 => Ok(PutOutcome::Conflict),
+            // The cell client ends a write on 504 already; kept for safety.
+            504 => Err(StoreError::Unknown(format!("PUT {key}: {}", r.describe()))),
             _ => Err(StoreError::Refused(format!("PUT {key}: {}", r.describe()))),
         }
     }
@@ -238,17 +185,17 @@ impl ControlStore {
                 path.push_str(&format!("&start_after={}", encode_query(a)));
             }
             let r = self
-                .call(Method::GET, &path, vec![], Bytes::new(), false)
+                .call(Method::GET, &path, &[], Bytes::new(), false)
                 .await?;
-            if r.status != StatusCode::OK {
+            if r.status != 200 {
                 return Err(StoreError::Refused(format!(
                     "list {prefix}: {}",
                     r.describe()
                 )));
             }
-            let page: ListPage = r.json().map_err(|msg| StoreError::Corrupt {
+            let page: ListPage = r.json().map_err(|e| StoreError::Corrupt {
                 key: prefix.to_string(),
-                msg,
+                msg: e.to_string(),
             })?;
             out.extend(page.objects.into_iter().map(|o| o.key));
             match page.next_start_after {
@@ -350,10 +297,8 @@ impl ControlStore {
     }
 }
 
-fn etag_of(r: &Reply) -> String {
-    r.headers
-        .get(http::header::ETAG)
-        .and_then(|v| v.to_str().ok())
+fn etag_of(r: &Resp) -> String {
+    r.header("etag")
         .map(|s| s.trim_start_matches("W/").trim_matches('"').to_string())
         .unwrap_or_default()
 }

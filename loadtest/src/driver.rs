@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use common::{CellId, RoutingTable};
+use common::{Backoff, CellId, RoutingTable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
@@ -722,7 +722,7 @@ async fn preload_cell(api: &Arc<Api>, p: &Preload, ledger: &mut WriteLedger) -> 
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(k) = keys.get(i) else { break };
                 let give_up = Instant::now() + PRELOAD_RETRY_FOR;
-                let mut pause = SETUP_RETRY_PAUSE;
+                let mut pause = Backoff::new(SETUP_RETRY_PAUSE, PRELOAD_RETRY_PAUSE_MAX);
                 let ack = loop {
                     let last = match api.put_value(&bucket, k, value.clone(), None).await {
                         Ok(r) if r.is_success() => {
@@ -739,13 +739,12 @@ async fn preload_cell(api: &Arc<Api>, p: &Preload, ledger: &mut WriteLedger) -> 
                         Ok(r) => format!("{} {}", r.status, r.text()),
                         Err(e) => e.to_string(),
                     };
-                    if Instant::now() + pause > give_up {
+                    if Instant::now() + pause.peek() > give_up {
                         break Err(format!(
                             "PUT {bucket}/{k} still failing after {PRELOAD_RETRY_FOR:?}: {last}"
                         ));
                     }
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(PRELOAD_RETRY_PAUSE_MAX);
+                    tokio::time::sleep(pause.next_delay()).await;
                 };
                 acks.push(ack?);
                 done.fetch_add(1, Ordering::Relaxed);

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{CellId, CellSpec, CellState, ErrorBody, ErrorCode, NodeId, ReplicaSpec};
+use common::{Backoff, CellId, CellSpec, CellState, ErrorBody, ErrorCode, NodeId, ReplicaSpec};
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -60,10 +60,10 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 const MAX_ATTEMPTS: usize = 6;
 /// Most `not_leader` hops in one request; more means hints are going in circles.
 const MAX_LEADER_HOPS: usize = 3;
-/// First wait after a `no_leader` answer; doubles up to `BACKOFF_MAX`. An
+/// Waits after a `no_leader` answer: 25 ms doubling up to 400 ms. An
 /// election takes a few hundred ms, so a few short waits usually span it.
-const BACKOFF_START: Duration = Duration::from_millis(25);
-const BACKOFF_MAX: Duration = Duration::from_millis(400);
+const NO_LEADER_BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(25), Duration::from_millis(400));
 /// Largest listing page a cell may send (1000 entries of ≤ 1 KiB keys fit
 /// with room to spare); object bodies are bounded by `max_object_bytes`.
 const LIST_PAGE_MAX_BYTES: usize = 8 << 20;
@@ -389,7 +389,7 @@ impl CellClient {
         // Replicas that said "no leader": during an election a stale follower
         // still points at the deposed leader, which answers 503 no_leader.
         let mut no_leader_from = vec![false; n];
-        let mut backoff = BACKOFF_START;
+        let mut backoff = NO_LEADER_BACKOFF;
         let mut hops = 0;
         let mut last = String::from("no attempt was made");
         // Why the next attempt is a retry; counted when it actually happens.
@@ -446,8 +446,7 @@ impl CellClient {
                             // leader: an election is under way. Wait, try the next.
                             retry_reason = Some("no_leader");
                             self.forget_leader(replica.node_id);
-                            tokio::time::sleep(backoff.min(remaining)).await;
-                            backoff = (backoff * 2).min(BACKOFF_MAX);
+                            tokio::time::sleep(backoff.next_delay().min(remaining)).await;
                             backed_off = true;
                             target = Self::next_replica(target, &refused);
                             continue;
@@ -497,8 +496,7 @@ impl CellClient {
                                 code,
                                 Some(ErrorCode::ShuttingDown | ErrorCode::CellUnavailable)
                             ) {
-                                tokio::time::sleep(backoff.min(remaining)).await;
-                                backoff = (backoff * 2).min(BACKOFF_MAX);
+                                tokio::time::sleep(backoff.next_delay().min(remaining)).await;
                                 backed_off = true;
                             }
                             target = Self::next_replica(target, &refused);

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use common::cell_map::CellMapError;
-use common::{CellId, CellMap, CellState, ErrorCode};
+use common::{Backoff, CellId, CellMap, CellState, ErrorCode};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinSet};
 use tokio::time::Instant;
@@ -42,8 +42,7 @@ use crate::topology::{MapRejected, Topology, TopologyDiff};
 const MAX_MOVED_HOPS: usize = 6;
 /// Back-off after `range_moving` (and after a `moved` the map does not
 /// explain yet): a hand-over's write pause is a few ms to a few tens of ms.
-const MOVING_BACKOFF_START: Duration = Duration::from_millis(5);
-const MOVING_BACKOFF_MAX: Duration = Duration::from_millis(20);
+const MOVING_BACKOFF: Backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(20));
 /// Time that must be left after a back-off for another attempt to be worth
 /// starting: one begun at the deadline's edge would turn a certain refusal
 /// (503, nothing applied) into a 504 whose outcome the client cannot know.
@@ -286,7 +285,7 @@ impl Proxy {
         // Set when the first attempt gets its slots; every hop shares it.
         let mut deadline: Option<Instant> = None;
         let mut moved_hops = 0usize;
-        let mut backoff = MOVING_BACKOFF_START;
+        let mut backoff = MOVING_BACKOFF;
         let finish = |topo: &Topology, cell: CellId, result| Forwarded {
             epoch: topo.epoch(),
             cell,
@@ -403,15 +402,13 @@ impl Proxy {
         topo.cell(id).is_some_and(|c| c.state() != CellState::Empty)
     }
 
-    /// Sleeps `backoff` (then doubles it up to the max) unless that would
-    /// leave less than [`MOVING_MIN_ATTEMPT`] before `deadline`: then
-    /// returns false at once.
-    async fn pause(backoff: &mut Duration, deadline: Instant) -> bool {
-        if Instant::now() + *backoff + MOVING_MIN_ATTEMPT >= deadline {
+    /// Sleeps `backoff`'s next delay unless that would leave less than
+    /// [`MOVING_MIN_ATTEMPT`] before `deadline`: then returns false at once.
+    async fn pause(backoff: &mut Backoff, deadline: Instant) -> bool {
+        if Instant::now() + backoff.peek() + MOVING_MIN_ATTEMPT >= deadline {
             return false;
         }
-        tokio::time::sleep(*backoff).await;
-        *backoff = (*backoff * 2).min(MOVING_BACKOFF_MAX);
+        tokio::time::sleep(backoff.next_delay()).await;
         true
     }
 
