@@ -3,6 +3,7 @@
 //! Pure code: no I/O, no RocksDB, no openraft, no HTTP server.
 
 pub mod cell_map;
+pub mod config;
 pub mod error;
 pub mod ids;
 pub mod names;

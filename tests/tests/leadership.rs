@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{CellId, CellMap};
 use http::Method;
-use loadtest::cluster::{bin_path, CellOptions, LocalCell};
-use loadtest::control_proc::{ControlProc, ControlServerOptions, ControlSetup};
+use loadtest::cluster::{bin_path, CellConfig, CellOptions, LocalCell};
+use loadtest::control_proc::{ControlConfig, ControlProc, ControlServerOptions};
 use loadtest::http::Resp;
 use loadtest::local::{LocalCluster, LocalClusterOptions};
 use loadtest::process::free_port;
@@ -397,7 +397,10 @@ impl ControlPlane {
         let control_cell = must_start(
             CellOptions {
                 cell_id: CellId(100),
-                api_token: CONTROL_CELL_TOKEN.into(),
+                config: CellConfig {
+                    api_token: CONTROL_CELL_TOKEN.into(),
+                    ..CellOptions::default().config
+                },
                 ..CellOptions::default()
             },
             &dir.join("control-cell"),
@@ -417,21 +420,24 @@ impl ControlPlane {
         };
         let control = ControlProc::prepare(
             &bin_path("cellkv-control").unwrap(),
-            &ControlServerOptions::default(),
-            &ControlSetup {
-                admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
-                admin_token: CONTROL_ADMIN_TOKEN.into(),
-                control_cell: control_cell
-                    .layout()
-                    .peers
-                    .iter()
-                    .map(|p| p.api_addr.to_string())
-                    .collect(),
-                control_token: CONTROL_CELL_TOKEN.into(),
-                cell_api_token: cell.options().api_token.clone(),
-                cell_admin_token: cell.options().admin_token.clone(),
-                initial_map: Some(map),
+            &ControlServerOptions {
+                config: ControlConfig {
+                    admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
+                    admin_token: CONTROL_ADMIN_TOKEN.into(),
+                    control_cell: control_cell
+                        .layout()
+                        .peers
+                        .iter()
+                        .map(|p| p.api_addr.to_string())
+                        .collect(),
+                    control_token: CONTROL_CELL_TOKEN.into(),
+                    cell_api_token: cell.options().config.api_token.clone(),
+                    cell_admin_token: cell.options().config.admin_token.clone(),
+                    ..ControlServerOptions::default().config
+                },
+                ..ControlServerOptions::default()
             },
+            Some(&map),
             &dir.join("control"),
         )
         .unwrap();
