@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cell::config::{CellConfig, PeerConfig};
+use cell::config::{CellConfig, LoadConfig, PeerConfig};
 use clap::Parser;
 use common::{CellId, NodeId};
 

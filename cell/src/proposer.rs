@@ -36,8 +36,9 @@ const MAX_IN_FLIGHT: usize = 8;
 const MAX_GATE_WAIT: Duration = Duration::from_millis(20);
 /// Most ops in one entry: bounds the apply batch and AppendEntries size.
 const MAX_BATCH_OPS: usize = 1024;
-/// Most bytes in one entry (values dominate); one large object still goes alone.
-pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Most bytes in one entry (values dominate); one large object still goes
+/// alone. Defined with the config schema, whose Raft body limit depends on it.
+pub use common::config::cell::MAX_BATCH_BYTES;
 /// Writes waiting for a batch. Bounded: when full, handlers wait (back-pressure).
 const QUEUE_CAPACITY: usize = 16_384;
 

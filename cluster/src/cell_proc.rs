@@ -36,65 +36,20 @@ pub const CELL_BIN: &str = "cellkv-cell";
 /// (SIGSTOP) replica costs this much per poll, so it stays short.
 pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How a replica makes writes durable (mirrors the cell's `durability` key).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Durability {
-    #[default]
-    Fsync,
-    /// Acknowledge once the write reached the page cache of a quorum. Benchmarks only.
-    UnsafeNoFsync,
-}
+// The replica's own config schema, built and serialized here (never mirrored).
+pub use common::config::cell::{CellConfig, Durability, PeerConfig, RaftConfig as RaftOptions};
 
-/// The `[raft]` table of a replica's config. Defaults equal the cell's.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RaftOptions {
-    pub heartbeat_interval: Duration,
-    pub election_timeout_min: Duration,
-    pub election_timeout_max: Duration,
-    /// Snapshot after this many applied entries (set small to test snapshot catch-up).
-    pub snapshot_logs_since_last: u64,
-    /// Entries kept behind a snapshot (set small so a lagging follower needs the snapshot).
-    pub logs_to_keep_after_snapshot: u64,
-    /// Snapshot streaming chunk (set small to force several chunks).
-    pub snapshot_chunk_bytes: u64,
-    pub max_payload_entries: u64,
-    pub rpc_timeout: Duration,
-    pub snapshot_rpc_timeout: Duration,
-}
-
-impl Default for RaftOptions {
-    fn default() -> Self {
-        RaftOptions {
-            heartbeat_interval: Duration::from_millis(50),
-            election_timeout_min: Duration::from_millis(250),
-            election_timeout_max: Duration::from_millis(500),
-            snapshot_logs_since_last: 100_000,
-            logs_to_keep_after_snapshot: 10_000,
-            snapshot_chunk_bytes: 4 << 20,
-            max_payload_entries: 256,
-            rpc_timeout: Duration::from_secs(2),
-            snapshot_rpc_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// Everything about a local cell that is not an address: secrets, limits,
-/// Raft knobs, the replicas' environment and the harness's own deadlines.
+/// Everything about a local cell that is not an address: the replicas'
+/// config, their number and environment, and the harness's own deadlines.
 #[derive(Clone, Debug)]
 pub struct CellOptions {
     pub cell_id: CellId,
     /// Number of replicas (node ids 1..=replicas).
     pub replicas: usize,
-    pub cluster_secret: String,
-    pub api_token: String,
-    pub admin_token: String,
-    pub durability: Durability,
-    pub max_object_bytes: u64,
-    pub request_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub min_free_disk_bytes: u64,
-    pub raft: RaftOptions,
+    /// Every replica's config: secrets, limits, Raft knobs. Its identity,
+    /// addresses, data dir and peers are replaced per replica (from
+    /// `cell_id` and the layout).
+    pub config: CellConfig,
     /// `RUST_LOG` of the replicas.
     pub rust_log: String,
     /// Extra environment of every run of every replica.
@@ -104,20 +59,18 @@ pub struct CellOptions {
 }
 
 impl Default for CellOptions {
-    /// Secrets are fixed, well-known strings: fine on loopback, never elsewhere.
+    /// The cell's defaults with fixed, well-known secrets: fine on loopback,
+    /// never elsewhere.
     fn default() -> Self {
         CellOptions {
             cell_id: CellId(1),
             replicas: 3,
-            cluster_secret: "local-cluster-secret-0123456789".into(),
-            api_token: "local-api-token-0123456789".into(),
-            admin_token: "local-admin-token-0123456789".into(),
-            durability: Durability::Fsync,
-            max_object_bytes: 4 << 20,
-            request_timeout: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(5),
-            min_free_disk_bytes: 64 << 20,
-            raft: RaftOptions::default(),
+            config: CellConfig {
+                cluster_secret: "local-cluster-secret-0123456789".into(),
+                api_token: "local-api-token-0123456789".into(),
+                admin_token: "local-admin-token-0123456789".into(),
+                ..CellConfig::default()
+            },
             rust_log: "info".into(),
             env: Vec::new(),
             start_timeout: Duration::from_secs(30),
@@ -163,6 +116,18 @@ impl CellLayout {
         self.peers.iter().find(|p| p.node_id == node)
     }
 
+    /// The members as a replica's config lists them (`[[peers]]`).
+    pub fn peer_configs(&self) -> Vec<PeerConfig> {
+        self.peers
+            .iter()
+            .map(|p| PeerConfig {
+                node_id: p.node_id,
+                api_addr: p.api_addr.to_string(),
+                raft_addr: p.raft_addr.to_string(),
+            })
+            .collect()
+    }
+
     /// This cell as the cell map names it: weight 1, active, every replica's
     /// API address and control port (the control plane's way in; routers
     /// ignore it).
@@ -187,61 +152,6 @@ impl CellLayout {
 // ---------------------------------------------------------------------------
 // Config file
 
-/// The replica's TOML config file, key for key. `deny_unknown_fields` mirrors
-/// the cell, so the round-trip test catches a key this side invents.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplicaConfigFile {
-    cell_id: CellId,
-    node_id: NodeId,
-    api_listen: String,
-    raft_listen: String,
-    data_dir: PathBuf,
-    cluster_secret: String,
-    api_token: String,
-    admin_token: String,
-    durability: Durability,
-    max_object_bytes: u64,
-    request_timeout: String,
-    shutdown_grace: String,
-    min_free_disk_bytes: u64,
-    // Tables last: TOML cannot put plain keys after them.
-    peers: Vec<PeerConfigFile>,
-    raft: RaftConfigFile,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PeerConfigFile {
-    node_id: NodeId,
-    api_addr: String,
-    raft_addr: String,
-}
-
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RaftConfigFile {
-    heartbeat_interval: String,
-    election_timeout_min: String,
-    election_timeout_max: String,
-    snapshot_logs_since_last: u64,
-    logs_to_keep_after_snapshot: u64,
-    snapshot_chunk_bytes: u64,
-    max_payload_entries: u64,
-    rpc_timeout: String,
-    snapshot_rpc_timeout: String,
-}
-
-/// A duration as the cell's humantime parser reads it (`"100ms"`, `"1500ns"`).
-pub(crate) fn humantime(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns.is_multiple_of(1_000_000) {
-        format!("{}ms", ns / 1_000_000)
-    } else {
-        format!("{ns}ns")
-    }
-}
-
 /// The config file of replica `node` of `layout`, storing its data in `data_dir`.
 pub fn replica_config_toml(
     opts: &CellOptions,
@@ -255,43 +165,18 @@ pub fn replica_config_toml(
             layout.cell_id
         )
     })?;
-    let r = &opts.raft;
-    let file = ReplicaConfigFile {
+    let config = CellConfig {
         cell_id: layout.cell_id,
         node_id: node,
-        api_listen: me.api_addr.to_string(),
-        raft_listen: me.raft_addr.to_string(),
+        api_listen: me.api_addr,
+        raft_listen: me.raft_addr,
+        api_advertise: None,
+        raft_advertise: None,
         data_dir: data_dir.to_owned(),
-        cluster_secret: opts.cluster_secret.clone(),
-        api_token: opts.api_token.clone(),
-        admin_token: opts.admin_token.clone(),
-        durability: opts.durability,
-        max_object_bytes: opts.max_object_bytes,
-        request_timeout: humantime(opts.request_timeout),
-        shutdown_grace: humantime(opts.shutdown_grace),
-        min_free_disk_bytes: opts.min_free_disk_bytes,
-        peers: layout
-            .peers
-            .iter()
-            .map(|p| PeerConfigFile {
-                node_id: p.node_id,
-                api_addr: p.api_addr.to_string(),
-                raft_addr: p.raft_addr.to_string(),
-            })
-            .collect(),
-        raft: RaftConfigFile {
-            heartbeat_interval: humantime(r.heartbeat_interval),
-            election_timeout_min: humantime(r.election_timeout_min),
-            election_timeout_max: humantime(r.election_timeout_max),
-            snapshot_logs_since_last: r.snapshot_logs_since_last,
-            logs_to_keep_after_snapshot: r.logs_to_keep_after_snapshot,
-            snapshot_chunk_bytes: r.snapshot_chunk_bytes,
-            max_payload_entries: r.max_payload_entries,
-            rpc_timeout: humantime(r.rpc_timeout),
-            snapshot_rpc_timeout: humantime(r.snapshot_rpc_timeout),
-        },
+        peers: layout.peer_configs(),
+        ..opts.config.clone()
     };
-    toml::to_string(&file).context("serialize the replica config as TOML")
+    toml::to_string(&config).context("serialize the replica config as TOML")
 }
 // ---------------------------------------------------------------------------
 // One replica process
@@ -512,7 +397,7 @@ impl LocalCell {
     /// `POST /admin/init` on replica `i`; `already_initialized` counts as done.
     async fn initialize(&self, i: usize, deadline: Instant) -> Result<()> {
         let url = format!("{}/admin/init", self.replicas[i].raft_url());
-        let auth = format!("Bearer {}", self.opts.admin_token);
+        let auth = format!("Bearer {}", self.opts.config.admin_token);
         loop {
             self.check_no_crash()?;
             match self
@@ -604,12 +489,12 @@ impl LocalCell {
 
     /// `Bearer <api_token>`.
     pub fn api_auth(&self) -> String {
-        format!("Bearer {}", self.opts.api_token)
+        format!("Bearer {}", self.opts.config.api_token)
     }
 
     /// `Bearer <admin_token>`.
     pub fn admin_auth(&self) -> String {
-        format!("Bearer {}", self.opts.admin_token)
+        format!("Bearer {}", self.opts.config.admin_token)
     }
 
     /// The harness's own HTTP client (short deadlines, for probes).
@@ -811,41 +696,61 @@ mod tests {
         CellLayout::allocate(CellId(7), 3).unwrap()
     }
 
+    /// The generated file, read back with the replica's own schema, is the
+    /// template with this replica's identity, addresses and peers, and valid.
     #[test]
-    fn config_round_trips_through_toml() {
-        let opts = CellOptions {
-            durability: Durability::UnsafeNoFsync,
-            raft: RaftOptions {
-                snapshot_logs_since_last: 100,
-                heartbeat_interval: Duration::from_micros(1500),
-                ..RaftOptions::default()
-            },
-            ..CellOptions::default()
-        };
+    fn config_round_trips_through_the_cell_schema() {
+        let mut opts = CellOptions::default();
+        opts.config.durability = Durability::UnsafeNoFsync;
+        opts.config.raft.snapshot_logs_since_last = 100;
+        opts.config.raft.heartbeat_interval = Duration::from_micros(1500);
+        opts.config.raft.heartbeat_elide_window = Duration::from_micros(700);
         let layout = layout();
         let text =
             replica_config_toml(&opts, &layout, NodeId(2), Path::new("/tmp/x/data")).unwrap();
-        let file: ReplicaConfigFile = toml::from_str(&text).unwrap();
-        assert_eq!(file.cell_id, CellId(7));
-        assert_eq!(file.node_id, NodeId(2));
-        assert_eq!(file.api_listen, layout.peers[1].api_addr.to_string());
-        assert_eq!(file.data_dir, PathBuf::from("/tmp/x/data"));
-        assert_eq!(file.peers.len(), 3);
-        assert_eq!(file.raft.snapshot_logs_since_last, 100);
-        // Serializing the parsed file gives the same text: nothing is lost.
-        assert_eq!(toml::to_string(&file).unwrap(), text);
+        let parsed = CellConfig::from_toml_str(&text, Path::new("config.toml")).unwrap();
+        parsed.validate().unwrap();
+        let me = &layout.peers[1];
+        let expected = CellConfig {
+            cell_id: CellId(7),
+            node_id: NodeId(2),
+            api_listen: me.api_addr,
+            raft_listen: me.raft_addr,
+            data_dir: PathBuf::from("/tmp/x/data"),
+            peers: layout.peer_configs(),
+            ..opts.config.clone()
+        };
+        assert_eq!(parsed, expected);
+        assert_eq!(parsed.peers.len(), 3);
+        assert_eq!(parsed.peers[1].raft_addr, me.raft_addr.to_string());
 
-        // The shape the cell reads: plain keys, a `[raft]` table, `[[peers]]`.
+        // The shape the cell reads: humantime strings, a `[raft]` table, `[[peers]]`.
         let v: toml::Value = toml::from_str(&text).unwrap();
         assert_eq!(v["durability"].as_str(), Some("unsafe_no_fsync"));
-        assert_eq!(v["request_timeout"].as_str(), Some("5000ms"));
-        assert_eq!(v["raft"]["heartbeat_interval"].as_str(), Some("1500000ns"));
+        assert_eq!(v["request_timeout"].as_str(), Some("5s"));
+        assert_eq!(v["raft"]["heartbeat_interval"].as_str(), Some("1ms 500us"));
         assert_eq!(v["raft"]["election_timeout_min"].as_str(), Some("250ms"));
         assert_eq!(v["peers"][0]["node_id"].as_integer(), Some(1));
-        assert!(
-            text.contains("[[peers]]") && text.contains("[raft]"),
-            "{text}"
+        assert!(v.get("api_advertise").is_none(), "{text}");
+    }
+
+    /// What the launcher sends by default means what the cell's own defaults mean.
+    #[test]
+    fn default_options_keep_the_cells_defaults_but_the_secrets() {
+        let o = CellOptions::default();
+        let d = CellConfig::default();
+        assert_eq!(
+            CellConfig {
+                cluster_secret: d.cluster_secret.clone(),
+                api_token: d.api_token.clone(),
+                admin_token: d.admin_token.clone(),
+                ..o.config.clone()
+            },
+            d
         );
+        o.config
+            .validate()
+            .expect("the local secrets are long enough");
     }
 
     #[test]
@@ -872,14 +777,6 @@ mod tests {
             spec.replicas[2].control_addr,
             Some(l.peers[2].raft_addr.to_string())
         );
-    }
-
-    #[test]
-    fn humantime_keeps_sub_millisecond_precision() {
-        assert_eq!(humantime(Duration::from_millis(250)), "250ms");
-        assert_eq!(humantime(Duration::from_secs(2)), "2000ms");
-        assert_eq!(humantime(Duration::from_nanos(1)), "1ns");
-        assert_eq!(humantime(Duration::ZERO), "0ms");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! A real `cellkv-control` process on loopback: its config file generated
-//! from typed options (key for key the control server's `ControlConfig`),
+//! from the server's own `ControlConfig` (`common::config::control`),
 //! spawned and faulted through a [`ManagedProcess`], and its readiness read
 //! from the admin API (`GET /v1/status`: the map is stored, the job lease
 //! held). It never links the control crate: it speaks TOML to it and HTTP
@@ -7,21 +7,18 @@
 //!
 //! ```text
 //! dir/
-//!   config.toml       generated from ControlServerOptions + addresses + secrets
+//!   config.toml       generated from ControlServerOptions (+ the initial map's path)
 //!   initial-map.toml  the map stored when the control cell holds none yet
 //!   control.log       stdout+stderr of every run, appended, one marker line per start
 //! ```
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use common::admin::StatusResponse;
 use common::CellMap;
-use serde::{Deserialize, Serialize};
 
-use crate::cell_proc::humantime;
 use crate::process::{configured_server, ServerProc, POLL};
 use client::admin::AdminClient;
 
@@ -30,114 +27,54 @@ pub const CONTROL_BIN: &str = "cellkv-control";
 /// Name of the operator CLI (run by people and tests, never by the harness).
 pub const CTL_BIN: &str = "cellkvctl";
 
-/// Everything about a control server that is neither an address nor a
-/// secret: copy limits, timeouts, the lease, its environment. Defaults equal
-/// the control server's, except a shorter job lease (see `lease_ttl`).
+// The control server's own config schema, built and serialized here (never mirrored).
+pub use common::config::control::ControlConfig;
+
+/// A control server's config and environment.
 #[derive(Clone, Debug)]
 pub struct ControlServerOptions {
-    /// Default copy rate limit of a job (a drain or add may ask for another).
-    pub bandwidth_bytes_per_sec: u64,
-    pub batch_max_bytes: u64,
-    pub batch_max_ranges: usize,
-    pub request_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub step_retry_timeout: Duration,
-    /// The job lease. Shorter than the server's 10 s default: a restarted
-    /// local cluster waits for the lease its previous run still holds before
-    /// it takes jobs, and that wait is part of every restart.
-    pub lease_ttl: Duration,
-    pub shutdown_grace: Duration,
+    /// The server's config: addresses, secrets, copy limits, timeouts, the
+    /// lease. `initial_map` is replaced when [`ControlProc::prepare`] is
+    /// given a map to write.
+    pub config: ControlConfig,
     /// `RUST_LOG` of the server.
     pub rust_log: String,
     /// Extra environment of every run.
     pub env: Vec<(String, String)>,
 }
 
+/// The job lease of a local control server. Shorter than the server's 10 s
+/// default: a restarted local cluster waits for the lease its previous run
+/// still holds before it takes jobs, and that wait is part of every restart.
+pub const LOCAL_LEASE_TTL: Duration = Duration::from_secs(5);
+
 impl Default for ControlServerOptions {
+    /// The server's defaults but [`LOCAL_LEASE_TTL`]; no addresses or
+    /// secrets yet (the caller fills them in).
     fn default() -> Self {
         ControlServerOptions {
-            bandwidth_bytes_per_sec: 64 << 20,
-            batch_max_bytes: 64 << 20,
-            batch_max_ranges: 512,
-            request_timeout: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(1),
-            step_retry_timeout: Duration::from_secs(60),
-            lease_ttl: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(10),
+            config: ControlConfig {
+                lease_ttl: LOCAL_LEASE_TTL,
+                ..ControlConfig::default()
+            },
             rust_log: "info".into(),
             env: Vec::new(),
         }
     }
 }
 
-/// Where a control server listens, what it talks to, and its secrets.
-#[derive(Clone, Debug)]
-pub struct ControlSetup {
-    pub admin_listen: SocketAddr,
-    /// The admin API's token (cellkvctl's); distinct from every data token.
-    pub admin_token: String,
-    /// `host:port` of the control cell replicas' cell API.
-    pub control_cell: Vec<String>,
-    /// The control cell's `api_token`.
-    pub control_token: String,
-    /// The data cells' `api_token` and `admin_token`.
-    pub cell_api_token: String,
-    pub cell_admin_token: String,
-    /// Stored, with explicit owners, when the control cell holds no map yet.
-    pub initial_map: Option<CellMap>,
-}
-
 // ---------------------------------------------------------------------------
 // Config file
 
-/// The control server's TOML config file, key for key (the keys the harness
-/// sets; the rest keep the server's defaults). `deny_unknown_fields` mirrors
-/// the server, so the round-trip test catches a key this side invents.
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ControlConfigFile {
-    admin_listen: String,
-    admin_token: String,
-    control_cell: Vec<String>,
-    control_token: String,
-    cell_api_token: String,
-    cell_admin_token: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    initial_map: Option<PathBuf>,
-    bandwidth_bytes_per_sec: u64,
-    batch_max_bytes: u64,
-    batch_max_ranges: usize,
-    request_timeout: String,
-    connect_timeout: String,
-    step_retry_timeout: String,
-    lease_ttl: String,
-    shutdown_grace: String,
-}
-
 /// The control server's config file; `initial_map` names the map file.
-pub fn control_config_toml(
-    opts: &ControlServerOptions,
-    setup: &ControlSetup,
-    initial_map: Option<&Path>,
-) -> Result<String> {
-    let file = ControlConfigFile {
-        admin_listen: setup.admin_listen.to_string(),
-        admin_token: setup.admin_token.clone(),
-        control_cell: setup.control_cell.clone(),
-        control_token: setup.control_token.clone(),
-        cell_api_token: setup.cell_api_token.clone(),
-        cell_admin_token: setup.cell_admin_token.clone(),
-        initial_map: initial_map.map(Path::to_owned),
-        bandwidth_bytes_per_sec: opts.bandwidth_bytes_per_sec,
-        batch_max_bytes: opts.batch_max_bytes,
-        batch_max_ranges: opts.batch_max_ranges,
-        request_timeout: humantime(opts.request_timeout),
-        connect_timeout: humantime(opts.connect_timeout),
-        step_retry_timeout: humantime(opts.step_retry_timeout),
-        lease_ttl: humantime(opts.lease_ttl),
-        shutdown_grace: humantime(opts.shutdown_grace),
+pub fn control_config_toml(config: &ControlConfig, initial_map: Option<&Path>) -> Result<String> {
+    let config = ControlConfig {
+        initial_map: initial_map
+            .map(Path::to_owned)
+            .or_else(|| config.initial_map.clone()),
+        ..config.clone()
     };
-    toml::to_string(&file).context("serialize the control server config as TOML")
+    toml::to_string(&config).context("serialize the control server config as TOML")
 }
 
 // ---------------------------------------------------------------------------
@@ -152,16 +89,17 @@ pub struct ControlProc {
 }
 
 impl ControlProc {
-    /// Writes the config (and the initial map, if any) into `dir` without
-    /// starting the server.
+    /// Writes the config (and `initial_map`, if any, for the server to store
+    /// when the control cell holds no map yet) into `dir` without starting
+    /// the server.
     pub fn prepare(
         bin: &Path,
         opts: &ControlServerOptions,
-        setup: &ControlSetup,
+        initial_map: Option<&CellMap>,
         dir: &Path,
     ) -> Result<ControlProc> {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        let map_path = match &setup.initial_map {
+        let map_path = match initial_map {
             Some(map) => {
                 let path = dir.join("initial-map.toml");
                 let text = toml::to_string(map).context("serialize the initial map as TOML")?;
@@ -174,21 +112,22 @@ impl ControlProc {
             "control server".into(),
             bin,
             dir,
-            &control_config_toml(opts, setup, map_path.as_deref())?,
+            &control_config_toml(&opts.config, map_path.as_deref())?,
             "control.log",
             &opts.rust_log,
             &opts.env,
         )?;
-        let url = format!("http://{}", setup.admin_listen);
+        let config = &opts.config;
+        let url = format!("http://{}", config.admin_listen);
         Ok(ControlProc {
             server: ServerProc::new(
                 process,
-                setup.admin_listen,
+                config.admin_listen,
                 dir,
                 config_path,
-                opts.shutdown_grace,
+                config.shutdown_grace,
             ),
-            admin: AdminClient::new(&url, &setup.admin_token),
+            admin: AdminClient::new(&url, &config.admin_token),
         })
     }
 
@@ -239,35 +178,57 @@ impl std::ops::Deref for ControlProc {
 mod tests {
     use super::*;
 
+    /// Addresses and secrets as a local cluster fills them in.
+    fn options() -> ControlServerOptions {
+        let mut o = ControlServerOptions::default();
+        o.config.admin_listen = "127.0.0.1:17900".parse().unwrap();
+        o.config.admin_token = "control-admin-0123456789".into();
+        o.config.control_cell = vec!["127.0.0.1:17801".into(), "127.0.0.1:17802".into()];
+        o.config.control_token = "control-cell-0123456789".into();
+        o.config.cell_api_token = "cell-api-0123456789".into();
+        o.config.cell_admin_token = "cell-admin-0123456789".into();
+        o
+    }
+
+    /// The generated file, read back with the server's own schema, is the
+    /// options' config with the map's path, and valid.
     #[test]
-    fn config_round_trips_through_toml() {
-        let opts = ControlServerOptions {
-            bandwidth_bytes_per_sec: 1 << 20,
-            lease_ttl: Duration::from_millis(2500),
-            ..ControlServerOptions::default()
-        };
-        let setup = ControlSetup {
-            admin_listen: "127.0.0.1:17900".parse().unwrap(),
-            admin_token: "control-admin-0123456789".into(),
-            control_cell: vec!["127.0.0.1:17801".into(), "127.0.0.1:17802".into()],
-            control_token: "control-cell-0123456789".into(),
-            cell_api_token: "cell-api-0123456789".into(),
-            cell_admin_token: "cell-admin-0123456789".into(),
-            initial_map: None,
-        };
-        let text = control_config_toml(&opts, &setup, Some(Path::new("/d/map.toml"))).unwrap();
-        let file: ControlConfigFile = toml::from_str(&text).unwrap();
-        assert_eq!(toml::to_string(&file).unwrap(), text);
+    fn config_round_trips_through_the_control_schema() {
+        let mut opts = options();
+        opts.config.bandwidth_bytes_per_sec = 1 << 20;
+        opts.config.lease_ttl = Duration::from_millis(2500);
+        let text = control_config_toml(&opts.config, Some(Path::new("/d/map.toml"))).unwrap();
+        let parsed = ControlConfig::from_toml_str(&text, Path::new("config.toml")).unwrap();
+        parsed.validate().unwrap();
+        assert_eq!(
+            parsed,
+            ControlConfig {
+                initial_map: Some("/d/map.toml".into()),
+                ..opts.config.clone()
+            }
+        );
         // The shape the server reads: humantime strings, plain keys.
         let v: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(v["admin_listen"].as_str(), Some("127.0.0.1:17900"));
+        assert_eq!(v["lease_ttl"].as_str(), Some("2s 500ms"));
+        assert_eq!(v["request_timeout"].as_str(), Some("10s"));
         assert_eq!(v["control_cell"][1].as_str(), Some("127.0.0.1:17802"));
-        assert_eq!(v["lease_ttl"].as_str(), Some("2500ms"));
-        assert_eq!(v["request_timeout"].as_str(), Some("10000ms"));
-        assert_eq!(v["bandwidth_bytes_per_sec"].as_integer(), Some(1 << 20));
-        assert_eq!(v["initial_map"].as_str(), Some("/d/map.toml"));
-        let text = control_config_toml(&opts, &setup, None).unwrap();
+        let text = control_config_toml(&opts.config, None).unwrap();
         assert!(!text.contains("initial_map"), "{text}");
+    }
+
+    /// What the launcher sends by default means what the server's own
+    /// defaults mean, but a shorter lease.
+    #[test]
+    fn default_options_keep_the_servers_defaults_but_the_lease() {
+        let o = ControlServerOptions::default();
+        assert_eq!(o.config.lease_ttl, LOCAL_LEASE_TTL);
+        assert_eq!(
+            ControlConfig {
+                lease_ttl: ControlConfig::default().lease_ttl,
+                ..o.config
+            },
+            ControlConfig::default()
+        );
     }
 
     #[test]
@@ -279,22 +240,8 @@ mod tests {
             cells: vec![layout.cell_spec()],
             ..CellMap::default()
         };
-        let setup = ControlSetup {
-            admin_listen: "127.0.0.1:17900".parse().unwrap(),
-            admin_token: "control-admin-0123456789".into(),
-            control_cell: vec!["127.0.0.1:17801".into()],
-            control_token: "control-cell-0123456789".into(),
-            cell_api_token: "cell-api-0123456789".into(),
-            cell_admin_token: "cell-admin-0123456789".into(),
-            initial_map: Some(map.clone()),
-        };
-        let p = ControlProc::prepare(
-            Path::new("/bin/true"),
-            &ControlServerOptions::default(),
-            &setup,
-            dir.path(),
-        )
-        .unwrap();
+        let p = ControlProc::prepare(Path::new("/bin/true"), &options(), Some(&map), dir.path())
+            .unwrap();
         assert_eq!(p.url(), "http://127.0.0.1:17900");
         let stored: CellMap =
             toml::from_str(&std::fs::read_to_string(dir.path().join("initial-map.toml")).unwrap())

@@ -37,13 +37,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use common::{CellId, CellMap, CellSpec};
 
-use crate::cell_proc::{CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
-use crate::control_proc::{ControlProc, ControlServerOptions, ControlSetup, CONTROL_BIN};
+use crate::cell_proc::{CellConfig, CellLayout, CellOptions, LocalCell, ReplicaProc, CELL_BIN};
+use crate::control_proc::{ControlConfig, ControlProc, ControlServerOptions, CONTROL_BIN};
 use crate::drive::{Cluster, Endpoints, Fut};
 use crate::process::{bin_path, free_port};
 use crate::proxy::LatencyProxy;
 use crate::router_proc::{
-    RouterControlOptions, RouterOptions, RouterProc, TokenOptions, ROUTER_BIN,
+    unlimited_token, RouterConfig, RouterControlOptions, RouterOptions, RouterProc, ROUTER_BIN,
 };
 use client::admin::AdminClient;
 
@@ -163,7 +163,10 @@ impl Default for LocalClusterOptions {
             router_port: None,
             cell: CellOptions::default(),
             router: RouterOptions {
-                tokens: Vec::new(),
+                config: RouterConfig {
+                    tokens: Vec::new(),
+                    ..RouterOptions::default().config
+                },
                 ..RouterOptions::default()
             },
             control: ControlServerOptions::default(),
@@ -221,9 +224,12 @@ impl LocalCluster {
         let layout = Self::layout_for(&opts, &dir)?;
         let secrets = layout.secrets.clone();
         let cell_template = CellOptions {
-            cluster_secret: secrets.cluster_secret.clone(),
-            api_token: secrets.cell_api_token.clone(),
-            admin_token: secrets.admin_token.clone(),
+            config: CellConfig {
+                cluster_secret: secrets.cluster_secret.clone(),
+                api_token: secrets.cell_api_token.clone(),
+                admin_token: secrets.admin_token.clone(),
+                ..opts.cell.config.clone()
+            },
             ..opts.cell.clone()
         };
 
@@ -233,7 +239,10 @@ impl LocalCluster {
             CellOptions {
                 cell_id: CONTROL_CELL_ID,
                 replicas: layout.control.cell.peers.len(),
-                api_token: secrets.control_cell_token.clone(),
+                config: CellConfig {
+                    api_token: secrets.control_cell_token.clone(),
+                    ..cell_template.config.clone()
+                },
                 start_timeout: left(),
                 ..cell_template.clone()
             },
@@ -268,16 +277,19 @@ impl LocalCluster {
         // tells every data cell what it owns, takes the job lease.
         let control = ControlProc::prepare(
             &control_bin,
-            &opts.control,
-            &ControlSetup {
-                admin_listen: layout.control.admin_listen,
-                admin_token: secrets.control_admin_token.clone(),
-                control_cell: layout.control.endpoints(),
-                control_token: secrets.control_cell_token.clone(),
-                cell_api_token: secrets.cell_api_token.clone(),
-                cell_admin_token: secrets.admin_token.clone(),
-                initial_map: Some(layout.cell_map()),
+            &ControlServerOptions {
+                config: ControlConfig {
+                    admin_listen: layout.control.admin_listen,
+                    admin_token: secrets.control_admin_token.clone(),
+                    control_cell: layout.control.endpoints(),
+                    control_token: secrets.control_cell_token.clone(),
+                    cell_api_token: secrets.cell_api_token.clone(),
+                    cell_admin_token: secrets.admin_token.clone(),
+                    ..opts.control.config.clone()
+                },
+                ..opts.control.clone()
             },
+            Some(&layout.cell_map()),
             &dir.join("control"),
         )?;
         control.start()?;
@@ -285,16 +297,17 @@ impl LocalCluster {
         let live_epoch = control.admin().map().await?.epoch;
 
         let mut router_opts = opts.router.clone();
-        router_opts.cell_api_token = secrets.cell_api_token.clone();
-        router_opts.tokens.insert(
-            0,
-            TokenOptions::unlimited(CLIENT_TOKEN_NAME, &secrets.client_token),
-        );
-        router_opts.control = Some(RouterControlOptions {
+        let router_config = &mut router_opts.config;
+        router_config.cell_api_token = secrets.cell_api_token.clone();
+        router_config
+            .tokens
+            .insert(0, unlimited_token(CLIENT_TOKEN_NAME, &secrets.client_token));
+        router_config.control = Some(RouterControlOptions {
             endpoints: layout.control.endpoints(),
             token: secrets.control_cell_token.clone(),
             poll_interval: MAP_POLL_INTERVAL,
             cache_file: Some(dir.join("router").join("map-cache.json")),
+            ..RouterControlOptions::default()
         });
         let mut proxies = Vec::new();
         for &id in &opts.proxied_cells {
@@ -313,6 +326,7 @@ impl LocalCluster {
                         format!("start the proxy of cell {id} node {}", peer.node_id)
                     })?;
                 router_opts
+                    .config
                     .connect_to
                     .insert(peer.api_addr.to_string(), p.listen_addr().to_string());
                 ps.push(p);
@@ -682,7 +696,7 @@ impl LocalCluster {
         }
         let grace = std::iter::once(&self.control_cell)
             .chain(&self.cells)
-            .map(|c| c.options().shutdown_grace)
+            .map(|c| c.options().config.shutdown_grace)
             .max()
             .unwrap_or_default();
         let deadline = Instant::now() + grace + STOP_SLACK;

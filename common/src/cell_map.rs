@@ -231,7 +231,7 @@ impl CellMap {
 
 /// Accepts a socket address (`1.2.3.4:5`, `[::1]:5`) or `hostname:port` with
 /// an RFC 1123 host name and a non-zero port.
-fn check_api_addr(addr: &str) -> Result<(), &'static str> {
+pub(crate) fn check_api_addr(addr: &str) -> Result<(), &'static str> {
     if let Ok(sa) = addr.parse::<SocketAddr>() {
         return if sa.port() == 0 {
             Err("port 0 is not connectable")

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod cell_map;
+pub mod config;
 pub mod error;
 pub mod ids;
 pub mod names;

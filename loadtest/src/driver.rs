@@ -343,13 +343,13 @@ impl TargetCluster {
                     ..LocalClusterOptions::default()
                 };
                 if let Some(o) = &l.raft {
-                    opts.cell.raft = o.apply(&opts.cell.raft);
+                    opts.cell.config.raft = o.apply(&opts.cell.config.raft);
                     eprintln!(
                         "cellkv-loadtest: Raft timing of every replica: heartbeat {:?}, elections {:?}..{:?}, {} entries per AppendEntries",
-                        opts.cell.raft.heartbeat_interval,
-                        opts.cell.raft.election_timeout_min,
-                        opts.cell.raft.election_timeout_max,
-                        opts.cell.raft.max_payload_entries
+                        opts.cell.config.raft.heartbeat_interval,
+                        opts.cell.config.raft.election_timeout_min,
+                        opts.cell.config.raft.election_timeout_max,
+                        opts.cell.config.raft.max_payload_entries
                     );
                 }
                 let cluster = LocalCluster::start(opts, &dir)

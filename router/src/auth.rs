@@ -11,54 +11,8 @@ use tokio::time::Instant;
 use crate::config::{Access, TokenConfig};
 use crate::rate_limit::TokenBucket;
 
-/// One entry of a token's bucket scope.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BucketPattern {
-    /// `"*"`: every bucket.
-    Any,
-    /// `"photos"`: exactly this bucket.
-    Exact(String),
-    /// `"logs-*"`: every bucket whose name starts with `logs-`.
-    Prefix(String),
-}
-
-impl BucketPattern {
-    /// Parses a pattern; the error completes "bucket pattern {p} ...".
-    pub fn parse(p: &str) -> Result<BucketPattern, &'static str> {
-        if p == "*" {
-            return Ok(BucketPattern::Any);
-        }
-        match p.strip_suffix('*') {
-            Some(prefix) => {
-                if prefix.contains('*') {
-                    return Err("may contain `*` only once, at the end");
-                }
-                let ok = prefix.bytes().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-'
-                });
-                if !ok {
-                    return Err("has a prefix with characters no bucket name can contain");
-                }
-                Ok(BucketPattern::Prefix(prefix.to_string()))
-            }
-            None => {
-                if p.contains('*') {
-                    return Err("may contain `*` only at the end");
-                }
-                common::names::validate_bucket(p).map_err(|_| "is not a valid bucket name")?;
-                Ok(BucketPattern::Exact(p.to_string()))
-            }
-        }
-    }
-
-    pub fn matches(&self, bucket: &str) -> bool {
-        match self {
-            BucketPattern::Any => true,
-            BucketPattern::Exact(b) => b == bucket,
-            BucketPattern::Prefix(p) => bucket.starts_with(p.as_str()),
-        }
-    }
-}
+/// One entry of a token's bucket scope (parsed where the config is validated).
+pub use common::config::router::BucketPattern;
 
 /// An authenticated client: what its token allows, and its rate limiter.
 #[derive(Debug)]
@@ -183,28 +137,6 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
         h
-    }
-
-    #[test]
-    fn patterns_parse_and_match() {
-        assert_eq!(BucketPattern::parse("*"), Ok(BucketPattern::Any));
-        assert_eq!(
-            BucketPattern::parse("photos"),
-            Ok(BucketPattern::Exact("photos".into()))
-        );
-        assert_eq!(
-            BucketPattern::parse("logs-*"),
-            Ok(BucketPattern::Prefix("logs-".into()))
-        );
-        for bad in ["a*b", "**", "*a", "Logs-*", "a_b*", "ab", "UPPER", "x*y*"] {
-            assert!(BucketPattern::parse(bad).is_err(), "{bad}");
-        }
-        let p = BucketPattern::parse("logs-*").unwrap();
-        assert!(p.matches("logs-2024") && p.matches("logs-"));
-        assert!(!p.matches("log") && !p.matches("photos"));
-        let e = BucketPattern::parse("photos").unwrap();
-        assert!(e.matches("photos") && !e.matches("photos2") && !e.matches("photo"));
-        assert!(BucketPattern::Any.matches("anything"));
     }
 
     /// A read-only token for every bucket and a read-write token for `photos` and `logs-*`.

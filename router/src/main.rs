@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use router::RouterConfig;
+use router::config::{LoadConfig, RouterConfig};
 
 /// glibc malloc was ~10% of the router's CPU under load (fragmentation paths); mimalloc is not.
 #[global_allocator]

@@ -404,7 +404,7 @@ async fn bad_input() {
         let dir = TestDir::new("bad_input");
         let mut o = opts();
         const MAX: usize = 64 * 1024;
-        o.max_object_bytes = MAX as u64;
+        o.config.max_object_bytes = MAX as u64;
         let cell = must_start(o, dir.path()).await;
         let api = Api::new(&cell);
         let leader = cell
@@ -852,9 +852,9 @@ async fn follower_catch_up_by_snapshot() {
     bounded(async {
         let dir = TestDir::new("snapshot_catch_up");
         let mut o = opts();
-        o.raft.snapshot_logs_since_last = 100;
-        o.raft.logs_to_keep_after_snapshot = 10;
-        o.raft.snapshot_chunk_bytes = 65536;
+        o.config.raft.snapshot_logs_since_last = 100;
+        o.config.raft.logs_to_keep_after_snapshot = 10;
+        o.config.raft.snapshot_chunk_bytes = 65536;
         let cell = must_start(o, dir.path()).await;
         let api = Api::new(&cell);
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
@@ -1010,7 +1010,7 @@ async fn raft_rpc_requires_secret() {
         };
         let before = must_metrics(&cell, r).await;
 
-        let secret = format!("Bearer {}", o.cluster_secret);
+        let secret = format!("Bearer {}", o.config.cluster_secret);
         let api_tok = cell.api_auth();
         let admin = cell.admin_auth();
         // A wire-version byte no build speaks: can never decode into a real RPC.
@@ -1317,7 +1317,7 @@ async fn graceful_sigterm() {
     bounded(async {
         let dir = TestDir::new("graceful_sigterm");
         let o = opts();
-        let grace = o.shutdown_grace;
+        let grace = o.config.shutdown_grace;
         let cell = must_start(o, dir.path()).await;
         let api = Api::new(&cell);
         let l = cell.wait_for_leader(secs(5)).await.unwrap();

@@ -581,8 +581,8 @@ async fn ownership_survives_restart_and_snapshot_catch_up() {
     bounded(async {
         let dir = TestDir::new("own_restart");
         let mut o = opts();
-        o.raft.snapshot_logs_since_last = 100;
-        o.raft.logs_to_keep_after_snapshot = 10;
+        o.config.raft.snapshot_logs_since_last = 100;
+        o.config.raft.logs_to_keep_after_snapshot = 10;
         let cell = must_start(o, dir.path()).await;
         let admin = Admin::new(&cell);
         let api = Api::new(&cell);

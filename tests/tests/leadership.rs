@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::http::Resp;
-use cluster::cell_proc::{bin_path, CellOptions, LocalCell};
-use cluster::control_proc::{ControlProc, ControlServerOptions, ControlSetup};
-use cluster::local::{LocalCluster, LocalClusterOptions};
-use cluster::process::free_port;
 use common::{CellId, CellMap};
 use http::Method;
+use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
+use cluster::control_proc::{ControlConfig, ControlProc, ControlServerOptions};
+use client::http::Resp;
+use cluster::local::{LocalCluster, LocalClusterOptions};
+use cluster::process::free_port;
 use serde_json::{json, Value};
 use support::*;
 
@@ -397,7 +397,10 @@ impl ControlPlane {
         let control_cell = must_start(
             CellOptions {
                 cell_id: CellId(100),
-                api_token: CONTROL_CELL_TOKEN.into(),
+                config: CellConfig {
+                    api_token: CONTROL_CELL_TOKEN.into(),
+                    ..CellOptions::default().config
+                },
                 ..CellOptions::default()
             },
             &dir.join("control-cell"),
@@ -417,21 +420,24 @@ impl ControlPlane {
         };
         let control = ControlProc::prepare(
             &bin_path("cellkv-control").unwrap(),
-            &ControlServerOptions::default(),
-            &ControlSetup {
-                admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
-                admin_token: CONTROL_ADMIN_TOKEN.into(),
-                control_cell: control_cell
-                    .layout()
-                    .peers
-                    .iter()
-                    .map(|p| p.api_addr.to_string())
-                    .collect(),
-                control_token: CONTROL_CELL_TOKEN.into(),
-                cell_api_token: cell.options().api_token.clone(),
-                cell_admin_token: cell.options().admin_token.clone(),
-                initial_map: Some(map),
+            &ControlServerOptions {
+                config: ControlConfig {
+                    admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
+                    admin_token: CONTROL_ADMIN_TOKEN.into(),
+                    control_cell: control_cell
+                        .layout()
+                        .peers
+                        .iter()
+                        .map(|p| p.api_addr.to_string())
+                        .collect(),
+                    control_token: CONTROL_CELL_TOKEN.into(),
+                    cell_api_token: cell.options().config.api_token.clone(),
+                    cell_admin_token: cell.options().config.admin_token.clone(),
+                    ..ControlServerOptions::default().config
+                },
+                ..ControlServerOptions::default()
             },
+            Some(&map),
             &dir.join("control"),
         )
         .unwrap();

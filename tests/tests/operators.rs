@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::http::{Client, ClientConfig};
-use cluster::cell_proc::{bin_path, CellOptions, LocalCell};
-use cluster::process::{free_port, ManagedProcess, ProcessSpec};
-use cluster::router_proc::{router_config_toml, RouterOptions};
 use common::{CellId, CellMap, CellSpec, CellState, HashRange, ReplicaSpec};
 use http::Method;
+use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
+use client::http::{Client, ClientConfig};
+use cluster::process::{free_port, ManagedProcess, ProcessSpec};
+use cluster::router_proc::{router_config_toml, RouterOptions};
 use serde_json::{json, Value};
 use support::*;
 
@@ -100,7 +100,10 @@ impl Ops {
         let control_cell = must_start(
             CellOptions {
                 cell_id: CONTROL_CELL,
-                api_token: CONTROL_CELL_TOKEN.into(),
+                config: CellConfig {
+                    api_token: CONTROL_CELL_TOKEN.into(),
+                    ..CellOptions::default().config
+                },
                 ..CellOptions::default()
             },
             &dir.join("control-cell"),
@@ -141,8 +144,8 @@ impl Ops {
                  cell_admin_token = \"{}\"\n\
                  initial_map = \"{}\"\n{control_extra}",
                 endpoints.join(", "),
-                d.api_token,
-                d.admin_token,
+                d.config.api_token,
+                d.config.admin_token,
                 map_path.display()
             ),
         )

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use client::http::Resp;
-use cluster::cell_proc::bin_path;
-use cluster::local::{LocalCluster, LocalClusterOptions, CLUSTER_FILE, LOCAL_BIN};
-use cluster::process::{ManagedProcess, ProcessSpec};
-use cluster::router_proc::{Access, TokenOptions};
 use common::{CellId, CellMap, Ring};
 use http::Method;
+use cluster::cell_proc::bin_path;
+use client::http::Resp;
+use cluster::local::{LocalCluster, LocalClusterOptions, CLUSTER_FILE, LOCAL_BIN};
+use cluster::process::{ManagedProcess, ProcessSpec};
+use cluster::router_proc::{unlimited_token, Access, TokenOptions};
 use serde_json::Value;
 use support::*;
 
@@ -89,27 +89,27 @@ async fn public_api_end_to_end() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("public_api");
         let mut o = LocalClusterOptions::default();
-        o.router.max_object_bytes = MAX_OBJECT as u64;
+        o.router.config.max_object_bytes = MAX_OBJECT as u64;
         // Short, so that a frozen cell answers 504 soon.
-        o.router.cell_request_timeout = ms(1500);
-        o.router.connect_timeout = ms(500);
+        o.router.config.cell_request_timeout = ms(1500);
+        o.router.config.connect_timeout = ms(500);
         // One health round at start-up and none during the test: the 504 case
         // needs the breaker to let a request through to a frozen cell, and a
         // round would open it within `health_timeout` (then the answer is 503).
-        o.router.breaker.health_interval = secs(120);
-        o.router.tokens = vec![
+        o.router.config.breaker.health_interval = secs(120);
+        o.router.config.tokens = vec![
             TokenOptions {
                 access: Access::Read,
-                ..TokenOptions::unlimited("reader", READER_TOKEN)
+                ..unlimited_token("reader", READER_TOKEN)
             },
             TokenOptions {
                 buckets: vec!["photos".into()],
-                ..TokenOptions::unlimited("photos-only", PHOTOS_TOKEN)
+                ..unlimited_token("photos-only", PHOTOS_TOKEN)
             },
             TokenOptions {
                 rate_per_sec: 0.01,
                 burst: 1,
-                ..TokenOptions::unlimited("tiny", TINY_TOKEN)
+                ..unlimited_token("tiny", TINY_TOKEN)
             },
         ];
         let cluster = must_start_cluster(o, dir.path()).await;
@@ -816,7 +816,7 @@ async fn dead_cell_is_isolated() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("dead_cell");
         let o = LocalClusterOptions::default();
-        let breaker = o.router.breaker.clone();
+        let breaker = o.router.config.breaker.clone();
         let cluster = must_start_cluster(o, dir.path()).await;
         let ring = router_ring(&cluster);
         let api = PublicApi::new(&cluster);
@@ -985,8 +985,8 @@ async fn graceful_router_shutdown() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("router_sigterm");
         let mut o = LocalClusterOptions::default();
-        o.router.shutdown_grace = secs(3);
-        let grace = o.router.shutdown_grace;
+        o.router.config.shutdown_grace = secs(3);
+        let grace = o.router.config.shutdown_grace;
         let cluster = must_start_cluster(o, dir.path()).await;
         let ring = router_ring(&cluster);
         let api = PublicApi::new(&cluster);

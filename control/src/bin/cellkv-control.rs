@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Parser;
-use control::ControlConfig;
+use control::config::{ControlConfig, LoadConfig};
 
 #[derive(Parser, Debug)]
 #[command(
