@@ -21,13 +21,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CellId, CellMap};
-use http::Method;
+use client::http::Resp;
 use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
 use cluster::control_proc::{ControlConfig, ControlProc, ControlServerOptions};
-use client::http::Resp;
 use cluster::local::{LocalCluster, LocalClusterOptions};
 use cluster::process::free_port;
+use common::{CellId, CellMap};
+use http::Method;
 use serde_json::{json, Value};
 use support::*;
 

@@ -19,12 +19,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CellId, CellMap, CellSpec, CellState, HashRange, ReplicaSpec};
-use http::Method;
-use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
 use client::http::{Client, ClientConfig};
+use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
 use cluster::process::{free_port, ManagedProcess, ProcessSpec};
 use cluster::router_proc::{router_config_toml, RouterOptions};
+use common::{CellId, CellMap, CellSpec, CellState, HashRange, ReplicaSpec};
+use http::Method;
 use serde_json::{json, Value};
 use support::*;
 

@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{CellId, CellMap, Ring};
-use http::Method;
-use cluster::cell_proc::bin_path;
 use client::http::Resp;
+use cluster::cell_proc::bin_path;
 use cluster::local::{LocalCluster, LocalClusterOptions, CLUSTER_FILE, LOCAL_BIN};
 use cluster::process::{ManagedProcess, ProcessSpec};
 use cluster::router_proc::{unlimited_token, Access, TokenOptions};
+use common::{CellId, CellMap, Ring};
+use http::Method;
 use serde_json::Value;
 use support::*;
 
