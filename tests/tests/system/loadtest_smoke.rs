@@ -2,13 +2,11 @@
 //! (3 local cells, cell 2 killed for 5 s) must pass its SLOs, lose no write
 //! and write both reports. Runs the real binary, which starts its own cluster.
 
-mod support;
-
 use std::path::Path;
 use std::time::Duration;
 
+use crate::support::{run_loadtest, TestDir};
 use serde_json::Value;
-use support::{run_loadtest, TestDir};
 
 /// The whole run (cluster start, ~25 s of load, verification) stays under this.
 const LIMIT: Duration = Duration::from_secs(90);

@@ -1,35 +1,27 @@
 //! Whole-system tests of leadership transfer under write load (ADR 0009), on
-//! real processes: one cell of 3 `cellkv-cell` replicas with writers looping
-//! PUTs while leadership moves from replica to replica. Two set-ups: a router
-//! in front of the cell and `POST /admin/transfer-leader` on the leader; and
-//! a control cell plus `cellkv-control`, whose admin API and `cellkvctl`
-//! move leadership while the writers follow the cell's `not_leader` hints
-//! themselves. Every transfer must land on its first call, on the requested
-//! node, with a short write pause; no client write may fail (a followed
-//! `not_leader` redirect is not a failure); every acknowledged write must
-//! read back with its etag.
+//! real processes: one cell of 3 `cellkv-cell` replicas (with the control
+//! plane and a router: `support::ControlPlane`) and writers looping PUTs
+//! while leadership moves from replica to replica. Two ways: through the
+//! router, with `POST /admin/transfer-leader` on the leader; and through the
+//! control server's admin API and `cellkvctl`, while the writers go straight
+//! to the cell and follow its `not_leader` hints themselves. Every transfer
+//! must land on its first call, on the requested node, with a short write
+//! pause; no client write may fail (a followed `not_leader` redirect is not
+//! a failure); every acknowledged write must read back with its etag.
 //!
 //! Build the binaries first: `cargo build --release --bins`.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use client::http::Resp;
-use cluster::cell_proc::{bin_path, CellConfig, CellOptions, LocalCell};
-use cluster::control_proc::{ControlConfig, ControlProc, ControlServerOptions};
-use cluster::local::{LocalCluster, LocalClusterOptions};
-use cluster::process::free_port;
-use common::{CellId, CellMap};
+use cluster::cell_proc::LocalCell;
+use cluster::local::LocalClusterOptions;
+use common::CellId;
 use http::Method;
 use serde_json::{json, Value};
-use support::*;
 
 const BUCKET: &str = "lead";
 /// Concurrent writers, each looping PUTs of fresh keys.
@@ -40,10 +32,6 @@ const TRANSFER_LIMIT: Duration = Duration::from_secs(5);
 const PAUSE_LIMIT_MS: u64 = 1000;
 /// Acknowledged writes between two transfers: each leader serves some load.
 const WRITES_PER_ROUND: u64 = 150;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 /// What one writer saw.
 #[derive(Default)]
@@ -59,11 +47,8 @@ struct WriterLog {
 #[derive(Clone)]
 enum Endpoint {
     Router(PublicApi),
-    Cell { api: Api, leader: String },
+    Cell(HintFollower),
 }
-
-/// Most `not_leader` hops of one request (hints going in circles fail it).
-const MAX_HOPS: usize = 4;
 
 impl Endpoint {
     /// One request for `key`. A cell's 421 `not_leader` naming a leader is
@@ -75,100 +60,59 @@ impl Endpoint {
                 .try_send(method, &obj_path(BUCKET, key), &[], body)
                 .await
                 .map_err(|e| e.to_string()),
-            Endpoint::Cell { api, leader } => {
-                for _ in 0..MAX_HOPS {
-                    let url = obj_url(leader, BUCKET, key);
-                    let auth = [("authorization", api.auth.as_str())];
-                    let r = api
-                        .client
-                        .request(method.clone(), &url, &auth, body.clone())
-                        .await
-                        .map_err(|e| format!("{url}: {e}"))?;
-                    match (r.error_code().as_deref(), r.header("x-cellkv-leader")) {
-                        (Some("not_leader"), Some(hint)) => *leader = format!("http://{hint}"),
-                        _ => return Ok(r),
-                    }
-                }
-                Err(format!("{key}: more than {MAX_HOPS} not_leader hops"))
-            }
+            Endpoint::Cell(cell) => cell.send(method, BUCKET, key, body).await,
         }
     }
 }
 
 /// Writers looping PUTs of fresh keys until stopped.
 struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<AtomicU64>,
-    writers: Vec<tokio::task::JoinHandle<WriterLog>>,
+    writers: Writers<WriterLog>,
 }
 
 impl Load {
     fn start(to: &Endpoint) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(AtomicU64::new(0));
-        let writers = (0..WRITERS)
-            .map(|w| {
-                let (mut to, stop, acked) = (to.clone(), stop.clone(), acked.clone());
-                tokio::spawn(async move {
-                    let mut log = WriterLog::default();
-                    let mut seq = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        seq += 1;
-                        let key = format!("w{w}-{seq}");
-                        let value = Bytes::from(format!("value of {key}"));
-                        match to.send(Method::PUT, &key, value).await {
-                            Ok(r) if r.status == 200 => {
-                                let etag: Value = r.json().expect("PUT answers JSON");
-                                let etag = etag["etag"].as_str().expect("etag").to_owned();
-                                log.acked.insert(key, etag);
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => {
-                                log.failures
-                                    .push(format!("PUT {key}: {} {}", r.status, r.text()))
-                            }
-                            Err(e) => log.failures.push(format!("PUT {key}: {e}")),
+        let writers = Writers::spawn(WRITERS, |w| {
+            let mut to = to.clone();
+            async move {
+                let mut log = WriterLog::default();
+                let mut seq = 0u64;
+                while w.running() {
+                    seq += 1;
+                    let key = format!("w{}-{seq}", w.id);
+                    let value = Bytes::from(format!("value of {key}"));
+                    match to.send(Method::PUT, &key, value).await {
+                        Ok(r) if r.status == 200 => {
+                            let etag: Value = r.json().expect("PUT answers JSON");
+                            let etag = etag["etag"].as_str().expect("etag").to_owned();
+                            log.acked.insert(key, etag);
+                            w.progressed();
                         }
+                        Ok(r) => log
+                            .failures
+                            .push(format!("PUT {key}: {} {}", r.status, r.text())),
+                        Err(e) => log.failures.push(format!("PUT {key}: {e}")),
                     }
-                    log
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            acked,
-            writers,
-        }
-    }
-
-    fn acked(&self) -> u64 {
-        self.acked.load(Ordering::Relaxed)
+                }
+                log
+            }
+        });
+        Load { writers }
     }
 
     /// Waits until the writers acknowledged `n` more writes.
     async fn must_progress(&self, n: u64) {
-        let target = self.acked() + n;
-        must_eventually(
-            secs(20),
-            &format!("{n} more writes are acknowledged"),
-            || async { (self.acked() >= target).then_some(()) },
-        )
-        .await;
+        self.writers.must_progress(n, secs(20)).await;
     }
 
     async fn stop(self) -> Vec<WriterLog> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut logs = Vec::new();
-        for w in self.writers {
-            logs.push(w.await.expect("writer task"));
-        }
-        logs
+        self.writers.stop().await
     }
 }
 
 /// Asserts no write failed, then reads every acknowledged write back
-/// (linearizable reads) and compares its etag. Returns the number checked.
-async fn must_read_back(from: &Endpoint, logs: &[WriterLog]) -> usize {
+/// (linearizable reads) and compares its etag and value. Returns the number checked.
+async fn must_read_back_logs(from: &Endpoint, logs: &[WriterLog]) -> usize {
     let failures: Vec<&String> = logs.iter().flat_map(|l| &l.failures).collect();
     assert!(
         failures.is_empty(),
@@ -176,33 +120,28 @@ async fn must_read_back(from: &Endpoint, logs: &[WriterLog]) -> usize {
         failures.len(),
         &failures[..failures.len().min(20)]
     );
-    let all: Vec<(String, String)> = logs
+    let all: Vec<Expect> = logs
         .iter()
-        .flat_map(|l| l.acked.iter().map(|(k, e)| (k.clone(), e.clone())))
+        .flat_map(|l| {
+            l.acked.iter().map(|(k, e)| Expect {
+                key: k.clone(),
+                etag: e.clone(),
+                value: Some(Bytes::from(format!("value of {k}"))),
+            })
+        })
         .collect();
-    let mut readers = tokio::task::JoinSet::new();
-    for chunk in all.chunks(all.len().div_ceil(WRITERS).max(1)) {
-        let (mut from, chunk) = (from.clone(), chunk.to_vec());
-        readers.spawn(async move {
-            for (key, etag) in chunk {
-                let r = from
-                    .send(Method::GET, &key, Bytes::new())
-                    .await
-                    .unwrap_or_else(|e| panic!("GET {key}: {e}"));
-                assert_eq!(r.status, 200, "GET {key}: {}", r.text());
-                assert_eq!(
-                    r.header("etag").map(unquote),
-                    Some(etag.as_str()),
-                    "{key} reads back with another etag"
-                );
-                assert_eq!(r.text(), format!("value of {key}"));
-            }
-        });
-    }
-    while let Some(r) = readers.join_next().await {
-        r.expect("reader task");
-    }
-    all.len()
+    let n = all.len();
+    let from = from.clone();
+    must_read_back(all, WRITERS, move |key| {
+        let mut from = from.clone();
+        async move {
+            from.send(Method::GET, &key, Bytes::new())
+                .await
+                .unwrap_or_else(|e| panic!("GET {key}: {e}"))
+        }
+    })
+    .await;
+    n
 }
 
 /// `POST /admin/transfer-leader` with `body` on replica `i`'s control port.
@@ -247,22 +186,19 @@ fn assert_cell_logs_clean(cell: &LocalCell) {
     assert!(errors.is_empty(), "replicas logged errors: {errors:#?}");
 }
 
-async fn must_start_one_cell(dir: &Path) -> LocalCluster {
-    must_start_cluster(
-        LocalClusterOptions {
-            cells: 1,
-            ..LocalClusterOptions::default()
-        },
-        dir,
-    )
-    .await
+/// The cluster of both tests: one data cell (id 1) with the control plane and a router.
+fn one_cell() -> LocalClusterOptions {
+    LocalClusterOptions {
+        cells: 1,
+        ..LocalClusterOptions::default()
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_leader_under_write_load() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("lead_load");
-        let cluster = must_start_one_cell(dir.path()).await;
+        let cluster = must_start_cluster(one_cell(), dir.path()).await;
         let cell = cluster.cell(CellId(1));
         let api = PublicApi::new(&cluster);
         let router = Endpoint::Router(api.clone());
@@ -334,7 +270,7 @@ async fn transfer_leader_under_write_load() {
             load.must_progress(WRITES_PER_ROUND).await;
         }
         let logs = load.stop().await;
-        let checked = must_read_back(&router, &logs).await;
+        let checked = must_read_back_logs(&router, &logs).await;
         pauses.sort_unstable();
         eprintln!("{checked} acknowledged writes read back; write pauses (ms, sorted): {pauses:?}");
 
@@ -379,119 +315,30 @@ async fn transfer_leader_under_write_load() {
 // ---------------------------------------------------------------------------
 // Through the control server and cellkvctl
 
-const CONTROL_ADMIN_TOKEN: &str = "lead-admin-token-0123456789abcdef";
-const CONTROL_CELL_TOKEN: &str = "lead-control-cell-token-0123456789";
-
-/// The control-plane set-up: a data cell (id 1), a control cell and a
-/// `cellkv-control` whose map holds the data cell with its control
-/// addresses. No router: the writers follow the cell's hints themselves.
-struct ControlPlane {
-    cell: LocalCell,
-    _control_cell: LocalCell,
-    control: ControlProc,
-}
-
-impl ControlPlane {
-    async fn must_start(dir: &Path) -> ControlPlane {
-        let cell = must_start(CellOptions::default(), &dir.join("cell1")).await;
-        let control_cell = must_start(
-            CellOptions {
-                cell_id: CellId(100),
-                config: CellConfig {
-                    api_token: CONTROL_CELL_TOKEN.into(),
-                    ..CellOptions::default().config
-                },
-                ..CellOptions::default()
-            },
-            &dir.join("control-cell"),
+/// `POST /v1/cells/1/transfer-leader` to node `to` on the control server.
+async fn transfer_via_control(setup: &ControlPlane, to: u64) -> (u16, Value) {
+    setup
+        .admin_try_within(
+            secs(30),
+            Method::POST,
+            "/v1/cells/1/transfer-leader",
+            Some(json!({ "to": to })),
         )
-        .await;
-        let mut spec = cell.cell_spec();
-        for r in &mut spec.replicas {
-            r.control_addr = cell
-                .layout()
-                .peer(r.node_id)
-                .map(|p| p.raft_addr.to_string());
-        }
-        let map = CellMap {
-            epoch: 1,
-            cells: vec![spec],
-            ..CellMap::default()
-        };
-        let control = ControlProc::prepare(
-            &bin_path("cellkv-control").unwrap(),
-            &ControlServerOptions {
-                config: ControlConfig {
-                    admin_listen: SocketAddr::from(([127, 0, 0, 1], free_port().unwrap())),
-                    admin_token: CONTROL_ADMIN_TOKEN.into(),
-                    control_cell: control_cell
-                        .layout()
-                        .peers
-                        .iter()
-                        .map(|p| p.api_addr.to_string())
-                        .collect(),
-                    control_token: CONTROL_CELL_TOKEN.into(),
-                    cell_api_token: cell.options().config.api_token.clone(),
-                    cell_admin_token: cell.options().config.admin_token.clone(),
-                    ..ControlServerOptions::default().config
-                },
-                ..ControlServerOptions::default()
-            },
-            Some(&map),
-            &dir.join("control"),
-        )
-        .unwrap();
-        control.start().unwrap();
-        let setup = ControlPlane {
-            cell,
-            _control_cell: control_cell,
-            control,
-        };
-        must_eventually(secs(30), "the control server serves its map", || async {
-            let r = setup.admin(Method::GET, "/v1/map", None).await.ok()?;
-            (r.status == 200).then_some(())
-        })
-        .await;
-        setup
-    }
-
-    /// `method path` on the control server's admin API.
-    async fn admin(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Resp, client::http::HttpError> {
-        let auth = format!("Bearer {CONTROL_ADMIN_TOKEN}");
-        self.cell
-            .client()
-            .with_timeout(secs(30))
-            .request(
-                method,
-                &format!("{}{path}", self.control.url()),
-                &[
-                    ("authorization", auth.as_str()),
-                    ("content-type", "application/json"),
-                ],
-                body.map(|b| serde_json::to_vec(&b).unwrap())
-                    .unwrap_or_default(),
-            )
-            .await
-    }
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_leader_through_the_control_server_and_cellkvctl() {
     bounded_by(CLUSTER_TEST_LIMIT, async {
         let dir = TestDir::new("lead_ctl");
-        let setup = ControlPlane::must_start(dir.path()).await;
-        let (cell, control) = (&setup.cell, &setup.control);
-        let url = control.url();
+        // The writers go straight to the cell, following its hints themselves.
+        let setup = ControlPlane::start(dir.path(), one_cell()).await;
+        let (cell, control) = (setup.cell(CellId(1)), setup.control());
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
-        let direct = Endpoint::Cell {
+        let direct = Endpoint::Cell(HintFollower {
             api: Api::new(cell),
             leader: cell.replica(l).api_url(),
-        };
+        });
         let load = Load::start(&direct);
         load.must_progress(WRITES_PER_ROUND).await;
 
@@ -499,23 +346,9 @@ async fn transfer_leader_through_the_control_server_and_cellkvctl() {
         let t = (l + 1) % 3;
         let target = cell.replica(t).node_id().0;
         let t0 = Instant::now();
-        let r = setup
-            .admin(
-                Method::POST,
-                "/v1/cells/1/transfer-leader",
-                Some(json!({"to": target})),
-            )
-            .await
-            .unwrap();
+        let (status, v) = transfer_via_control(&setup, target).await;
         let took = t0.elapsed();
-        assert_eq!(
-            r.status,
-            200,
-            "{}\ncontrol log:\n{}",
-            r.text(),
-            control.log_tail(30)
-        );
-        let v: Value = r.json().unwrap();
+        assert_eq!(status, 200, "{v}\ncontrol log:\n{}", control.log_tail(30));
         eprintln!("control API: node {target} leads after {took:.1?}: {v}");
         assert!(took < TRANSFER_LIMIT, "took {took:?}");
         assert_eq!(
@@ -533,41 +366,30 @@ async fn transfer_leader_through_the_control_server_and_cellkvctl() {
         load.must_progress(WRITES_PER_ROUND).await;
 
         // The target already leads: nothing to do.
-        let r = setup
-            .admin(
-                Method::POST,
-                "/v1/cells/1/transfer-leader",
-                Some(json!({"to": target})),
-            )
-            .await
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert_eq!(r.json::<Value>().unwrap()["changed"], false);
+        let (status, v) = transfer_via_control(&setup, target).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["changed"], false);
 
         // cellkvctl, to the next replica.
         let t2 = (t + 1) % 3;
         let target2 = cell.replica(t2).node_id().0;
         let t0 = Instant::now();
-        let out = tokio::process::Command::new(bin_path("cellkvctl").unwrap())
-            .args([
+        let out = setup
+            .ctl(&[
                 "replica",
                 "transfer-leader",
                 "1",
                 "--to",
                 &target2.to_string(),
             ])
-            .env("CELLKV_CONTROL_URL", &url)
-            .env("CELLKV_ADMIN_TOKEN", CONTROL_ADMIN_TOKEN)
-            .output()
-            .await
-            .unwrap();
+            .await;
         let took = t0.elapsed();
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stdout = &out.stdout;
         eprintln!("cellkvctl after {took:.1?}: {stdout}");
         assert!(
             out.status.success(),
             "cellkvctl failed: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
+            out.stderr
         );
         assert!(took < TRANSFER_LIMIT, "took {took:?}");
         assert!(
@@ -578,7 +400,7 @@ async fn transfer_leader_through_the_control_server_and_cellkvctl() {
         load.must_progress(WRITES_PER_ROUND).await;
 
         let logs = load.stop().await;
-        let checked = must_read_back(&direct, &logs).await;
+        let checked = must_read_back_logs(&direct, &logs).await;
         eprintln!("{checked} acknowledged writes read back");
         assert_no_panics(cell);
         assert_cell_logs_clean(cell);

@@ -3,17 +3,15 @@
 //! takes effect on the real processes, `cluster.json` (which only
 //! `cellkv-local` writes) follows, and nothing it restarted outlives it.
 
-mod support;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::support::{bounded_by, spawn_logged, TestDir};
 use client::http::{Client, ClientConfig};
 use cluster::attach::AttachedCluster;
 use cluster::local::{read_cluster_json, ClusterInfo};
 use cluster::Cluster;
 use common::CellId;
-use support::{bounded_by, spawn_logged, TestDir};
 
 /// Bound on `cellkv-local` serving, and on each step.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -4,13 +4,10 @@
 //! endpoints. Build the binaries first: `cargo build --release --bins -p cellkv-cell`.
 //! Each test is bounded by `support::TEST_LIMIT`.
 
-mod support;
-
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use client::http::{Client, ClientConfig, Resp};
 use cluster::cell_proc::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
@@ -18,11 +15,6 @@ use common::ownership::OwnershipOp;
 use common::wire::{IngestBatch, ScanItem, ScanPage};
 use common::{key_hash, CellId, HashRange, NodeId};
 use serde_json::{json, Value};
-use support::*;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 const BUCKET: &str = "own";
 /// The lower half of the hash space: the range the tests move.
@@ -158,7 +150,7 @@ fn assign_full(epoch: u64) -> OwnershipOp {
 
 /// Keys `prefix-0..n` with values, written through the leader; returns (key → etag).
 async fn must_fill(cell: &LocalCell, prefix: &str, n: usize) -> BTreeMap<String, String> {
-    let mut w = LeaderWriter::new(cell);
+    let w = LeaderWriter::new(cell);
     let mut out = BTreeMap::new();
     for i in 0..n {
         let key = format!("{prefix}-{i}");
@@ -221,7 +213,7 @@ async fn fence_seal_release_refuse_clients() {
         let api = Api::new(&cell);
         let etags = must_fill(&cell, "k", 10).await;
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
-        let f = (l + 1) % 3;
+        let f = a_follower(l);
         let (leader, follower) = (cell.replica(l).api_url(), cell.replica(f).api_url());
         let h = cell.health(l).await.unwrap();
         assert_eq!(h["ownership"]["managed"], false);
@@ -587,7 +579,7 @@ async fn ownership_survives_restart_and_snapshot_catch_up() {
         let admin = Admin::new(&cell);
         let api = Api::new(&cell);
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
-        let f = (l + 1) % 3;
+        let f = a_follower(l);
         must_fill(&cell, "r", 5).await;
         cell.wait_caught_up(f, secs(10)).await.unwrap();
         let f_last = must_health_u64(&cell, f, "last_log_index").await;
@@ -611,24 +603,10 @@ async fn ownership_survives_restart_and_snapshot_catch_up() {
                 to: CellId(9),
             })
             .await;
-        let mut set = tokio::task::JoinSet::new();
-        for w in 0..4 {
-            let mut writer = LeaderWriter::new(&cell);
-            set.spawn(async move {
-                for i in 0..60 {
-                    writer
-                        .try_put(
-                            BUCKET,
-                            &format!("fill-{w}-{i}"),
-                            Bytes::from_static(b"v"),
-                            secs(10),
-                        )
-                        .await
-                        .unwrap();
-                }
-            });
-        }
-        while set.join_next().await.is_some() {}
+        let fill = CellLoad::new(4, BUCKET, 1).each(60).within(secs(10));
+        let _ = spawn_cell_writers(&cell, fill, &Acks::default())
+            .join()
+            .await;
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
         must_eventually(secs(15), "the leader purges past the dead follower", || {
             let cell = &cell;
@@ -679,24 +657,9 @@ async fn add_a_learner_then_voter_while_writing() {
         let dir = TestDir::new("own_learner");
         let cell = must_start(opts(), dir.path()).await;
         let admin = Admin::new(&cell);
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut set = tokio::task::JoinSet::new();
-        for w in 0..2 {
-            let mut writer = LeaderWriter::new(&cell);
-            let (acks, stop) = (acks.clone(), stop.clone());
-            set.spawn(async move {
-                let mut i = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    let ack = writer
-                        .try_put(BUCKET, &format!("w{w}-{i}"), Bytes::from(vec![b'x'; 512]), secs(10))
-                        .await
-                        .unwrap();
-                    acks.lock().unwrap().push(ack);
-                    i += 1;
-                }
-            });
-        }
+        let acks = Acks::default();
+        let writers =
+            spawn_cell_writers(&cell, CellLoad::new(2, BUCKET, 512).within(secs(10)), &acks);
         tokio::time::sleep(Duration::from_millis(300)).await;
 
         // A 4th replica of the same cell, started empty.
@@ -740,10 +703,7 @@ async fn add_a_learner_then_voter_while_writing() {
         assert_eq!(v["voters"], json!([1, 2, 3, 4]));
         assert_eq!(v["learners"], json!([]));
         tokio::time::sleep(Duration::from_millis(300)).await;
-        stop.store(true, Ordering::Relaxed);
-        while let Some(r) = set.join_next().await {
-            r.unwrap();
-        }
+        writers.must_stop().await;
 
         // The new voter has every acknowledged write.
         let client = cell.client().clone();
@@ -763,17 +723,9 @@ async fn add_a_learner_then_voter_while_writing() {
         let items = api
             .must_scan_all(&format!("http://{}", new.api_addr), true)
             .await;
-        let acks = acks.lock().unwrap().clone();
+        let acks = acks.snapshot();
         assert!(acks.len() > 10, "only {} writes", acks.len());
-        let map = scan_map(&items);
-        for a in &acks {
-            assert_eq!(
-                map.get(&(a.bucket.clone(), a.key.clone())).map(|v| v.0.as_str()),
-                Some(a.etag.as_str()),
-                "{} missing on the new replica",
-                a.key
-            );
-        }
+        assert_acked_etags(&acks, &items, "on the new replica");
         assert!(!r4.log().contains(" panic"));
         assert_no_panics(&cell);
     })
@@ -800,7 +752,7 @@ async fn elect_moves_leadership() {
 
         // Leadership moves to the chosen replica, twice in a row, with writes
         // between the transfers (not during: see ADR 0009).
-        let mut writer = LeaderWriter::new(&cell);
+        let writer = LeaderWriter::new(&cell);
         for round in 0..2 {
             for i in 0..20 {
                 writer

@@ -1,10 +1,56 @@
-//! Shared pieces of the whole-system tests: a temp dir kept when a test fails,
-//! a time bound per test, cell API helpers, a writer that follows the leader,
-//! full-range scans, a Prometheus text reader, and a client of the router's
-//! public API. Processes themselves are `cluster::cell_proc`'s (cells) and
-//! `cluster::local`'s (router + cells) business.
+//! Shared pieces of the whole-system tests, one home per job:
+//! - here: a temp dir kept when a test fails, a time bound per test, starting
+//!   cells and clusters, the cell API ([`Api`]) and the router's public API
+//!   ([`PublicApi`]) with their assertions, full-range scans, a Prometheus
+//!   text reader, and running our binaries;
+//! - [`leader`]: leader lookup, [`LeaderWriter`] (a `CellClient` that keeps a
+//!   write going until a leader acknowledges it) and [`HintFollower`];
+//! - [`writers`]: [`Writers`] (N writer tasks under load, stop + collect),
+//!   [`spawn_cell_writers`] (fresh keys through a cell's leader, every
+//!   acknowledgement in [`Acks`]) and [`RouterLoad`] (the control-plane
+//!   tests' load through the router, with its final checks);
+//! - [`readback`]: every acknowledged write reads back with its etag and value;
+//! - [`control`]: [`ControlPlane`], the one control-plane set-up (a
+//!   `LocalCluster`: router, control cell, `cellkv-control`, data cells), and
+//!   [`run_ctl`] for `cellkvctl`.
+//!
+//! Processes themselves are `cluster::cell_proc`'s (cells) and
+//! `cluster::local`'s (the whole cluster) business.
+//!
+//! A control-plane test under load takes a few lines:
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+//! async fn drain_under_load() {
+//!     let dir = TestDir::new("my-drain");
+//!     bounded_by(Duration::from_secs(240), async {
+//!         let cp = ControlPlane::start(dir.path(), LocalClusterOptions::default()).await;
+//!         let mut load = cp.start_load("my-bucket", 4, 100);
+//!         load.wait_ops(500, secs(60)).await;
+//!         let before = cp.map().await;
+//!         let job = cp.admin(Method::POST, "/v1/cells/3/drain", Some(json!({}))).await;
+//!         cp.wait_job(&job_id(&job), secs(120)).await;
+//!         load.stop().await;
+//!         let moved = moved_ranges(&before, &cp.map().await);
+//!         load.verify(&cp.router_url(), &moved).await; // nothing lost, no stale read
+//!     })
+//!     .await;
+//! }
+//! ```
 
-#![allow(dead_code)] // Each test file uses a different subset.
+#![allow(dead_code)] // Not every helper has a user at every moment.
+
+pub mod control;
+pub mod leader;
+pub mod readback;
+pub mod writers;
+
+pub use control::{
+    job_id, job_state, key_on_cell, moved_ranges, must_ctl_json, print_job_summary, ControlPlane,
+};
+pub use leader::{a_follower, must_leader_url, HintFollower, LeaderWriter};
+pub use readback::{assert_acked_etags, assert_acked_present, must_read_back, Expect};
+pub use writers::{spawn_cell_writers, Acks, CellLoad, Writers};
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,6 +65,19 @@ use cluster::cell_proc::{CellOptions, LocalCell};
 use cluster::local::{LocalCluster, LocalClusterOptions};
 use common::wire::{ScanItem, ScanPage};
 use http::Method;
+
+/// The tests' HTTP client: 10 s per request.
+pub fn http_client() -> Client {
+    Client::new(ClientConfig {
+        request_timeout: Duration::from_secs(10),
+        ..ClientConfig::default()
+    })
+}
+
+/// `n` seconds.
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
 
 /// Every test finishes within this, or fails with the replicas' logs.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -136,10 +195,7 @@ impl PublicApi {
     /// The cluster's router with the cluster's client token.
     pub fn new(cluster: &LocalCluster) -> PublicApi {
         PublicApi {
-            client: Client::new(ClientConfig {
-                request_timeout: Duration::from_secs(10),
-                ..ClientConfig::default()
-            }),
+            client: http_client(),
             base: cluster.router_url(),
             auth: Some(cluster.auth()),
         }
@@ -286,10 +342,7 @@ pub struct Api {
 impl Api {
     pub fn new(cell: &LocalCell) -> Api {
         Api {
-            client: Client::new(ClientConfig {
-                request_timeout: Duration::from_secs(10),
-                ..ClientConfig::default()
-            }),
+            client: http_client(),
             auth: cell.api_auth(),
         }
     }
@@ -447,122 +500,6 @@ pub fn scan_map(items: &[ScanItem]) -> BTreeMap<(String, String), (String, Vec<u
         .collect()
 }
 
-/// One acknowledged write.
-#[derive(Clone, Debug)]
-pub struct Ack {
-    pub bucket: String,
-    pub key: String,
-    pub value: Bytes,
-    pub etag: String,
-    pub version: u64,
-    /// Base URL of the replica that acknowledged it.
-    pub by: String,
-    pub at: Instant,
-}
-
-/// Writes through whichever replica leads: follows `421` hints, retries
-/// `503` and connection failures on the next replica with a short backoff.
-/// Retrying a PUT whose outcome is unknown is safe here because every retry
-/// writes the same value; the acknowledged etag is the latest version.
-#[derive(Clone)]
-pub struct LeaderWriter {
-    api: Api,
-    urls: Vec<String>,
-    current: String,
-}
-
-/// Backoff after a failure that says "try again shortly".
-const RETRY_BACKOFF: Duration = Duration::from_millis(20);
-
-impl LeaderWriter {
-    pub fn new(cell: &LocalCell) -> LeaderWriter {
-        let urls = cell.api_urls();
-        LeaderWriter {
-            api: Api {
-                // Short: a write to a killed leader must not stall a writer for long.
-                client: Client::new(ClientConfig {
-                    request_timeout: Duration::from_secs(3),
-                    connect_timeout: Duration::from_millis(300),
-                    ..ClientConfig::default()
-                }),
-                auth: cell.api_auth(),
-            },
-            current: urls[0].clone(),
-            urls,
-        }
-    }
-
-    fn rotate(&mut self) {
-        let i = self
-            .urls
-            .iter()
-            .position(|u| *u == self.current)
-            .unwrap_or(0);
-        self.current = self.urls[(i + 1) % self.urls.len()].clone();
-    }
-
-    /// PUTs `value` until a replica acknowledges it or `within` passes.
-    pub async fn try_put(
-        &mut self,
-        bucket: &str,
-        key: &str,
-        value: Bytes,
-        within: Duration,
-    ) -> Result<Ack> {
-        let deadline = Instant::now() + within;
-        let mut last = String::new();
-        while Instant::now() < deadline {
-            match self
-                .api
-                .try_put(&self.current, bucket, key, value.clone(), &[])
-                .await
-            {
-                Ok(r) if r.status == 200 => {
-                    let s = Api::must_stored(&r);
-                    return Ok(Ack {
-                        bucket: bucket.to_owned(),
-                        key: key.to_owned(),
-                        value,
-                        etag: s.etag,
-                        version: s.version,
-                        by: self.current.clone(),
-                        at: Instant::now(),
-                    });
-                }
-                Ok(r) if r.status == 421 => {
-                    last = format!("421 from {}: {}", self.current, r.text());
-                    match r.header("x-cellkv-leader") {
-                        Some(l) if format!("http://{l}") != self.current => {
-                            self.current = format!("http://{l}")
-                        }
-                        _ => {
-                            self.rotate();
-                            tokio::time::sleep(RETRY_BACKOFF).await;
-                        }
-                    }
-                }
-                Ok(r) if r.status == 503 || r.status == 504 => {
-                    last = format!("{} from {}: {}", r.status, self.current, r.text());
-                    self.rotate();
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-                Ok(r) => bail!(
-                    "PUT {bucket}/{key} on {} answered {}: {}",
-                    self.current,
-                    r.status,
-                    r.text()
-                ),
-                Err(e) => {
-                    last = e.to_string();
-                    self.rotate();
-                    tokio::time::sleep(RETRY_BACKOFF).await;
-                }
-            }
-        }
-        bail!("PUT {bucket}/{key} not acknowledged within {within:?}; last failure: {last}")
-    }
-}
-
 /// The sum of every sample of `name` whose labels include all of `labels`
 /// (0 when there is none). Reads Prometheus text format.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -690,41 +627,4 @@ pub fn run_loadtest(args: &[&std::ffi::OsStr], log: &Path, limit: Duration) -> E
         std::fs::read_to_string(log).unwrap_or_default()
     );
     status
-}
-
-/// Runs the `cellkvctl` binary with `args` against the control server of the
-/// local cluster in `cluster_dir` (URL and admin token from its
-/// `control.env`, as `LocalCluster` writes it); returns the exit status,
-/// stdout and stderr. Bounded by `cellkvctl`'s own timeouts.
-pub fn run_ctl(cluster_dir: &Path, args: &[&str]) -> (ExitStatus, String, String) {
-    let env_file = cluster_dir.join(cluster::local::CONTROL_ENV_FILE);
-    let text = std::fs::read_to_string(&env_file)
-        .unwrap_or_else(|e| panic!("read {}: {e}", env_file.display()));
-    let mut cmd = Command::new(cluster::process::bin_path("cellkvctl").unwrap());
-    for line in text.lines() {
-        if let Some((k, v)) = line.split_once('=') {
-            cmd.env(k.trim(), v.trim());
-        }
-    }
-    let out = cmd.args(args).stdin(Stdio::null()).output().unwrap();
-    (
-        out.status,
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// `cellkvctl --json <args>` against the cluster in `cluster_dir`, which must
-/// succeed; its JSON output.
-#[track_caller]
-pub fn must_ctl_json(cluster_dir: &Path, args: &[&str]) -> serde_json::Value {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    let (status, out, err) = run_ctl(cluster_dir, &all);
-    assert!(
-        status.success(),
-        "cellkvctl {all:?} exited {status}:\n{out}\n{err}"
-    );
-    serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("cellkvctl {all:?} printed no JSON ({e}):\n{out}"))
 }

@@ -6,14 +6,12 @@
 //! first: `cargo build --release --bins`. Each test is bounded by
 //! `support::CLUSTER_TEST_LIMIT` and prints the processes' log tails when it fails.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use bytes::Bytes;
 use client::http::Resp;
 use cluster::cell_proc::bin_path;
@@ -23,11 +21,6 @@ use cluster::router_proc::{unlimited_token, Access, TokenOptions};
 use common::{CellId, CellMap, Ring};
 use http::Method;
 use serde_json::Value;
-use support::*;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -681,129 +674,90 @@ impl Sample {
     }
 }
 
-/// One acknowledged write.
-#[derive(Clone, Debug)]
-struct Acked {
-    key: String,
-    value: Bytes,
-    etag: String,
-}
-
 #[derive(Default)]
 struct Record {
     samples: Mutex<Vec<Sample>>,
-    acked: Mutex<Vec<Acked>>,
+    /// Every acknowledged write.
+    acked: Mutex<Vec<Expect>>,
 }
 
-/// `n` tasks PUTting unique keys of `bucket` through the router until `stop`;
-/// every request goes into `record`, every 200 into its acknowledged writes.
+/// `n` tasks PUTting unique keys of `bucket` through the router until
+/// stopped; every request goes into `record`, every 200 into its
+/// acknowledged writes.
 fn spawn_writers(
     api: &PublicApi,
     ring: &Ring,
     bucket: &'static str,
     n: usize,
-    stop: Arc<AtomicBool>,
     record: Arc<Record>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..n)
-        .map(|w| {
-            let (api, ring, stop, record) =
-                (api.clone(), ring.clone(), stop.clone(), record.clone());
-            tokio::spawn(async move {
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w{w}/k{i:06}");
-                    i += 1;
-                    let value = Bytes::from(format!("value of {key}"));
-                    let cell = ring.cell_for(bucket, &key);
-                    let start = Instant::now();
-                    let res = api
-                        .try_send(Method::PUT, &obj_path(bucket, &key), &[], value.clone())
-                        .await;
-                    let took = start.elapsed();
-                    let mut s = Sample {
-                        cell,
-                        key: key.clone(),
-                        start,
-                        took,
-                        status: None,
-                        code: None,
-                        retry_after: false,
-                        detail: String::new(),
-                    };
-                    match res {
-                        Ok(r) => {
-                            s.status = Some(r.status);
-                            s.code = r.error_code();
-                            s.retry_after = r.header("retry-after").is_some();
-                            if r.status == 200 {
-                                let etag = r.json::<Value>().unwrap()["etag"]
-                                    .as_str()
-                                    .unwrap()
-                                    .to_owned();
-                                record
-                                    .acked
-                                    .lock()
-                                    .unwrap()
-                                    .push(Acked { key, value, etag });
-                            } else {
-                                s.detail = r.text();
-                            }
-                        }
-                        Err(e) => {
-                            s.detail = e.to_string();
-                            // A router that is gone refuses at once: do not spin.
-                            tokio::time::sleep(ms(5)).await;
+) -> Writers<()> {
+    Writers::spawn(n, |w| {
+        let (api, ring, record) = (api.clone(), ring.clone(), record.clone());
+        async move {
+            let mut i = 0u64;
+            while w.running() {
+                let key = format!("w{}/k{i:06}", w.id);
+                i += 1;
+                let value = Bytes::from(format!("value of {key}"));
+                let cell = ring.cell_for(bucket, &key);
+                let start = Instant::now();
+                let res = api
+                    .try_send(Method::PUT, &obj_path(bucket, &key), &[], value.clone())
+                    .await;
+                let took = start.elapsed();
+                let mut s = Sample {
+                    cell,
+                    key: key.clone(),
+                    start,
+                    took,
+                    status: None,
+                    code: None,
+                    retry_after: false,
+                    detail: String::new(),
+                };
+                match res {
+                    Ok(r) => {
+                        s.status = Some(r.status);
+                        s.code = r.error_code();
+                        s.retry_after = r.header("retry-after").is_some();
+                        if r.status == 200 {
+                            let etag = r.json::<Value>().unwrap()["etag"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned();
+                            record.acked.lock().unwrap().push(Expect {
+                                key,
+                                etag,
+                                value: Some(value),
+                            });
+                        } else {
+                            s.detail = r.text();
                         }
                     }
-                    record.samples.lock().unwrap().push(s);
+                    Err(e) => {
+                        s.detail = e.to_string();
+                        // A router that is gone refuses at once: do not spin.
+                        tokio::time::sleep(ms(5)).await;
+                    }
                 }
-            })
-        })
-        .collect()
-}
-
-async fn must_join(handles: Vec<tokio::task::JoinHandle<()>>) {
-    for h in handles {
-        h.await.expect("a writer panicked");
-    }
+                record.samples.lock().unwrap().push(s);
+            }
+        }
+    })
 }
 
 /// Reads every acknowledged write back through the router (4 at a time):
 /// each must be there with its acknowledged etag and value.
-async fn must_read_back(api: &PublicApi, bucket: &str, acked: &[Acked]) {
-    let chunks: Vec<Vec<Acked>> = acked
-        .chunks(acked.len().div_ceil(4).max(1))
-        .map(<[Acked]>::to_vec)
-        .collect();
-    let mut tasks = Vec::new();
-    for chunk in chunks {
-        let (api, bucket) = (api.clone(), bucket.to_owned());
-        tasks.push(tokio::spawn(async move {
-            for a in chunk {
-                let r = api
-                    .must_send(Method::GET, &obj_path(&bucket, &a.key), &[], empty())
-                    .await;
-                assert_eq!(
-                    r.status,
-                    200,
-                    "acknowledged {} is gone: {}",
-                    a.key,
-                    r.text()
-                );
-                assert_eq!(
-                    r.header("etag"),
-                    Some(format!("\"{}\"", a.etag).as_str()),
-                    "{}",
-                    a.key
-                );
-                assert_eq!(r.body, a.value, "{}", a.key);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("a reader panicked");
-    }
+async fn must_read_back_all(api: &PublicApi, bucket: &'static str, acked: &[Expect]) {
+    let api = api.clone();
+    must_read_back(acked.to_vec(), 4, move |key| {
+        let api = api.clone();
+        async move {
+            api.must_send(Method::GET, &obj_path(bucket, &key), &[], empty())
+                .await
+        }
+    })
+    .await;
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -822,9 +776,8 @@ async fn dead_cell_is_isolated() {
         let api = PublicApi::new(&cluster);
         let bucket = "isolation";
         let victim = CellId(2);
-        let stop = Arc::new(AtomicBool::new(false));
         let record = Arc::new(Record::default());
-        let writers = spawn_writers(&api, &ring, bucket, 4, stop.clone(), record.clone());
+        let writers = spawn_writers(&api, &ring, bucket, 4, record.clone());
 
         // Phase 1: everything serves.
         tokio::time::sleep(secs(2)).await;
@@ -881,8 +834,7 @@ async fn dead_cell_is_isolated() {
             served_again - restart_at
         );
         tokio::time::sleep(ms(500)).await;
-        stop.store(true, Ordering::Relaxed);
-        must_join(writers).await;
+        writers.stop().await;
 
         let samples = record.samples.lock().unwrap().clone();
         let acked = record.acked.lock().unwrap().clone();
@@ -970,7 +922,7 @@ async fn dead_cell_is_isolated() {
         });
         eprintln!("acknowledged writes per cell: {by_cell:?}; {} requests in all", samples.len());
         assert_eq!(by_cell.len(), 3);
-        must_read_back(&api, bucket, &acked).await;
+        must_read_back_all(&api, bucket, &acked).await;
         cluster.check_no_crash().unwrap();
         assert_cluster_logs_clean(&cluster);
     })
@@ -991,9 +943,8 @@ async fn graceful_router_shutdown() {
         let ring = router_ring(&cluster);
         let api = PublicApi::new(&cluster);
         let bucket = "shutdown";
-        let stop = Arc::new(AtomicBool::new(false));
         let record = Arc::new(Record::default());
-        let writers = spawn_writers(&api, &ring, bucket, 4, stop.clone(), record.clone());
+        let writers = spawn_writers(&api, &ring, bucket, 4, record.clone());
         tokio::time::sleep(secs(1)).await;
 
         // SIGTERM under load: drains, exits 0 within its grace period.
@@ -1013,8 +964,7 @@ async fn graceful_router_shutdown() {
             "{log}"
         );
         tokio::time::sleep(ms(200)).await;
-        stop.store(true, Ordering::Relaxed);
-        must_join(writers).await;
+        writers.stop().await;
 
         // Every request got a whole answer or no connection; no 5xx.
         let samples = record.samples.lock().unwrap().clone();
@@ -1038,7 +988,7 @@ async fn graceful_router_shutdown() {
         router.wait_serving_all(secs(20)).await.unwrap();
         let acked = record.acked.lock().unwrap().clone();
         eprintln!("{} writes acknowledged before the SIGTERM", acked.len());
-        must_read_back(&api, bucket, &acked).await;
+        must_read_back_all(&api, bucket, &acked).await;
         cluster.check_no_crash().unwrap();
         assert_cluster_logs_clean(&cluster);
         let status = router.terminate(grace + secs(5)).await.unwrap();

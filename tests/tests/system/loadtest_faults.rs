@@ -20,21 +20,19 @@
 //! - `LocalCluster::add_cell`: a cell added to a running cluster comes back,
 //!   with its keys, when the cluster starts again on its directory.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::{
+    bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,
+    KillOnDrop, PublicApi, TestDir,
+};
 use bytes::Bytes;
 use cluster::local::{read_cluster_json, ClusterInfo, LocalClusterOptions};
 use common::CellId;
 use http::Method;
 use serde_json::Value;
-use support::{
-    bounded_by, must_ctl_json, must_start_cluster, obj_path, run_loadtest, spawn_logged,
-    KillOnDrop, PublicApi, TestDir,
-};
 
 /// Bound on one harness run (cluster start, ~25 s of load, verification).
 const RUN_LIMIT: Duration = Duration::from_secs(100);

@@ -4,29 +4,16 @@
 //! Each test is bounded by `support::TEST_LIMIT` and prints the replicas' log
 //! tails when it fails.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use crate::support::*;
 use bytes::Bytes;
 use client::http::Client;
 use cluster::cell_proc::{bin_path, CellLayout, ReplicaProc, CELL_BIN};
 use common::{CellId, NodeId};
 use http::Method;
-use support::*;
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-/// Index of some follower when `leader` leads.
-fn a_follower(leader: usize) -> usize {
-    (leader + 1) % 3
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_basics() {
@@ -270,9 +257,7 @@ async fn conditional_writes() {
         let dir = TestDir::new("conditional_writes");
         let cell = must_start(opts(), dir.path()).await;
         let api = Api::new(&cell);
-        let leader = cell
-            .replica(cell.wait_for_leader(secs(5)).await.unwrap())
-            .api_url();
+        let leader = must_leader_url(&cell, secs(5)).await;
         let q = |e: &str| format!("\"{e}\"");
 
         // Create-only.
@@ -407,9 +392,7 @@ async fn bad_input() {
         o.config.max_object_bytes = MAX as u64;
         let cell = must_start(o, dir.path()).await;
         let api = Api::new(&cell);
-        let leader = cell
-            .replica(cell.wait_for_leader(secs(5)).await.unwrap())
-            .api_url();
+        let leader = must_leader_url(&cell, secs(5)).await;
         let raw = Client::default();
         let mut expected = BTreeMap::new();
         for i in 0..5 {
@@ -638,9 +621,7 @@ async fn error_bodies_are_always_cell_json() {
         let dir = TestDir::new("error_bodies");
         let cell = must_start(opts(), dir.path()).await;
         let api = Api::new(&cell);
-        let leader = cell
-            .replica(cell.wait_for_leader(secs(5)).await.unwrap())
-            .api_url();
+        let leader = must_leader_url(&cell, secs(5)).await;
         let auth = cell.api_auth();
         let raw = Client::default();
 
@@ -689,91 +670,6 @@ async fn must_put_recorded(
     expected.insert((bucket.to_string(), key.to_string()), (s.etag, value));
 }
 
-/// Writes distinct keys from `writers` tasks until `stop`, recording every acknowledgement.
-fn spawn_writers(
-    cell: &cluster::cell_proc::LocalCell,
-    writers: usize,
-    bucket: &'static str,
-    value_len: usize,
-    stop: Arc<AtomicBool>,
-    acks: Arc<Mutex<Vec<Ack>>>,
-    max_per_writer: Option<usize>,
-) -> tokio::task::JoinSet<anyhow::Result<()>> {
-    let mut set = tokio::task::JoinSet::new();
-    for w in 0..writers {
-        let mut writer = LeaderWriter::new(cell);
-        let (stop, acks) = (stop.clone(), acks.clone());
-        set.spawn(async move {
-            let mut seq = 0usize;
-            while !stop.load(Ordering::Acquire) && max_per_writer.is_none_or(|m| seq < m) {
-                let key = format!("w{w}-{seq:05}");
-                let value = Bytes::from(value_of(&key, value_len));
-                let ack = writer.try_put(bucket, &key, value, secs(15)).await?;
-                acks.lock().unwrap().push(ack);
-                seq += 1;
-            }
-            Ok(())
-        });
-    }
-    set
-}
-
-/// A deterministic value of `len` bytes for `key`.
-fn value_of(key: &str, len: usize) -> Vec<u8> {
-    let unit = format!("{key};");
-    unit.as_bytes()
-        .iter()
-        .copied()
-        .cycle()
-        .take(len.max(1))
-        .collect()
-}
-
-async fn must_join(mut set: tokio::task::JoinSet<anyhow::Result<()>>) {
-    while let Some(r) = set.join_next().await {
-        r.expect("writer task panicked")
-            .unwrap_or_else(|e| panic!("writer failed: {e:#}"));
-    }
-}
-
-/// Asserts that every acknowledged write is in `items` with its acknowledged
-/// etag and value, and that `items` holds nothing else in `bucket`.
-#[track_caller]
-fn assert_acked_present(acks: &[Ack], items: &[common::wire::ScanItem], bucket: &str) {
-    let found = scan_map(items);
-    for a in acks {
-        match found.get(&(a.bucket.clone(), a.key.clone())) {
-            Some((etag, value)) => {
-                assert_eq!(
-                    etag, &a.etag,
-                    "{}/{}: acknowledged etag lost",
-                    a.bucket, a.key
-                );
-                assert_eq!(
-                    &value[..],
-                    &a.value[..],
-                    "{}/{}: value differs",
-                    a.bucket,
-                    a.key
-                );
-            }
-            None => panic!(
-                "acknowledged write {}/{} (version {}) is missing",
-                a.bucket, a.key, a.version
-            ),
-        }
-    }
-    let acked: std::collections::BTreeSet<&str> = acks.iter().map(|a| a.key.as_str()).collect();
-    let extra: Vec<_> = found
-        .keys()
-        .filter(|(b, k)| b == bucket && !acked.contains(k.as_str()))
-        .collect();
-    assert!(
-        extra.is_empty(),
-        "objects nobody wrote successfully: {extra:?}"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_failover() {
     bounded(async {
@@ -786,24 +682,23 @@ async fn leader_failover() {
         let api = Api::new(&cell);
         let old = cell.wait_for_leader(secs(5)).await.unwrap();
         let old_url = cell.replica(old).api_url();
-        let stop = Arc::new(AtomicBool::new(false));
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        let writers = spawn_writers(&cell, 8, "failover", 200, stop.clone(), acks.clone(), None);
+        let acks = Acks::default();
+        let writers = spawn_cell_writers(&cell, CellLoad::new(8, "failover", 200), &acks);
 
         // Load phase 1 (a duration of load, not a synchronization).
         let started = Instant::now();
         must_eventually(secs(10), "writes flow for 2 s", || {
-            let n = acks.lock().unwrap().len();
+            let n = acks.len();
             async move { (started.elapsed() >= secs(2) && n >= 50).then_some(()) }
         })
         .await;
-        let before_kill = acks.lock().unwrap().len();
+        let before_kill = acks.len();
         let killed_at = Instant::now();
         cell.replica(old).kill().unwrap();
 
         // Time to the first write acknowledged by another replica.
         let first = must_eventually(secs(10), "a new leader acknowledges a write", || {
-            let t = acks.lock().unwrap().iter().filter(|a| a.at > killed_at && a.by != old_url).map(|a| a.at).min();
+            let t = acks.with(|acks| acks.iter().filter(|a| a.at > killed_at && a.by != old_url).map(|a| a.at).min());
             async move { t }
         })
         .await;
@@ -813,9 +708,8 @@ async fn leader_failover() {
 
         // Load phase 2, then stop and collect.
         tokio::time::sleep(secs(2)).await;
-        stop.store(true, Ordering::Release);
-        must_join(writers).await;
-        let acks = acks.lock().unwrap().clone();
+        writers.must_stop().await;
+        let acks = acks.snapshot();
         let after_kill = acks.iter().filter(|a| a.at > killed_at).count();
         eprintln!("{} writes acknowledged, {after_kill} after the kill", acks.len());
         assert!(after_kill >= 20, "only {after_kill} writes after the failover");
@@ -825,12 +719,15 @@ async fn leader_failover() {
         assert_ne!(new, old);
         let new_url = cell.replica(new).api_url();
         assert_acked_present(&acks, &api.must_scan_all(&new_url, false).await, "failover");
-        for a in acks.iter().take(20).chain(acks.iter().rev().take(20)) {
-            let g = api.try_get(&new_url, &a.bucket, &a.key, &[]).await.unwrap();
-            assert_eq!(g.status, 200, "{}: {}", a.key, g.text());
-            assert_eq!(g.header("etag"), Some(format!("\"{}\"", a.etag).as_str()));
-            assert_eq!(&g.body[..], &a.value[..]);
-        }
+        let sample = acks.iter().take(20).chain(acks.iter().rev().take(20));
+        must_read_back(sample.map(Expect::from).collect(), 1, {
+            let (api, new_url) = (api.clone(), new_url.clone());
+            move |key| {
+                let (api, new_url) = (api.clone(), new_url.clone());
+                async move { api.try_get(&new_url, "failover", &key, &[]).await.unwrap() }
+            }
+        })
+        .await;
 
         // The killed replica comes back and converges to identical data.
         cell.replica(old).restart().unwrap();
@@ -859,36 +756,21 @@ async fn follower_catch_up_by_snapshot() {
         let api = Api::new(&cell);
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
         let f = a_follower(l);
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        let no_stop = Arc::new(AtomicBool::new(false));
+        let acks = Acks::default();
 
         // Some writes everyone has, then the follower dies.
-        must_join(spawn_writers(
-            &cell,
-            5,
-            "snap",
-            1024,
-            no_stop.clone(),
-            acks.clone(),
-            Some(10),
-        ))
-        .await;
+        spawn_cell_writers(&cell, CellLoad::new(5, "snap", 1024).each(10), &acks)
+            .must_finish()
+            .await;
         cell.wait_caught_up(f, secs(10)).await.unwrap();
         let f_last = must_health_u64(&cell, f, "last_log_index").await;
         cell.replica(f).kill().unwrap();
 
         // 1000 more ~1 KiB objects: the leader snapshots and purges past the follower's log.
-        let more = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        must_join(spawn_writers(
-            &cell,
-            8,
-            "snap2",
-            1024,
-            no_stop.clone(),
-            more.clone(),
-            Some(125),
-        ))
-        .await;
+        let more = Acks::default();
+        spawn_cell_writers(&cell, CellLoad::new(8, "snap2", 1024).each(125), &more)
+            .must_finish()
+            .await;
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
         let purged = must_eventually(
             secs(10),
@@ -923,8 +805,8 @@ async fn follower_catch_up_by_snapshot() {
 
         let leader_items = api.must_scan_all(&cell.replica(l).api_url(), false).await;
         assert_eq!(leader_items.len(), 50 + 1000);
-        let mut all = acks.lock().unwrap().clone();
-        all.extend(more.lock().unwrap().iter().cloned());
+        let mut all = acks.snapshot();
+        all.extend(more.snapshot());
         assert_acked_present(&all, &leader_items, "snap2");
         let follower_items = api.must_scan_all(&cell.replica(f).api_url(), true).await;
         assert!(
@@ -948,18 +830,10 @@ async fn large_objects_replicate_in_bounded_rpcs() {
         // leader's log; when it returns, one AppendEntries with all of them
         // would exceed the peers' 32 MiB body limit, so the sender must split.
         cell.replica(f).kill().unwrap();
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        let no_stop = Arc::new(AtomicBool::new(false));
-        must_join(spawn_writers(
-            &cell,
-            4,
-            "big",
-            3 << 20,
-            no_stop,
-            acks.clone(),
-            Some(6),
-        ))
-        .await;
+        let acks = Acks::default();
+        spawn_cell_writers(&cell, CellLoad::new(4, "big", 3 << 20).each(6), &acks)
+            .must_finish()
+            .await;
         cell.replica(f).restart().unwrap();
         cell.wait_caught_up(f, secs(60)).await.unwrap();
         // Replicating 72 MiB on 2 busy cores can delay heartbeats enough for an
@@ -980,7 +854,7 @@ async fn large_objects_replicate_in_bounded_rpcs() {
         }
         let leader_items = leader_items.expect("a linearizable scan of the leader succeeds");
         assert_eq!(leader_items.len(), 24);
-        assert_acked_present(&acks.lock().unwrap(), &leader_items, "big");
+        assert_acked_present(&acks.snapshot(), &leader_items, "big");
         let follower_items = api.must_scan_all(&cell.replica(f).api_url(), true).await;
         assert!(
             scan_map(&follower_items) == scan_map(&leader_items),
@@ -1140,7 +1014,7 @@ async fn raft_rpc_requires_secret() {
         }
 
         // The cell still works.
-        let mut w = LeaderWriter::new(&cell);
+        let w = LeaderWriter::new(&cell);
         let ack = w
             .try_put("after", "k", Bytes::from_static(b"v"), secs(5))
             .await
@@ -1168,20 +1042,12 @@ async fn acked_writes_survive_crash() {
         let api = Api::new(&cell);
 
         // 200 concurrent writes, then every replica dies right after the last ack.
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        must_join(spawn_writers(
-            &cell,
-            10,
-            "crash",
-            300,
-            stop,
-            acks.clone(),
-            Some(20),
-        ))
-        .await;
+        let acks = Acks::default();
+        spawn_cell_writers(&cell, CellLoad::new(10, "crash", 300).each(20), &acks)
+            .must_finish()
+            .await;
         cell.kill_all().unwrap();
-        let acks = acks.lock().unwrap().clone();
+        let acks = acks.snapshot();
         assert_eq!(acks.len(), 200);
         for i in 0..3 {
             cell.replica(i).restart().unwrap();
@@ -1202,7 +1068,7 @@ async fn acked_writes_survive_crash() {
                 .unwrap();
         }
         cell.wait_ready(secs(20)).await.unwrap();
-        let mut w = LeaderWriter::new(&cell);
+        let w = LeaderWriter::new(&cell);
         let ack = w
             .try_put(
                 "crash",
@@ -1336,18 +1202,11 @@ async fn graceful_sigterm() {
         assert!(log.contains("replica stopped"), "{log}");
 
         // Two of three keep serving writes and linearizable reads.
-        let acks = Arc::new(Mutex::new(Vec::<Ack>::new()));
-        must_join(spawn_writers(
-            &cell,
-            4,
-            "two-of-three",
-            100,
-            Arc::new(AtomicBool::new(false)),
-            acks.clone(),
-            Some(10),
-        ))
-        .await;
-        let acks = acks.lock().unwrap().clone();
+        let acks = Acks::default();
+        spawn_cell_writers(&cell, CellLoad::new(4, "two-of-three", 100).each(10), &acks)
+            .must_finish()
+            .await;
+        let acks = acks.snapshot();
         let l = cell.wait_for_leader(secs(5)).await.unwrap();
         assert_acked_present(
             &acks,
