@@ -6,6 +6,7 @@
 mod support;
 
 mod attach;
+mod bad_input;
 mod cell;
 mod cell_ownership;
 mod leadership;
