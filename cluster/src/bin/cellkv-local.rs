@@ -5,7 +5,6 @@
 //! data, cell map, cells added meanwhile) back. The work is
 //! `cluster::local::LocalCluster`'s; this is the CLI.
 
-use std::future::IntoFuture;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -141,16 +140,9 @@ async fn run(cli: Cli) -> Result<()> {
     print_banner(&cluster, t0.elapsed(), &api_url);
     let token = cluster.secrets().control_admin_token.clone();
     let cluster: SharedCluster = Arc::new(Mutex::new(cluster));
-    let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
-    let api = tokio::spawn(
-        axum::serve(
-            api_listener,
-            cluster::local::api::router(cluster.clone(), token),
-        )
-        .with_graceful_shutdown(async {
-            let _ = api_stopped.await;
-        })
-        .into_future(),
+    let mut api = service::Server::start(
+        api_listener,
+        cluster::local::api::router(cluster.clone(), token),
     );
 
     let mut check = tokio::time::interval(CRASH_CHECK_PERIOD);
@@ -158,6 +150,9 @@ async fn run(cli: Cli) -> Result<()> {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            e = api.failed() => {
+                eprintln!("cellkv-local: warning: its API server stopped: {e}; faults through it fail until restart");
+            }
             _ = check.tick() => {
                 let cluster = cluster.lock().await;
                 if let Err(e) = cluster.check_no_crash() {
@@ -167,15 +162,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
     }
     println!("cellkv-local: stopping (router first, then the control server, then the replicas)");
-    let _ = stop_api.send(());
     // A cell start in progress holds the cluster; it finishes within its timeout.
-    match tokio::time::timeout(API_STOP_TIMEOUT, api).await {
-        Ok(Ok(Ok(()))) => {}
-        Ok(Ok(Err(e))) => eprintln!("cellkv-local: warning: the API server failed: {e}"),
-        Ok(Err(e)) => eprintln!("cellkv-local: warning: the API server task failed: {e}"),
-        Err(_) => {
-            eprintln!("cellkv-local: warning: the API server did not stop in {API_STOP_TIMEOUT:?}")
-        }
+    if !api.drain(API_STOP_TIMEOUT).await {
+        eprintln!("cellkv-local: warning: the API server did not stop in {API_STOP_TIMEOUT:?}");
     }
     cluster
         .lock()
