@@ -589,6 +589,9 @@ async fn put_object(
                 ErrorCode::PayloadTooLarge,
                 format!("object larger than the limit of {max} bytes"),
             ),
+            e @ service::body::BodyError::TimedOut { .. } => {
+                ApiError::new(ErrorCode::RequestTimeout, e.to_string())
+            }
             e => ApiError::new(ErrorCode::BadRequest, e.to_string()),
         })?
         .to_vec();

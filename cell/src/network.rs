@@ -51,7 +51,8 @@ pub fn http_client(connect_timeout: Duration) -> HttpClient {
     conn.set_connect_timeout(Some(connect_timeout));
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Under the peers' idle limit (`service::HEADER_READ_TIMEOUT`).
+        .pool_idle_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(8)
         .build(conn)
 }

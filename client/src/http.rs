@@ -26,7 +26,10 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Deadline for one whole request: connect, send, response headers and body.
     pub request_timeout: Duration,
-    /// How long an idle pooled connection is kept before it is closed.
+    /// How long an idle pooled connection is kept before it is closed. Keep
+    /// it under the servers' idle limit (10 s by default): a request sent on
+    /// a connection the server is closing fails, and a write's outcome is
+    /// then unknown.
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per host; above this, finished connections are closed.
     /// A load generator with N concurrent workers per host wants at least N.
@@ -41,7 +44,7 @@ impl Default for ClientConfig {
         ClientConfig {
             connect_timeout: Duration::from_secs(1),
             request_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(5),
             pool_max_idle_per_host: 64,
             max_response_bytes: 80 << 20,
         }

@@ -36,6 +36,9 @@ pub enum ErrorCode {
     /// The key's range is being handed to another cell this very moment:
     /// retry shortly (Retry-After). Writes only, except in the final sealed instant.
     RangeMoving,
+    /// The client sent its request body too slowly (past the server's body
+    /// read deadline). Nothing was executed.
+    RequestTimeout,
 }
 
 impl ErrorCode {
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::AlreadyInitialized => 409,
             ErrorCode::PreconditionFailed => 412,
             ErrorCode::PayloadTooLarge => 413,
@@ -83,6 +87,7 @@ impl ErrorCode {
             ErrorCode::AlreadyInitialized => "already_initialized",
             ErrorCode::Moved => "moved",
             ErrorCode::RangeMoving => "range_moving",
+            ErrorCode::RequestTimeout => "request_timeout",
         }
     }
 }
@@ -135,6 +140,7 @@ mod tests {
             ErrorCode::PayloadTooLarge,
             ErrorCode::NotLeader,
             ErrorCode::CellUnavailable,
+            ErrorCode::RequestTimeout,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
@@ -160,6 +166,7 @@ mod tests {
         assert_eq!(v["error"]["cell"], 3);
         assert_eq!(v["error"]["leader"]["node_id"], 2);
         assert_eq!(http_status_of(&body), 421);
+        assert_eq!(ErrorCode::RequestTimeout.http_status(), 408);
     }
 
     fn http_status_of(b: &ErrorBody) -> u16 {

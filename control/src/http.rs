@@ -86,7 +86,9 @@ impl HttpClient {
         HttpClient {
             inner: Client::builder(TokioExecutor::new())
                 .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(30))
+                // Under the servers' idle limit (`service::HEADER_READ_TIMEOUT`):
+                // a request never goes out on a connection being closed.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build(conn),
         }
     }

@@ -232,6 +232,9 @@ async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, A
                 ErrorCode::PayloadTooLarge,
                 format!("object larger than the limit of {max} bytes"),
             ),
+            e @ service::body::BodyError::TimedOut { .. } => {
+                ApiError::new(ErrorCode::RequestTimeout, e.to_string())
+            }
             e => ApiError::new(ErrorCode::BadRequest, e.to_string()),
         })
 }

@@ -67,8 +67,10 @@ const NO_LEADER_BACKOFF: Backoff =
 /// Largest listing page a cell may send (1000 entries of ≤ 1 KiB keys fit
 /// with room to spare); object bodies are bounded by `max_object_bytes`.
 const LIST_PAGE_MAX_BYTES: usize = 8 << 20;
-/// Idle keep-alive connections are closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle keep-alive connections are closed after this long: before the cell
+/// closes them (`service::HEADER_READ_TIMEOUT`), so a request never goes out
+/// on a connection the cell is closing (a write's outcome would be unknown).
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Builds the pooled client: TCP_NODELAY (small requests must not wait for
 /// Nagle), a connect timeout, TCP keep-alive, idle connections reused.

@@ -190,7 +190,10 @@ impl ApiError {
             | ErrorCode::ShuttingDown
             | ErrorCode::AlreadyInitialized
             | ErrorCode::Moved
-            | ErrorCode::RangeMoving => ApiError::new(
+            | ErrorCode::RangeMoving
+            // The router sends a body it holds whole: a cell timing out on it
+            // is the cell's trouble, not the client's (and nothing was executed).
+            | ErrorCode::RequestTimeout => ApiError::new(
                 ErrorCode::CellUnavailable,
                 format!("cell {cell} is unavailable: {message}"),
             ),
@@ -207,6 +210,7 @@ pub fn code_for_status(status: StatusCode) -> ErrorCode {
         403 => ErrorCode::Forbidden,
         404 => ErrorCode::NotFound,
         405 => ErrorCode::MethodNotAllowed,
+        408 => ErrorCode::RequestTimeout,
         412 => ErrorCode::PreconditionFailed,
         413 => ErrorCode::PayloadTooLarge,
         421 => ErrorCode::NotLeader,

@@ -1,7 +1,7 @@
-//! [`read_limited`]: reads a request body of at most `max` bytes. Over the
-//! limit, it first discards (a bounded amount, for a bounded time) what the
-//! client is still sending, so a client that sent no `Expect: 100-continue`
-//! reads its `413` instead of a connection reset mid-upload.
+//! [`read_limited`]: reads a request body of at most `max` bytes within a
+//! deadline. Over the limit, it first discards (a bounded amount, for a
+//! bounded time) what the client is still sending, so a client that sent no
+//! `Expect: 100-continue` reads its `413` instead of a connection reset mid-upload.
 
 use std::time::Duration;
 
@@ -15,6 +15,10 @@ pub const DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// Longest time spent discarding an oversized body.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Default deadline for reading a whole body ([`read_limited`]): a client
+/// sending slower than `max` bytes in this time is cut off.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Why a body was not read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BodyError {
@@ -26,18 +30,33 @@ pub enum BodyError {
     /// `Content-Length` is not a number.
     #[error("Content-Length is not a number")]
     BadLength,
-    /// The client's body broke off (reset, bad chunking, slow past a timeout).
+    /// The client's body broke off (reset, bad chunking).
     #[error("read request body: {0}")]
     Read(String),
+    /// The body did not arrive whole within the deadline (a client too slow,
+    /// or stalled on purpose). What was read is dropped and the connection
+    /// is closed after the answer.
+    #[error("read request body: timed out after {after:?}")]
+    TimedOut { after: Duration },
+}
+
+/// Reads all of `body` within [`BODY_READ_TIMEOUT`], refusing more than
+/// `max` bytes ([`read_limited_within`]).
+pub async fn read_limited(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, BodyError> {
+    read_limited_within(headers, body, max, BODY_READ_TIMEOUT).await
 }
 
 /// Reads all of `body`, refusing more than `max` bytes: early from
 /// `Content-Length`, and while reading for bodies without one. Memory stays
-/// bounded by `max` whatever the client sends.
-pub async fn read_limited(
+/// bounded by `max` whatever the client sends. The whole body must arrive
+/// within `deadline` (draining an oversized one has its own bound). A body
+/// already received costs a clock read: the timer is armed only if the read
+/// has to wait.
+pub async fn read_limited_within(
     headers: &HeaderMap,
     mut body: Body,
     max: u64,
+    deadline: Duration,
 ) -> Result<Bytes, BodyError> {
     let declared = match headers.get(header::CONTENT_LENGTH) {
         None => None,
@@ -53,18 +72,31 @@ pub async fn read_limited(
         return Err(BodyError::TooLarge { max, drained });
     }
     let mut buf = Vec::with_capacity(usize::try_from(declared.unwrap_or(0)).unwrap_or(0));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
-        let Ok(data) = frame.into_data() else {
-            continue;
-        };
-        if buf.len() as u64 + data.len() as u64 > max {
-            let drained = drain(&mut body).await;
-            return Err(BodyError::TooLarge { max, drained });
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() as u64 + data.len() as u64 > max {
+                return Err(BodyError::TooLarge {
+                    max,
+                    drained: false,
+                });
+            }
+            buf.extend_from_slice(&data);
         }
-        buf.extend_from_slice(&data);
+        Ok(())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => Ok(Bytes::from(buf)),
+        Ok(Err(BodyError::TooLarge { .. })) => {
+            let drained = drain(&mut body).await;
+            Err(BodyError::TooLarge { max, drained })
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(BodyError::TimedOut { after: deadline }),
     }
-    Ok(Bytes::from(buf))
 }
 
 /// Reads and drops the rest of `body`, up to [`DRAIN_MAX_BYTES`] within

@@ -1,7 +1,9 @@
 //! The few things every cellkv server binary (`cellkv-cell`, `cellkv-router`,
 //! `cellkv-control`) does identically: set up logging, build its runtime and
 //! bind its listeners, wait for the signal that starts a graceful shutdown,
-//! serve HTTP and drain it, read a request body within a limit (`body`), expose its Prometheus registry on `/metrics`, and
+//! serve HTTP within limits that slow clients cannot exhaust ([`Limits`]) and
+//! drain it, read a request body within a size limit and a deadline (`body`),
+//! expose its Prometheus registry on `/metrics`, and
 //! replace a small state file crash-safely. Kept apart from `common`, which
 //! stays free of I/O.
 
@@ -13,7 +15,7 @@ use std::io::Write;
 use std::path::Path;
 
 pub use metrics::{metrics_response, metrics_route, register, register_build_info, render};
-pub use serve::{run_server, Server};
+pub use serve::{run_server, Limits, Server, HEADER_READ_TIMEOUT, MAX_CONNECTIONS};
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new
 /// content, never a mix: write a sibling `<name>.tmp`, fsync it, rename it

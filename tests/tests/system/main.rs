@@ -14,3 +14,4 @@ mod loadtest_faults;
 mod loadtest_smoke;
 mod operators;
 mod router;
+mod slow_clients;
