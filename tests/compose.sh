@@ -3,7 +3,7 @@
 # (deploy/build-image.sh), brings a deployment up in a fresh directory under
 # its own Compose project (deploy/up.sh), PUTs and GETs an object through
 # each router, then takes it down with its volumes (`compose down -v`).
-# Needs Docker with Compose; about a minute when the binaries are fresh.
+# Needs Docker with Compose; about 20 s when the binaries and the image are fresh.
 # Fails if it takes longer than CELLKV_COMPOSE_TEST_TIMEOUT seconds [300].
 set -euo pipefail
 cd "$(dirname "$0")/.."
