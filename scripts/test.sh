@@ -16,3 +16,12 @@ echo "== cargo build --release --bins"
 cargo build --release --workspace --bins
 echo "== cargo test --release"
 cargo test --release --workspace -- --test-threads=1
+# The Compose deployment (deploy/), only where Docker and Compose work: it
+# builds the image from the binaries above and runs one deployment (~20 s).
+if docker info >/dev/null 2>&1 &&
+    { docker compose version >/dev/null 2>&1 || command -v docker-compose >/dev/null 2>&1; }; then
+    echo "== tests/compose.sh (Docker is available)"
+    tests/compose.sh
+else
+    echo "== tests/compose.sh skipped: Docker with Compose is not available"
+fi

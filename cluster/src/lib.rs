@@ -4,13 +4,16 @@
 //! a cluster a running `cellkv-local` owns (`attach`). Beneath them: one
 //! managed child process (`process`), real replica processes and cells
 //! (`cell_proc`), a real router (`router_proc`) and control server
-//! (`control_proc`), and a latency-injecting TCP proxy (`proxy`). The load harness and the tests
+//! (`control_proc`), and a latency-injecting TCP proxy (`proxy`). Beside
+//! them, `deploy`: the files and bootstrap of a Docker Compose deployment
+//! (`cellkv-deploy`). The load harness and the tests
 //! reach processes only through this crate. It speaks HTTP, TOML and
 //! `common`'s types; it never links the cell, the router or the control plane.
 
 pub mod attach;
 pub mod cell_proc;
 pub mod control_proc;
+pub mod deploy;
 pub mod drive;
 pub mod local;
 pub mod process;
