@@ -121,7 +121,7 @@ impl Bulkhead {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn full_queue_fails_fast() {
         let b = Arc::new(Bulkhead::new(2, 1, BulkheadGauges::default()));
         let s1 = b.acquire(Duration::from_secs(1)).await.unwrap();
@@ -139,13 +139,13 @@ mod tests {
             b.acquire(Duration::from_secs(10)).await.err(),
             Some(BulkheadError::QueueFull)
         );
-        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert!(start.elapsed() < Duration::from_secs(1), "refused at once");
         drop(s1);
         assert_eq!(waiter.await.unwrap(), Ok(()));
         assert_eq!(b.queued(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn waiting_too_long_times_out() {
         let b = Bulkhead::new(1, 4, BulkheadGauges::default());
         let _s = b.acquire(Duration::from_secs(1)).await.unwrap();
@@ -154,11 +154,15 @@ mod tests {
             b.acquire(Duration::from_millis(200)).await.err(),
             Some(BulkheadError::QueueTimeout)
         );
-        assert_eq!(start.elapsed(), Duration::from_millis(200));
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(5),
+            "{waited:?}"
+        );
         assert_eq!(b.queued(), 0, "a timed-out waiter leaves the queue");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn zero_queue_never_waits_and_cancelled_waiters_leave() {
         let b = Arc::new(Bulkhead::new(1, 0, BulkheadGauges::default()));
         let _s = b.acquire(Duration::from_secs(1)).await.unwrap();
