@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 use bytes::Bytes;
+use client::cell::{CellClient, Retry, LEADER_CONTROL_HEADER};
 use client::http::{Client, ClientConfig, Resp};
 use cluster::cell_proc::{bin_path, free_port, CellLayout, LocalCell, Peer, ReplicaProc, CELL_BIN};
 use common::ownership::OwnershipOp;
@@ -50,29 +51,18 @@ impl<'a> Admin<'a> {
             .unwrap_or_else(|e| panic!("{path} on replica {i}: {e}"))
     }
 
-    /// Sends to the leader, following 421 `not_leader` and retrying 503 for a while.
+    /// Sends to the leader through the one cell client: it follows the
+    /// control port's leader hint (`x-cellkv-leader-control`) and retries
+    /// what the cell did not execute (a 503) for a while.
     async fn send(&self, method: http::Method, path: &str, body: Vec<u8>) -> Resp {
-        let deadline = Instant::now() + secs(15);
-        let mut i = self.cell.wait_for_leader(secs(10)).await.unwrap();
-        loop {
-            let resp = self.try_on(i, method.clone(), path, body.clone()).await;
-            let retry = match resp.status {
-                421 if resp.error_code().as_deref() == Some("not_leader") => {
-                    let v: Value = resp.json().unwrap();
-                    assert!(resp.header("x-cellkv-leader-control").is_some());
-                    if let Some(n) = v["error"]["leader"]["node_id"].as_u64() {
-                        i = self.cell.index_of(NodeId(n)).expect("a known node");
-                    }
-                    true
-                }
-                503 => true,
-                _ => false,
-            };
-            if !retry || Instant::now() > deadline {
-                return resp;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.cell.wait_for_leader(secs(10)).await.unwrap();
+        let urls: Vec<String> = self.cell.replicas().iter().map(|r| r.raft_url()).collect();
+        CellClient::new(self.client.clone(), &urls, self.cell.admin_auth())
+            .with_leader_header(LEADER_CONTROL_HEADER)
+            .call(method, path, &[], body.into(), Retry::AtMostOnce, secs(15))
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .resp
     }
 
     async fn post_json(&self, path: &str, body: &Value) -> Resp {
