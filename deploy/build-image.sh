@@ -18,6 +18,8 @@ bins=(cellkv-cell cellkv-router cellkv-control cellkvctl cellkv-loadtest cellkv-
 uid=10001
 
 if [ "${CELLKV_SKIP_BUILD:-0}" != 1 ]; then
+    # A fresh machine: clang and libclang-dev for RocksDB, as the other scripts.
+    ./scripts/setup.sh
     echo "== cargo build --release --workspace --bins"
     cargo build --release --workspace --bins
 fi

@@ -8,6 +8,8 @@ need=()
 command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# objcopy strips the binaries of the container image (deploy/build-image.sh).
+command -v objcopy >/dev/null 2>&1 || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""
