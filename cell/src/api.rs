@@ -582,7 +582,8 @@ async fn put_object(
             ))
         }
     };
-    let value = service::body::read_limited(&headers, body, max)
+    let within = rep.cfg.client_limits.body_read_timeout;
+    let value = service::body::read_limited_within(&headers, body, max, within)
         .await
         .map_err(|e| match e {
             service::body::BodyError::TooLarge { .. } => ApiError::new(

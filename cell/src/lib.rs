@@ -174,8 +174,13 @@ pub async fn run(
         "replica started"
     );
 
-    let mut api = service::Server::start(listeners.api, api::router(rep.clone()));
-    let mut raft = service::Server::start(listeners.raft, raft_rpc::router(rep.clone()));
+    let limits = service::Limits::new(
+        rep.cfg.client_limits.header_read_timeout,
+        rep.cfg.client_limits.max_connections,
+    );
+    let mut api = service::Server::start_with(listeners.api, api::router(rep.clone()), limits);
+    let mut raft =
+        service::Server::start_with(listeners.raft, raft_rpc::router(rep.clone()), limits);
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<String>();
     let sampler = tokio::spawn(sample_metrics(rep.clone(), fatal_tx));
 

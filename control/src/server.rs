@@ -128,7 +128,11 @@ pub async fn run(
     tracing::info!(admin_listen = %addr, instance = %instance, "control server started");
     println!("cellkv-control admin API listening on {addr}");
 
-    let mut server = service::Server::start(listener, crate::api::router(app));
+    let limits = service::Limits::new(
+        cfg.client_limits.header_read_timeout,
+        cfg.client_limits.max_connections,
+    );
+    let mut server = service::Server::start_with(listener, crate::api::router(app), limits);
     let outcome = tokio::select! {
         _ = shutdown => None,
         e = server.failed() => Some(e),

@@ -42,6 +42,8 @@ pub struct App {
     pub auth: Authenticator,
     pub metrics: Arc<RouterMetrics>,
     pub max_object_bytes: u64,
+    /// How long a PUT body may take to arrive (`client_limits.body_read_timeout`).
+    pub body_read_timeout: Duration,
     /// The map watcher, with `[control]`.
     pub watcher: Option<Arc<MapWatcher>>,
 }
@@ -194,7 +196,7 @@ async fn object_op(
         .authorize(&bucket, !op.is_read())
         .map_err(|e| ApiError::from(e).with_cell(cell))?;
     let body = if op == Op::Put {
-        read_body(headers, body, app.max_object_bytes)
+        read_body(headers, body, app.max_object_bytes, app.body_read_timeout)
             .await
             .map_err(|e| e.with_cell(cell))?
     } else {
@@ -224,8 +226,13 @@ async fn object_op(
 }
 
 /// Reads a PUT body, refusing more than `max` bytes (`service::body`).
-async fn read_body(headers: &HeaderMap, body: Body, max: u64) -> Result<Bytes, ApiError> {
-    service::body::read_limited(headers, body, max)
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: u64,
+    within: Duration,
+) -> Result<Bytes, ApiError> {
+    service::body::read_limited_within(headers, body, max, within)
         .await
         .map_err(|e| match e {
             service::body::BodyError::TooLarge { .. } => ApiError::new(

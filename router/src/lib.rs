@@ -79,6 +79,7 @@ pub async fn run(
         auth: auth::Authenticator::new(&cfg.tokens, tokio::time::Instant::now()),
         metrics: metrics.clone(),
         max_object_bytes: cfg.max_object_bytes,
+        body_read_timeout: cfg.client_limits.body_read_timeout,
         watcher: watcher.clone(),
     });
 
@@ -97,7 +98,12 @@ pub async fn run(
         "router started"
     );
 
-    let mut server = service::Server::start(listener, api::router(app));
+    let limits = &cfg.client_limits;
+    let mut server = service::Server::start_with(
+        listener,
+        api::router(app),
+        service::Limits::new(limits.header_read_timeout, limits.max_connections),
+    );
     let outcome = tokio::select! {
         _ = shutdown => None,
         e = server.failed() => Some(e),
@@ -121,4 +127,17 @@ pub async fn run(
     proxy.stop_health_checks().await;
     tracing::info!("router stopped");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    /// The configured defaults are the `service` defaults that unconfigured
+    /// servers (and the docs) use.
+    #[test]
+    fn client_limit_defaults_agree_with_service() {
+        let c = common::config::ClientLimits::default();
+        assert_eq!(c.header_read_timeout, service::HEADER_READ_TIMEOUT);
+        assert_eq!(c.max_connections, service::MAX_CONNECTIONS);
+        assert_eq!(c.body_read_timeout, service::body::BODY_READ_TIMEOUT);
+    }
 }

@@ -40,6 +40,16 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+impl Limits {
+    /// Limits from a server's configuration (`[client_limits]`).
+    pub fn new(header_read_timeout: Duration, max_connections: usize) -> Limits {
+        Limits {
+            header_read_timeout,
+            max_connections,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Limits {
         Limits {

@@ -132,6 +132,8 @@ pub struct CellConfig {
     /// Deadline for draining in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// What each client may hold of this server (`[client_limits]`).
+    pub client_limits: super::ClientLimits,
     /// Refuse to start, and report unhealthy, below this much free disk.
     pub min_free_disk_bytes: u64,
     /// Async worker threads; default: one per CPU. Several replicas sharing a
@@ -158,6 +160,7 @@ impl Default for CellConfig {
             max_object_bytes: 4 << 20,
             request_timeout: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(5),
+            client_limits: super::ClientLimits::default(),
             min_free_disk_bytes: 64 << 20,
             worker_threads: None,
             raft: RaftConfig::default(),
@@ -202,6 +205,7 @@ impl CellConfig {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_limits.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (name, v) in [
             (

@@ -59,6 +59,8 @@ pub struct ControlConfig {
     /// Drain in-flight admin requests and the current job step this long on SIGTERM.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// What each client may hold of this server (`[client_limits]`).
+    pub client_limits: super::ClientLimits,
     /// Largest admin API request body.
     pub max_admin_body_bytes: usize,
 }
@@ -84,6 +86,7 @@ impl Default for ControlConfig {
             scan_page_bytes: 4 << 20,
             ingest_max_bytes: 4 << 20,
             shutdown_grace: Duration::from_secs(10),
+            client_limits: super::ClientLimits::default(),
             max_admin_body_bytes: 1 << 20,
         }
     }
@@ -111,6 +114,7 @@ impl ControlConfig {
 
     /// Checks everything that can be checked without the network.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_limits.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         for (name, env, tok) in [
             ("admin_token", "CELLKV_ADMIN_TOKEN", &self.admin_token),

@@ -11,7 +11,10 @@ use crate::RingError;
 
 pub mod cell;
 pub mod control;
+pub mod limits;
 pub mod router;
+
+pub use limits::ClientLimits;
 
 /// Why a config file could not be read, parsed or accepted.
 #[derive(Debug, thiserror::Error)]

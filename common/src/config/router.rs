@@ -227,6 +227,8 @@ pub struct RouterConfig {
     /// Deadline for draining in-flight requests on shutdown.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// What each client may hold of this server (`[client_limits]`).
+    pub client_limits: super::ClientLimits,
     /// Watch the cell map in the control cell (optional).
     pub control: Option<ControlConfig>,
     /// `"host:port" = "host:port"`: dial a replica whose map address is the
@@ -253,6 +255,7 @@ impl Default for RouterConfig {
             max_in_flight: 4096,
             breaker: BreakerConfig::default(),
             shutdown_grace: Duration::from_secs(10),
+            client_limits: super::ClientLimits::default(),
             control: None,
             connect_to: BTreeMap::new(),
         }
@@ -286,6 +289,7 @@ impl RouterConfig {
 
     /// Checks every field; reports the first problem with the field's name.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.client_limits.validate()?;
         if self.cell_api_token.len() < MIN_TOKEN_LEN {
             return Err(invalid(format!(
                 "cell_api_token must be at least {MIN_TOKEN_LEN} characters (set it in the file or {ENV_CELL_API_TOKEN})"
