@@ -101,14 +101,9 @@ fn lock_dir(dir: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
-/// Writes `path` through a temporary file and a rename: a reader never sees half a file.
+/// Replaces `path` whole and durably (`service::write_file_durably`): a reader never sees half a file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} names no file", path.display()))?;
-    let tmp = path.with_file_name(format!("{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("rename {}", tmp.display()))
+    service::write_file_durably(path, bytes).with_context(|| format!("write {}", path.display()))
 }
 
 // ---------------------------------------------------------------------------
