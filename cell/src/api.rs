@@ -583,7 +583,7 @@ async fn put_object(
         }
     };
     let within = rep.cfg.client_limits.body_read_timeout;
-    let value = service::body::read_limited_within(&headers, body, max, within)
+    let value: Vec<u8> = service::body::read_limited_within(&headers, body, max, within)
         .await
         .map_err(|e| match e {
             service::body::BodyError::TooLarge { .. } => ApiError::new(
@@ -595,7 +595,8 @@ async fn put_object(
             }
             e => ApiError::new(ErrorCode::BadRequest, e.to_string()),
         })?
-        .to_vec();
+        // The body's own buffer (read_limited builds one Vec): no copy.
+        .into();
     let cmd = WriteOp::Put {
         bucket,
         key,
