@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
@@ -486,19 +487,29 @@ async fn read_object(
 async fn get_object(
     State(rep): State<Arc<Replica>>,
     Path((bucket, key)): Path<(String, String)>,
-    Query(q): Query<ReadQuery>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let Query(q) = query.map_err(bad_query)?;
     read_object(&rep, &bucket, &key, &q, &headers, true).await
 }
 
 async fn head_object(
     State(rep): State<Arc<Replica>>,
     Path((bucket, key)): Path<(String, String)>,
-    Query(q): Query<ReadQuery>,
+    query: Result<Query<ReadQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> ApiResult {
+    let Query(q) = query.map_err(bad_query)?;
     read_object(&rep, &bucket, &key, &q, &headers, false).await
+}
+
+/// A query string that does not parse (an unknown parameter, say): 400.
+fn bad_query(e: QueryRejection) -> ApiError {
+    ApiError::new(
+        ErrorCode::BadRequest,
+        format!("bad query: {}", e.body_text()),
+    )
 }
 
 fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {

@@ -592,7 +592,8 @@ pub async fn bootstrap(layout: &DeployLayout, timeout: Duration) -> Result<()> {
     for cell in cells {
         let (client, layout) = (client.clone(), layout.clone());
         set.spawn(async move {
-            bootstrap_cell(&client, &layout, cell, deadline)
+            let hosts: Vec<String> = layout.nodes().map(|n| replica_host(cell, n)).collect();
+            bootstrap_cell(&client, &layout, cell, &hosts, deadline)
                 .await
                 .with_context(|| format!("bootstrap cell {cell}"))
         });
@@ -626,14 +627,17 @@ pub async fn bootstrap(layout: &DeployLayout, timeout: Duration) -> Result<()> {
     Ok(())
 }
 
-async fn bootstrap_cell(
+/// Initializes `cell` (its replicas reached at `hosts`, host names inside
+/// the network or addresses from the host, in node order) and waits until
+/// it has a leader and every replica is ready.
+pub(crate) async fn bootstrap_cell(
     client: &Client,
     layout: &DeployLayout,
     cell: CellId,
+    hosts: &[String],
     deadline: Instant,
 ) -> Result<()> {
-    let hosts: Vec<String> = layout.nodes().map(|n| replica_host(cell, n)).collect();
-    for host in &hosts {
+    for host in hosts {
         let url = format!("http://{host}:{CELL_API_PORT}/health");
         loop {
             match client.get(&url, &[]).await {
@@ -671,7 +675,7 @@ async fn bootstrap_cell(
     }
     loop {
         let mut health = Vec::with_capacity(hosts.len());
-        for host in &hosts {
+        for host in hosts {
             let url = format!("http://{host}:{CELL_API_PORT}/health");
             health.push(
                 client

@@ -1,7 +1,8 @@
 //! [`Cluster`]: a cluster the load harness can drive and fault, whoever runs
 //! its processes. `LocalCluster` (processes this program started) and
 //! `AttachedCluster` (a cluster `cellkv-local` runs, asked through its API)
-//! implement it; a deployment of containers is the next implementation.
+//! and `ComposeCluster` (a Compose deployment, faulted with the Docker CLI)
+//! implement it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,17 @@ use common::{CellId, CellSpec};
 /// A boxed, sendable future of a fallible result: what every fault returns,
 /// so a driver can hold any cluster as a `Box<dyn Cluster>`.
 pub type Fut<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// A network fault: which links of one cell a [`Cluster::cut`] drops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The leader loses its followers (both ways); routers still reach it.
+    LeaderFromFollowers,
+    /// One follower loses everyone: its cell's other replicas and the routers.
+    OneFollower,
+    /// Every router loses the cell (the replicas still reach each other).
+    RouterFromCell,
+}
 
 /// Where a driver sends its load, and what it may fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,4 +89,25 @@ pub trait Cluster: Send + Sync {
     /// What went wrong with the processes behind the driver's back (a
     /// process that exited without being asked to), one line each.
     fn warnings(&self) -> Fut<'_, Vec<String>>;
+
+    /// Drops the packets of `cell`'s links that `cut` names until [`heal`];
+    /// says what was cut. Only clusters on a real network can: processes
+    /// sharing one loopback cannot be partitioned.
+    ///
+    /// [`heal`]: Cluster::heal
+    fn cut(&self, cell: CellId, cut: Cut) -> Fut<'_, String> {
+        let _ = (cell, cut);
+        Box::pin(async {
+            anyhow::bail!(
+                "network faults need a cluster on a real network: a Compose deployment \
+                 (deploy/up.sh, then --cluster deploy/run/deployment.json)"
+            )
+        })
+    }
+
+    /// Restores every link of `cell` that [`Cluster::cut`] dropped.
+    fn heal(&self, cell: CellId) -> Fut<'_, ()> {
+        let _ = cell;
+        Box::pin(async { Ok(()) })
+    }
 }

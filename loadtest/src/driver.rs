@@ -38,8 +38,10 @@ use crate::stats::{OpenLoopSchedule, Outcome, Recorder, Sample};
 use crate::workload::{Op, OpGenerator, OpKind};
 use client::http::{Client, ClientConfig, HttpError, Resp};
 use cluster::attach::AttachedCluster;
+use cluster::compose::ComposeCluster;
 use cluster::local::{next_free_id, LocalCluster, LocalClusterOptions};
 use cluster::Cluster;
+use cluster::Cut;
 
 /// Environment variable holding the client token of a `[target.router]` without `token`.
 pub const TOKEN_ENV: &str = "CELLKV_TOKEN";
@@ -96,7 +98,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         scenario.seed = seed;
     }
     if let Some(c) = &opts.cluster {
-        scenario.target = Target::ClusterFile(AttachedCluster::resolve(c));
+        scenario.target = Target::ClusterFile(if ComposeCluster::is_deployment(c) {
+            c.clone()
+        } else {
+            AttachedCluster::resolve(c)
+        });
     }
     check_supported(&scenario)?;
     let out = match &opts.out {
@@ -220,6 +226,15 @@ fn check_supported(s: &Scenario) -> Result<()> {
     }
     if let Target::StartLocal(l) = &s.target {
         for (i, f) in s.faults.iter().enumerate() {
+            if f.kind.is_network() {
+                why.push(format!(
+                    "fault {}: {} cuts network links, which processes sharing one loopback \
+                     cannot have: run it on a Compose deployment (deploy/up.sh, then \
+                     --cluster deploy/run/deployment.json)",
+                    i + 1,
+                    f.kind.as_str()
+                ));
+            }
             if let Some(c) = f.cell {
                 if c.0 == 0 || c.0 > l.cells {
                     why.push(format!(
@@ -363,14 +378,14 @@ impl TargetCluster {
                 Self::of_cluster(Box::new(cluster)).await
             }
             Target::ClusterFile(path) => {
-                let cluster = AttachedCluster::open(path)?;
+                let cluster = cluster::open(path)?;
                 let e = cluster.endpoints();
                 let missing = fault_cells_outside(s.faults.iter(), &e.cells);
                 if !missing.is_empty() {
                     bail!(
                         "the scenario faults cell(s) {} but {} describes cells {}",
                         missing.join(", "),
-                        cluster.path().display(),
+                        path.display(),
                         e.cells
                             .iter()
                             .map(ToString::to_string)
@@ -383,7 +398,7 @@ impl TargetCluster {
                     if !warnings.is_empty() {
                         bail!(
                             "the cluster of {} is not fully running:\n  {}",
-                            cluster.path().display(),
+                            path.display(),
                             warnings.join("\n  ")
                         );
                     }
@@ -399,16 +414,16 @@ impl TargetCluster {
                          zero-delay proxy in front of every replica, which the harness then \
                          slows), or run this scenario without --cluster (target `start_local`)",
                         slow_unproxied.join(", "),
-                        cluster.info().dir.display()
+                        path.display()
                     );
                 }
                 eprintln!(
                     "cellkv-loadtest: using the running cluster of {} ({} cell(s), router {})",
-                    cluster.path().display(),
+                    path.display(),
                     e.cells.len(),
                     e.router_url
                 );
-                Self::of_cluster(Box::new(cluster)).await
+                Self::of_cluster(cluster).await
             }
             Target::Router(r) => {
                 let token = match &r.token {
@@ -1140,6 +1155,9 @@ async fn inject(
         FaultKind::DrainCell | FaultKind::AddCell => {
             bail!("{} is a move: run_move runs it", f.kind.as_str())
         }
+        FaultKind::PartitionLeader => cut(control, f, Cut::LeaderFromFollowers).await?,
+        FaultKind::IsolateFollower => cut(control, f, Cut::OneFollower).await?,
+        FaultKind::CutRouter => cut(control, f, Cut::RouterFromCell).await?,
     }
     Ok(())
 }
@@ -1166,7 +1184,16 @@ async fn undo(
         }
         FaultKind::RestartRouter => control.start_router().await?,
         FaultKind::DrainCell | FaultKind::AddCell => {}
+        FaultKind::PartitionLeader | FaultKind::IsolateFollower | FaultKind::CutRouter => {
+            control.heal(fault_cell(f)?).await?
+        }
     }
+    Ok(())
+}
+
+async fn cut(control: &dyn Cluster, f: &crate::scenario::Fault, how: Cut) -> Result<()> {
+    let what = control.cut(fault_cell(f)?, how).await?;
+    eprintln!("cellkv-loadtest: {}: {what}", f.label());
     Ok(())
 }
 

@@ -193,6 +193,16 @@ pub enum FaultKind {
     /// `duration_s`. Needs a `start_local` target (the harness starts the
     /// cell's processes).
     AddCell,
+    /// Cut `cell`'s leader from its followers (both ways) while the routers
+    /// still reach it; heal after `duration_s`. Needs a cluster on a real
+    /// network (a Compose deployment, `--cluster deployment.json`).
+    PartitionLeader,
+    /// Cut one follower of `cell` from its cell and the routers; heal after
+    /// `duration_s`. Needs a cluster on a real network.
+    IsolateFollower,
+    /// Cut every router from `cell`; heal after `duration_s`. Needs a
+    /// cluster on a real network.
+    CutRouter,
 }
 
 impl FaultKind {
@@ -205,6 +215,9 @@ impl FaultKind {
             FaultKind::RestartRouter => "restart_router",
             FaultKind::DrainCell => "drain_cell",
             FaultKind::AddCell => "add_cell",
+            FaultKind::PartitionLeader => "partition_leader",
+            FaultKind::IsolateFollower => "isolate_follower",
+            FaultKind::CutRouter => "cut_router",
         }
     }
 
@@ -219,6 +232,14 @@ impl FaultKind {
             FaultKind::DrainCell | FaultKind::AddCell => 60,
             _ => 10,
         }
+    }
+
+    /// Whether the fault cuts network links (only a real network can).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FaultKind::PartitionLeader | FaultKind::IsolateFollower | FaultKind::CutRouter
+        )
     }
 
     /// Whether the fault moves keys through the control server (a job)

@@ -212,8 +212,11 @@ async fn object_op(
         op,
         method,
         // The path as the client encoded it: the cell decodes it exactly as
-        // this router did, so both see the same key.
-        path_and_query: uri.path().to_string(),
+        // this router did, so both see the same key. The query (`?read=stale`)
+        // goes along as sent: the cell validates it.
+        path_and_query: uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_string(), |pq| pq.as_str().to_string()),
         headers: forwarded,
         body,
     };

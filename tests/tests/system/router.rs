@@ -150,6 +150,33 @@ async fn public_api_end_to_end() {
         assert_eq!(h.header("content-type"), Some("text/plain"));
         assert_eq!(cell_header(&h), cell);
 
+        // ---- `?read=stale` reaches the cell through the router; a bad
+        // query is the cell's 400, as on the cell itself.
+        for query in ["?read=stale", "?read=linearizable"] {
+            let r = api
+                .must_send(
+                    Method::GET,
+                    &format!("{}{query}", obj_path(b, k)),
+                    &[],
+                    empty(),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{query}: {}", r.text());
+            assert_eq!(&r.body[..], &value[..], "{query}");
+            assert_eq!(r.header("etag"), g.header("etag"), "{query}");
+        }
+        for query in ["?read=sometimes", "?reed=stale"] {
+            let r = api
+                .must_send(
+                    Method::GET,
+                    &format!("{}{query}", obj_path(b, k)),
+                    &[],
+                    empty(),
+                )
+                .await;
+            assert_api_error(&r, 400, "bad_request", cell.0);
+        }
+
         // ---- If-None-Match: * creates once.
         let k2 = "trips/2024/b.txt";
         let cell2 = ring.cell_for(b, k2);

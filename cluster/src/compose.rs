@@ -1,0 +1,669 @@
+//! [`ComposeCluster`]: a Compose deployment (`deploy/`, described by its
+//! `deployment.json`) driven and faulted from the host with the Docker CLI,
+//! as `LocalCluster` does with signals: kill and start containers, pause
+//! them, delay a cell's answers with `tc netem`, and cut network links with
+//! packet filters inside the containers' own network namespaces (`nsenter`
+//! + `iptables`), which only a real network can give.
+//!
+//! The host reaches every container by its address on the deployment's
+//! bridge network (Linux routes the bridge), so leaders are found by asking
+//! the replicas' `/health` directly, as the routers do.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use client::admin::AdminClient;
+use client::http::{Client, ClientConfig};
+use common::{CellId, CellSpec};
+use serde_json::Value;
+use tokio::process::Command;
+
+use crate::cell_proc::{leader_of, PROBE_TIMEOUT};
+use crate::deploy::{bootstrap_cell, DeployLayout, Deployment, CELL_API_PORT, DEPLOYMENT_FILE};
+use crate::drive::{Cluster, Cut, Endpoints, Fut};
+use crate::local::{next_free_id, write_atomically, CONTROL_CELL_ID};
+
+/// The packet-filter chain a cut adds its rules to, in a container's own
+/// network namespace; a heal flushes it.
+const CUT_CHAIN: &str = "CELLKV-CUT";
+/// The interface of a container on the deployment's network.
+const CONTAINER_IF: &str = "eth0";
+/// Longest a new cell may take to start and elect a leader.
+const ADD_CELL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A running Compose deployment, found through its `deployment.json`.
+pub struct ComposeCluster {
+    path: PathBuf,
+    dep: Mutex<Deployment>,
+    compose: Vec<String>,
+    http: Client,
+    /// Services this driver stopped or paused on purpose: not warnings.
+    stopped: Mutex<BTreeSet<String>>,
+    /// Cells with a netem qdisc installed (removed by a zero delay).
+    delayed: Mutex<BTreeSet<CellId>>,
+}
+
+impl ComposeCluster {
+    /// Reads `deployment.json` (at `path`, or in the directory `path`).
+    pub fn open(path: &Path) -> Result<ComposeCluster> {
+        let path = if path.is_dir() {
+            path.join(DEPLOYMENT_FILE)
+        } else {
+            path.to_owned()
+        };
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "read {} (is the deployment up? deploy/up.sh writes it)",
+                path.display()
+            )
+        })?;
+        let dep: Deployment =
+            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        Ok(ComposeCluster {
+            path,
+            dep: Mutex::new(dep),
+            compose: compose_command(),
+            http: Client::new(ClientConfig {
+                connect_timeout: Duration::from_millis(500),
+                request_timeout: PROBE_TIMEOUT,
+                pool_max_idle_per_host: 2,
+                ..ClientConfig::default()
+            }),
+            stopped: Mutex::new(BTreeSet::new()),
+            delayed: Mutex::new(BTreeSet::new()),
+        })
+    }
+
+    /// Whether `path` (a file or a directory) holds a deployment's description.
+    pub fn is_deployment(path: &Path) -> bool {
+        if path.is_dir() {
+            return path.join(DEPLOYMENT_FILE).is_file();
+        }
+        path.file_name().is_some_and(|n| n == DEPLOYMENT_FILE)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn dep(&self) -> MutexGuard<'_, Deployment> {
+        self.dep.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The services of `cell`'s replicas, in node order.
+    fn replicas(&self, cell: CellId) -> Result<Vec<String>> {
+        let dep = self.dep();
+        let mut r: Vec<_> = dep
+            .containers
+            .iter()
+            .filter(|c| c.cell_id == Some(cell))
+            .map(|c| (c.node_id, c.service.clone()))
+            .collect();
+        if r.is_empty() {
+            bail!("the deployment has no cell {cell}");
+        }
+        r.sort();
+        Ok(r.into_iter().map(|(_, s)| s).collect())
+    }
+
+    fn routers(&self) -> Vec<String> {
+        self.dep()
+            .containers
+            .iter()
+            .filter(|c| c.role == "router")
+            .map(|c| c.service.clone())
+            .collect()
+    }
+
+    /// Runs `docker-compose`/`docker compose` on the deployment's file.
+    async fn compose(&self, args: &[&str]) -> Result<String> {
+        let (project, file) = {
+            let d = self.dep();
+            (d.project.clone(), d.compose_file.display().to_string())
+        };
+        let mut all: Vec<&str> = self.compose[1..].iter().map(String::as_str).collect();
+        all.extend(["--project-name", &project, "--file", &file]);
+        all.extend(args);
+        run(&self.compose[0], &all).await
+    }
+
+    /// The container id of Compose service `service`.
+    async fn container(&self, service: &str) -> Result<String> {
+        let out = self.compose(&["ps", "-q", service]).await?;
+        match out.split_whitespace().next() {
+            Some(id) => Ok(id.to_owned()),
+            None => bail!("no container runs service {service}"),
+        }
+    }
+
+    async fn containers(&self, services: &[String]) -> Result<Vec<String>> {
+        let mut ids = Vec::with_capacity(services.len());
+        for s in services {
+            ids.push(self.container(s).await?);
+        }
+        Ok(ids)
+    }
+
+    /// `(pid, address on the deployment's network)` of a running container.
+    async fn pid_and_ip(&self, service: &str) -> Result<(u32, String)> {
+        let id = self.container(service).await?;
+        let out = run(
+            "docker",
+            &[
+                "inspect",
+                "-f",
+                "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                &id,
+            ],
+        )
+        .await?;
+        let mut words = out.split_whitespace();
+        let pid: u32 = words
+            .next()
+            .and_then(|p| p.parse().ok())
+            .with_context(|| format!("the pid of {service} in {out:?}"))?;
+        let ip = words
+            .next()
+            .with_context(|| format!("{service} has no address (is it running?)"))?;
+        if pid == 0 {
+            bail!("{service} is not running");
+        }
+        Ok((pid, ip.to_owned()))
+    }
+
+    async fn ip(&self, service: &str) -> Result<String> {
+        Ok(self.pid_and_ip(service).await?.1)
+    }
+
+    /// Every replica's `/health` (None: no answer), in node order.
+    async fn health(&self, cell: CellId) -> Result<Vec<Option<Value>>> {
+        let mut out = Vec::new();
+        for s in self.replicas(cell)? {
+            let h = match self.ip(&s).await {
+                Ok(ip) => self
+                    .http
+                    .get_json::<Value>(&format!("http://{ip}:{CELL_API_PORT}/health"), &[])
+                    .await
+                    .ok()
+                    .map(|(_, v)| v),
+                Err(_) => None,
+            };
+            out.push(h);
+        }
+        Ok(out)
+    }
+
+    /// The index of `cell`'s leader, waiting up to a few seconds for one.
+    async fn leader(&self, cell: CellId) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let health = self.health(cell).await?;
+            if let Some(l) = leader_of(&health) {
+                return Ok(l);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!("no replica of cell {cell} reports itself leader: {health:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn mark_stopped(&self, services: &[String], stopped: bool) {
+        let mut set = self.stopped.lock().unwrap_or_else(|p| p.into_inner());
+        for s in services {
+            if stopped {
+                set.insert(s.clone());
+            } else {
+                set.remove(s);
+            }
+        }
+    }
+
+    async fn docker_on(&self, verb: &[&str], services: &[String]) -> Result<()> {
+        let ids = self.containers(services).await?;
+        let mut args: Vec<&str> = verb.to_vec();
+        args.extend(ids.iter().map(String::as_str));
+        run("docker", &args).await.map(drop)
+    }
+
+    /// Runs `iptables` (or `tc`) in the network namespace of process `pid`.
+    async fn in_netns(pid: u32, cmd: &[&str]) -> Result<String> {
+        let target = pid.to_string();
+        let mut args = vec!["-t", &target, "-n", "--"];
+        args.extend(cmd);
+        run("nsenter", &args).await
+    }
+
+    /// Drops every packet between `service` and each address of `peers`,
+    /// both ways, inside `service`'s own namespace.
+    async fn drop_between(&self, service: &str, peers: &[String]) -> Result<()> {
+        let (pid, _) = self.pid_and_ip(service).await?;
+        ensure_cut_chain(pid).await?;
+        for ip in peers {
+            Self::in_netns(
+                pid,
+                &["iptables", "-w", "-A", CUT_CHAIN, "-s", ip, "-j", "DROP"],
+            )
+            .await?;
+            Self::in_netns(
+                pid,
+                &["iptables", "-w", "-A", CUT_CHAIN, "-d", ip, "-j", "DROP"],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn addresses(&self, services: &[String]) -> Result<Vec<String>> {
+        let mut ips = Vec::new();
+        for s in services {
+            ips.push(self.ip(s).await?);
+        }
+        Ok(ips)
+    }
+
+    /// Writes `deployment.json` again after the deployment changed.
+    fn save(&self) -> Result<()> {
+        let text = serde_json::to_string_pretty(&*self.dep()).context("serialize")?;
+        write_atomically(&self.path, text.as_bytes())
+    }
+}
+
+/// `docker compose` where the plugin is installed, else `docker-compose`.
+fn compose_command() -> Vec<String> {
+    let plugin = std::process::Command::new("docker")
+        .args(["compose", "version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if plugin {
+        vec!["docker".into(), "compose".into()]
+    } else {
+        vec!["docker-compose".into()]
+    }
+}
+
+/// Runs `program args`, returning its standard output; a failure carries its
+/// standard error.
+async fn run(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates the cut chain in namespace `pid` and hooks it into INPUT and
+/// OUTPUT, once.
+async fn ensure_cut_chain(pid: u32) -> Result<()> {
+    let _ = ComposeCluster::in_netns(pid, &["iptables", "-w", "-N", CUT_CHAIN]).await;
+    for hook in ["INPUT", "OUTPUT"] {
+        let present =
+            ComposeCluster::in_netns(pid, &["iptables", "-w", "-C", hook, "-j", CUT_CHAIN])
+                .await
+                .is_ok();
+        if !present {
+            ComposeCluster::in_netns(pid, &["iptables", "-w", "-I", hook, "-j", CUT_CHAIN]).await?;
+        }
+    }
+    Ok(())
+}
+
+impl Cluster for ComposeCluster {
+    fn endpoints(&self) -> Endpoints {
+        let dep = self.dep();
+        let cells: BTreeSet<CellId> = dep
+            .containers
+            .iter()
+            .filter_map(|c| c.cell_id)
+            .filter(|&c| c != CONTROL_CELL_ID)
+            .collect();
+        let cells: Vec<CellId> = cells.into_iter().collect();
+        Endpoints {
+            router_url: dep.routers[0].trim_end_matches('/').to_owned(),
+            auth: format!("Bearer {}", dep.token),
+            proxied_cells: cells.clone(),
+            next_cell_id: next_free_id(cells.iter().map(|c| c.0).max().unwrap_or(0)),
+            cells,
+        }
+    }
+
+    fn admin(&self) -> Result<AdminClient> {
+        let dep = self.dep();
+        Ok(AdminClient::new(&dep.control_url, &dep.control_admin_token))
+    }
+
+    fn add_cell(&mut self, id: CellId) -> Fut<'_, CellSpec> {
+        Box::pin(async move {
+            let dir = self.dir();
+            let mut layout = DeployLayout::load(&dir)?
+                .with_context(|| format!("{} holds no deployment layout", dir.display()))?;
+            if !layout.cells.contains(&id) {
+                layout.cells.push(id);
+            }
+            layout.save(&dir)?;
+            layout.write_files(&dir)?;
+            let services: Vec<String> = layout
+                .nodes()
+                .map(|n| crate::deploy::replica_host(id, n))
+                .collect();
+            let mut args = vec!["up", "--detach", "--no-deps"];
+            args.extend(services.iter().map(String::as_str));
+            self.compose(&args).await?;
+            let described = layout.describe(&dir);
+            *self.dep() = described;
+            self.save()?;
+            let ips = self.addresses(&services).await?;
+            let deadline = std::time::Instant::now() + ADD_CELL_TIMEOUT;
+            bootstrap_cell(&self.http, &layout, id, &ips, deadline)
+                .await
+                .with_context(|| format!("start cell {id}"))?;
+            layout
+                .cell_map()
+                .cells
+                .into_iter()
+                .find(|c| c.id == id)
+                .context("the new cell is not in the layout's map")
+        })
+    }
+
+    fn kill_leader(&self, cell: CellId) -> Fut<'_, usize> {
+        Box::pin(async move {
+            let l = self.leader(cell).await?;
+            let service = self.replicas(cell)?[l].clone();
+            self.mark_stopped(std::slice::from_ref(&service), true);
+            self.docker_on(&["kill"], std::slice::from_ref(&service))
+                .await?;
+            Ok(l)
+        })
+    }
+
+    fn kill_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let services = self.replicas(cell)?;
+            self.mark_stopped(&services, true);
+            self.docker_on(&["kill"], &services).await
+        })
+    }
+
+    fn restart_replica(&self, cell: CellId, i: usize) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let services = self.replicas(cell)?;
+            let s = services
+                .get(i)
+                .with_context(|| format!("cell {cell} has no replica {i}"))?;
+            self.docker_on(&["start"], std::slice::from_ref(s)).await?;
+            self.mark_stopped(std::slice::from_ref(s), false);
+            Ok(())
+        })
+    }
+
+    fn restart_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let services = self.replicas(cell)?;
+            self.docker_on(&["start"], &services).await?;
+            self.mark_stopped(&services, false);
+            Ok(())
+        })
+    }
+
+    fn freeze_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let services = self.replicas(cell)?;
+            self.mark_stopped(&services, true);
+            self.docker_on(&["pause"], &services).await
+        })
+    }
+
+    fn thaw_cell(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let services = self.replicas(cell)?;
+            self.docker_on(&["unpause"], &services).await?;
+            self.mark_stopped(&services, false);
+            Ok(())
+        })
+    }
+
+    fn set_cell_delay(&self, cell: CellId, round_trip: Duration) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let routers = self.addresses(&self.routers()).await?;
+            let on = !round_trip.is_zero();
+            for s in self.replicas(cell)? {
+                let (pid, _) = self.pid_and_ip(&s).await?;
+                // Replace whatever was there: a prio qdisc whose fourth band
+                // delays what this replica sends to a router (the whole round
+                // trip, added on the way back).
+                let _ =
+                    Self::in_netns(pid, &["tc", "qdisc", "del", "dev", CONTAINER_IF, "root"]).await;
+                if !on {
+                    continue;
+                }
+                let delay = format!("{}ms", round_trip.as_millis());
+                Self::in_netns(
+                    pid,
+                    &[
+                        "tc",
+                        "qdisc",
+                        "add",
+                        "dev",
+                        CONTAINER_IF,
+                        "root",
+                        "handle",
+                        "1:",
+                        "prio",
+                        "bands",
+                        "4",
+                        "priomap",
+                        "1",
+                        "2",
+                        "2",
+                        "2",
+                        "1",
+                        "2",
+                        "0",
+                        "0",
+                        "1",
+                        "1",
+                        "1",
+                        "1",
+                        "1",
+                        "1",
+                        "1",
+                        "1",
+                    ],
+                )
+                .await?;
+                Self::in_netns(
+                    pid,
+                    &[
+                        "tc",
+                        "qdisc",
+                        "add",
+                        "dev",
+                        CONTAINER_IF,
+                        "parent",
+                        "1:4",
+                        "handle",
+                        "40:",
+                        "netem",
+                        "delay",
+                        &delay,
+                    ],
+                )
+                .await?;
+                for ip in &routers {
+                    let dst = format!("{ip}/32");
+                    Self::in_netns(
+                        pid,
+                        &[
+                            "tc",
+                            "filter",
+                            "add",
+                            "dev",
+                            CONTAINER_IF,
+                            "parent",
+                            "1:0",
+                            "protocol",
+                            "ip",
+                            "u32",
+                            "match",
+                            "ip",
+                            "dst",
+                            &dst,
+                            "flowid",
+                            "1:4",
+                        ],
+                    )
+                    .await?;
+                }
+            }
+            let mut delayed = self.delayed.lock().unwrap_or_else(|p| p.into_inner());
+            if on {
+                delayed.insert(cell);
+            } else {
+                delayed.remove(&cell);
+            }
+            Ok(())
+        })
+    }
+
+    fn stop_router(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let router = self.routers()[..1].to_vec();
+            self.mark_stopped(&router, true);
+            self.docker_on(&["stop", "--time", "30"], &router).await
+        })
+    }
+
+    fn start_router(&self) -> Fut<'_, ()> {
+        Box::pin(async move {
+            let router = self.routers()[..1].to_vec();
+            self.docker_on(&["start"], &router).await?;
+            self.mark_stopped(&router, false);
+            Ok(())
+        })
+    }
+
+    fn warnings(&self) -> Fut<'_, Vec<String>> {
+        Box::pin(async move {
+            let ids = self.compose(&["ps", "-q"]).await?;
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if ids.is_empty() {
+                return Ok(vec!["no container of the deployment exists".into()]);
+            }
+            let mut args = vec![
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.Status}}",
+            ];
+            args.extend(ids);
+            let out = run("docker", &args).await?;
+            let stopped = self
+                .stopped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            Ok(container_states(&out)
+                .into_iter()
+                .filter(|(service, state)| state != "running" && !stopped.contains(service))
+                .map(|(service, state)| format!("container {service} is {state}"))
+                .collect())
+        })
+    }
+
+    fn cut(&self, cell: CellId, cut: Cut) -> Fut<'_, String> {
+        Box::pin(async move {
+            let replicas = self.replicas(cell)?;
+            let ips = self.addresses(&replicas).await?;
+            match cut {
+                Cut::LeaderFromFollowers => {
+                    let l = self.leader(cell).await?;
+                    let others: Vec<String> = (0..ips.len())
+                        .filter(|&i| i != l)
+                        .map(|i| ips[i].clone())
+                        .collect();
+                    self.drop_between(&replicas[l], &others).await?;
+                    Ok(format!(
+                        "{} (leader) cut from its followers; routers still reach it",
+                        replicas[l]
+                    ))
+                }
+                Cut::OneFollower => {
+                    let l = self.leader(cell).await?;
+                    let f = (l + 1) % replicas.len();
+                    let mut everyone: Vec<String> = ips
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != f)
+                        .map(|(_, ip)| ip.clone())
+                        .collect();
+                    everyone.extend(self.addresses(&self.routers()).await?);
+                    self.drop_between(&replicas[f], &everyone).await?;
+                    Ok(format!(
+                        "{} (a follower) cut from its cell and the routers",
+                        replicas[f]
+                    ))
+                }
+                Cut::RouterFromCell => {
+                    let routers = self.addresses(&self.routers()).await?;
+                    for r in &replicas {
+                        self.drop_between(r, &routers).await?;
+                    }
+                    Ok(format!("every router cut from cell {cell}"))
+                }
+            }
+        })
+    }
+
+    fn heal(&self, cell: CellId) -> Fut<'_, ()> {
+        Box::pin(async move {
+            for s in self.replicas(cell)? {
+                let (pid, _) = self.pid_and_ip(&s).await?;
+                let _ = Self::in_netns(pid, &["iptables", "-w", "-F", CUT_CHAIN]).await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// `(service, state)` of every container, from `docker inspect`'s lines.
+fn container_states(out: &str) -> BTreeMap<String, String> {
+    out.lines()
+        .filter_map(|line| line.trim().split_once(' '))
+        .map(|(service, state)| (service.to_owned(), state.trim().to_lowercase()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_states_reads_inspect_lines() {
+        let s = container_states("c1-n1 running\nrouter1 exited\n\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["c1-n1"], "running");
+        assert_eq!(s["router1"], "exited");
+    }
+}
