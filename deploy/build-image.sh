@@ -50,6 +50,16 @@ for lib in $libs; do
     cp -L "$lib" "$stage/rootfs$lib"
 done
 
+# libfaketime (Debian's), preloaded by every data replica: the load harness
+# moves one replica's wall clock through a file in its /data (ADR 0022).
+faketime="$(dpkg -L libfaketime 2>/dev/null | grep '/libfaketimeMT\.so\.1$' | head -1 || true)"
+[ -n "$faketime" ] || { echo "build-image: libfaketime is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+mkdir -p "$stage/rootfs/usr/lib/cellkv"
+cp -L "$faketime" "$stage/rootfs/usr/lib/cellkv/libfaketime.so.1"
+for lib in $(ldd "$faketime" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    [ -e "$stage/rootfs$lib" ] || { mkdir -p "$stage/rootfs$(dirname "$lib")"; cp -L "$lib" "$stage/rootfs$lib"; }
+done
+
 cat >"$stage/rootfs/etc/passwd" <<PASSWD
 root:x:0:0:root:/:/nonexistent
 cellkv:x:$uid:$uid:cellkv:/data:/nonexistent

@@ -10,6 +10,12 @@ ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 # objcopy strips the binaries of the container image (deploy/build-image.sh).
 command -v objcopy >/dev/null 2>&1 || need+=(binutils)
+# The Compose deployment's faults (ADR 0022): libfaketime goes into the image
+# (a replica's clock skew); nsenter, iptables and tc act on the containers.
+dpkg -s libfaketime >/dev/null 2>&1 || need+=(libfaketime)
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+command -v iptables >/dev/null 2>&1 || need+=(iptables)
+command -v tc >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""

@@ -22,7 +22,9 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::cell_proc::{leader_of, PROBE_TIMEOUT};
-use crate::deploy::{bootstrap_cell, DeployLayout, Deployment, CELL_API_PORT, DEPLOYMENT_FILE};
+use crate::deploy::{
+    bootstrap_cell, DeployLayout, Deployment, CELL_API_PORT, DEPLOYMENT_FILE, FAKETIME_FILE,
+};
 use crate::drive::{Cluster, Cut, Endpoints, Fut};
 use crate::local::{next_free_id, write_atomically, CONTROL_CELL_ID};
 
@@ -270,6 +272,18 @@ impl ComposeCluster {
             ips.push(self.ip(s).await?);
         }
         Ok(ips)
+    }
+
+    /// Sets the wall-clock offset of `service` (libfaketime's file in its
+    /// data volume, copied in by the Docker daemon: the image has no shell).
+    async fn set_clock(&self, service: &str, offset_ms: i64) -> Result<()> {
+        let id = self.container(service).await?;
+        let file = tempfile::NamedTempFile::new().context("a temporary file")?;
+        let text = format!("{:+.3}\n", offset_ms as f64 / 1000.0);
+        std::fs::write(file.path(), text).context("write the clock offset")?;
+        let src = file.path().display().to_string();
+        run("docker", &["cp", &src, &format!("{id}:{FAKETIME_FILE}")]).await?;
+        Ok(())
     }
 
     /// Writes `deployment.json` again after the deployment changed.
@@ -633,6 +647,24 @@ impl Cluster for ComposeCluster {
                     Ok(format!("every router cut from cell {cell}"))
                 }
             }
+        })
+    }
+
+    fn skew_clock(&self, cell: CellId, by_ms: i64) -> Fut<'_, String> {
+        Box::pin(async move {
+            let replicas = self.replicas(cell)?;
+            if by_ms == 0 {
+                for s in &replicas {
+                    self.set_clock(s, 0).await?;
+                }
+                return Ok(format!("the clocks of cell {cell} are the host's again"));
+            }
+            let l = self.leader(cell).await?;
+            self.set_clock(&replicas[l], by_ms).await?;
+            Ok(format!(
+                "{} (leader) runs its wall clock {by_ms:+} ms off",
+                replicas[l]
+            ))
         })
     }
 

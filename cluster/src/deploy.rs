@@ -77,6 +77,11 @@ const MAP_IN_CONTAINER: &str = "/etc/cellkv/initial-map.toml";
 const LAYOUT_IN_CONTAINER: &str = "/etc/cellkv/layout.json";
 /// The data volume's mount point (owned by the image's user).
 const DATA_IN_CONTAINER: &str = "/data";
+/// libfaketime in the image (deploy/build-image.sh), preloaded by data replicas.
+pub const FAKETIME_LIB: &str = "/usr/lib/cellkv/libfaketime.so.1";
+/// The offset of a data replica's wall clock (`+1.5`, `-30`: seconds), read
+/// by libfaketime every second; absent, the host's clock.
+pub const FAKETIME_FILE: &str = "/data/faketime";
 /// The name of the router's client token.
 pub const CLIENT_TOKEN_NAME: &str = "client";
 
@@ -413,6 +418,16 @@ impl DeployLayout {
                 let host = replica_host(cell, node);
                 let config = self.replica_config(cell, node);
                 let mut s = service(CELL_BIN, &host, limits, config.shutdown_grace);
+                if cell != CONTROL_CELL_ID {
+                    // The load harness moves this replica's wall clock by
+                    // writing FAKETIME_FILE (ADR 0022); without the file the
+                    // clock is the host's. Monotonic clocks are never moved.
+                    let env = &mut s["environment"];
+                    env["LD_PRELOAD"] = json!(FAKETIME_LIB);
+                    env["FAKETIME_TIMESTAMP_FILE"] = json!(FAKETIME_FILE);
+                    env["FAKETIME_DONT_FAKE_MONOTONIC"] = json!("1");
+                    env["FAKETIME_CACHE_DURATION"] = json!("1");
+                }
                 let volume = data_volume(cell, node);
                 push(&mut s["volumes"], format!("{volume}:{DATA_IN_CONTAINER}"));
                 s["labels"]["io.cellkv.cell"] = json!(cell.0.to_string());

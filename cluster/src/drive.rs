@@ -105,6 +105,20 @@ pub trait Cluster: Send + Sync {
         })
     }
 
+    /// Moves the wall clock of `cell`'s leader `by_ms` away from the true
+    /// time (0 restores every replica's; monotonic clocks keep their pace);
+    /// says what it did. Only clusters whose replicas have clocks of their
+    /// own can.
+    fn skew_clock(&self, cell: CellId, by_ms: i64) -> Fut<'_, String> {
+        let _ = (cell, by_ms);
+        Box::pin(async {
+            anyhow::bail!(
+                "a clock skew needs replicas with clocks of their own: a Compose deployment \
+                 (deploy/up.sh, then --cluster deploy/run/deployment.json)"
+            )
+        })
+    }
+
     /// Restores every link of `cell` that [`Cluster::cut`] dropped.
     fn heal(&self, cell: CellId) -> Fut<'_, ()> {
         let _ = cell;

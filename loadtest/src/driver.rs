@@ -226,11 +226,11 @@ fn check_supported(s: &Scenario) -> Result<()> {
     }
     if let Target::StartLocal(l) = &s.target {
         for (i, f) in s.faults.iter().enumerate() {
-            if f.kind.is_network() {
+            if f.kind.needs_hosts() {
                 why.push(format!(
-                    "fault {}: {} cuts network links, which processes sharing one loopback \
-                     cannot have: run it on a Compose deployment (deploy/up.sh, then \
-                     --cluster deploy/run/deployment.json)",
+                    "fault {}: {} needs hosts of their own (network links, clocks), which \
+                     processes sharing one machine cannot have: run it on a Compose \
+                     deployment (deploy/up.sh, then --cluster deploy/run/deployment.json)",
                     i + 1,
                     f.kind.as_str()
                 ));
@@ -1158,6 +1158,11 @@ async fn inject(
         FaultKind::PartitionLeader => cut(control, f, Cut::LeaderFromFollowers).await?,
         FaultKind::IsolateFollower => cut(control, f, Cut::OneFollower).await?,
         FaultKind::CutRouter => cut(control, f, Cut::RouterFromCell).await?,
+        FaultKind::SkewClock => {
+            let by = f.skew_ms.unwrap_or(0);
+            let what = control.skew_clock(fault_cell(f)?, by).await?;
+            eprintln!("cellkv-loadtest: {}: {what}", f.label());
+        }
     }
     Ok(())
 }
@@ -1186,6 +1191,9 @@ async fn undo(
         FaultKind::DrainCell | FaultKind::AddCell => {}
         FaultKind::PartitionLeader | FaultKind::IsolateFollower | FaultKind::CutRouter => {
             control.heal(fault_cell(f)?).await?
+        }
+        FaultKind::SkewClock => {
+            control.skew_clock(fault_cell(f)?, 0).await?;
         }
     }
     Ok(())

@@ -203,6 +203,10 @@ pub enum FaultKind {
     /// Cut every router from `cell`; heal after `duration_s`. Needs a
     /// cluster on a real network.
     CutRouter,
+    /// Move the wall clock of `cell`'s leader by `skew_ms` (either way; its
+    /// monotonic clock keeps its pace, as under a bad NTP step) for
+    /// `duration_s`. Must change nothing. Needs a Compose deployment.
+    SkewClock,
 }
 
 impl FaultKind {
@@ -218,6 +222,7 @@ impl FaultKind {
             FaultKind::PartitionLeader => "partition_leader",
             FaultKind::IsolateFollower => "isolate_follower",
             FaultKind::CutRouter => "cut_router",
+            FaultKind::SkewClock => "skew_clock",
         }
     }
 
@@ -234,11 +239,16 @@ impl FaultKind {
         }
     }
 
-    /// Whether the fault cuts network links (only a real network can).
-    pub fn is_network(self) -> bool {
+    /// Whether the fault needs a cluster of hosts (containers): cut network
+    /// links or a clock of its own, which processes sharing one machine's
+    /// loopback and clock cannot have.
+    pub fn needs_hosts(self) -> bool {
         matches!(
             self,
-            FaultKind::PartitionLeader | FaultKind::IsolateFollower | FaultKind::CutRouter
+            FaultKind::PartitionLeader
+                | FaultKind::IsolateFollower
+                | FaultKind::CutRouter
+                | FaultKind::SkewClock
         )
     }
 
@@ -277,6 +287,9 @@ pub struct Fault {
     /// router and the cell (its requests, its health checks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay_ms: Option<u32>,
+    /// `skew_clock` only: how far the leader's wall clock moves (negative: back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skew_ms: Option<i64>,
     /// `drain_cell` and `add_cell` only: the job's copy rate limit (bytes of
     /// values per second); default: the control server's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -644,6 +657,18 @@ impl Scenario {
                     return Err(invalid(
                         field("delay_ms"),
                         format!("only slow_cell takes delay_ms, not {}", k.as_str()),
+                    ));
+                }
+            }
+            match (f.kind, f.skew_ms) {
+                (FaultKind::SkewClock, None | Some(0)) => {
+                    return Err(invalid(field("skew_ms"), "skew_clock needs skew_ms != 0"));
+                }
+                (FaultKind::SkewClock, Some(_)) | (_, None) => {}
+                (k, Some(_)) => {
+                    return Err(invalid(
+                        field("skew_ms"),
+                        format!("only skew_clock takes skew_ms, not {}", k.as_str()),
                     ));
                 }
             }
