@@ -14,6 +14,7 @@
 pub mod checksum;
 pub mod chunked;
 pub mod error;
+pub mod names;
 pub mod sigv4;
 mod timestamp;
 pub mod xml;
@@ -21,5 +22,6 @@ pub mod xml;
 pub use checksum::{BodyDigests, ChecksumAlgorithm, ChecksumSet};
 pub use chunked::{ChunkedDecoder, ChunkedError, ChunkedLimits};
 pub use error::{ErrorCode, S3Error};
+pub use names::{parse_operation, Operation};
 pub use sigv4::{AuthError, PayloadMode, SecretKey, Verified, Verifier};
 pub use timestamp::format_iso8601;
