@@ -286,6 +286,36 @@ impl ComposeCluster {
         Ok(())
     }
 
+    /// Removes data cell `id`'s containers and volumes, and the cell from
+    /// the layout and the description. Only for a cell the control server
+    /// no longer maps (drained, then removed with `cellkvctl cell remove`):
+    /// its data is gone.
+    pub async fn remove_cell(&self, id: CellId) -> Result<()> {
+        let dir = self.dir();
+        let mut layout = DeployLayout::load(&dir)?
+            .with_context(|| format!("{} holds no deployment layout", dir.display()))?;
+        if !layout.cells.contains(&id) {
+            bail!("the deployment has no data cell {id}");
+        }
+        let services = self.replicas(id)?;
+        let mut args = vec!["rm", "--stop", "--force"];
+        args.extend(services.iter().map(String::as_str));
+        self.compose(&args).await?;
+        for node in layout.nodes() {
+            let volume = format!(
+                "{}_{}",
+                layout.project,
+                crate::deploy::data_volume(id, node)
+            );
+            run("docker", &["volume", "rm", "--force", &volume]).await?;
+        }
+        layout.cells.retain(|&c| c != id);
+        layout.save(&dir)?;
+        layout.write_files(&dir)?;
+        *self.dep() = layout.describe(&dir);
+        self.save()
+    }
+
     /// Writes `deployment.json` again after the deployment changed.
     fn save(&self) -> Result<()> {
         let text = serde_json::to_string_pretty(&*self.dep()).context("serialize")?;

@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use cluster::compose::ComposeCluster;
 use cluster::deploy::{
     bootstrap, load_or_create, DeployLayout, NewLayout, COMPOSE_FILE, CONTROL_ENV_FILE,
     DEPLOYMENT_FILE,
 };
+use cluster::Cluster;
+use common::CellId;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,6 +64,26 @@ enum Command {
         layout: PathBuf,
         #[arg(long, default_value = "180s", value_parser = humantime_arg)]
         timeout: Duration,
+    },
+    /// On the host, on a running deployment: start a new data cell's three
+    /// containers, initialize it, record it in layout.json and
+    /// deployment.json, and print the `cellkvctl cell add` that gives it
+    /// keys. Run as root (the host reaches the containers directly).
+    AddCell {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The new cell's id [default: the next free one].
+        #[arg(long)]
+        id: Option<u32>,
+    },
+    /// On the host: stop and delete a data cell's containers and volumes
+    /// (its data is gone), once `cellkvctl cell drain` and `cell remove`
+    /// took it out of the map.
+    RemoveCell {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        id: u32,
     },
     /// On the host: wait until the published ports serve, then write
     /// deployment.json and print the endpoints, a token and examples.
@@ -143,6 +166,49 @@ async fn run(command: Command) -> Result<()> {
             let layout: DeployLayout = serde_json::from_str(&text)
                 .with_context(|| format!("parse {}", layout.display()))?;
             bootstrap(&layout, timeout).await.context("bootstrap")
+        }
+        Command::AddCell { dir, id } => {
+            let mut cluster = ComposeCluster::open(&dir)?;
+            let id = id.map_or_else(|| cluster.endpoints().next_cell_id, CellId);
+            let spec = cluster
+                .add_cell(id)
+                .await
+                .with_context(|| format!("add cell {id}"))?;
+            let replicas: Vec<String> = spec
+                .replicas
+                .iter()
+                .map(|r| {
+                    format!(
+                        "--replica node={},api={},control={}",
+                        r.node_id,
+                        r.api_addr,
+                        r.control_addr.as_deref().unwrap_or("")
+                    )
+                })
+                .collect();
+            println!("cellkv-deploy: cell {id} runs (3 containers) and is initialized; give it keys with:");
+            println!(
+                "  set -a; . {}; set +a",
+                dir.join(CONTROL_ENV_FILE).display()
+            );
+            println!(
+                "  cellkvctl cell add --id {id} {} --wait",
+                replicas.join(" ")
+            );
+            Ok(())
+        }
+        Command::RemoveCell { dir, id } => {
+            let cluster = ComposeCluster::open(&dir)?;
+            let map = cluster.admin()?.map().await.context("read the cell map")?;
+            if map.cells.iter().any(|c| c.id.0 == id) {
+                anyhow::bail!(
+                    "cell {id} is still in the map (epoch {}): drain it and `cellkvctl cell remove {id}` first",
+                    map.epoch
+                );
+            }
+            cluster.remove_cell(CellId(id)).await?;
+            println!("cellkv-deploy: cell {id}'s containers and volumes are removed");
+            Ok(())
         }
         Command::Ready { dir, timeout } => {
             let layout = DeployLayout::load(&dir)?
