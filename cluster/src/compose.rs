@@ -301,7 +301,7 @@ impl ComposeCluster {
         let mut args = vec!["rm", "--stop", "--force"];
         args.extend(services.iter().map(String::as_str));
         self.compose(&args).await?;
-        for node in layout.nodes() {
+        for node in layout.nodes(id) {
             let volume = format!(
                 "{}_{}",
                 layout.project,
@@ -310,6 +310,65 @@ impl ComposeCluster {
             run("docker", &["volume", "rm", "--force", &volume]).await?;
         }
         layout.cells.retain(|&c| c != id);
+        layout.members.remove(&id);
+        layout.save(&dir)?;
+        layout.write_files(&dir)?;
+        *self.dep() = layout.describe(&dir);
+        self.save()
+    }
+
+    /// Starts a new, empty replica container for `cell` (the next node id,
+    /// never reused) that waits to be added by `cellkvctl replica add` or
+    /// `replica replace`; returns its spec.
+    pub async fn add_replica(&self, cell: CellId) -> Result<common::ReplicaSpec> {
+        let dir = self.dir();
+        let mut layout = DeployLayout::load(&dir)?
+            .with_context(|| format!("{} holds no deployment layout", dir.display()))?;
+        if !layout.cells.contains(&cell) {
+            bail!("the deployment has no data cell {cell} (the control cell's members are fixed)");
+        }
+        let mut nodes = layout.nodes(cell);
+        let highest = nodes.iter().map(|n| n.0).max().unwrap_or(0);
+        let recorded = layout.highest_node.get(&cell).copied().unwrap_or(0);
+        let node = common::NodeId(highest.max(recorded) + 1);
+        nodes.push(node);
+        layout.members.insert(cell, nodes);
+        layout.highest_node.insert(cell, node.0);
+        layout.save(&dir)?;
+        layout.write_files(&dir)?;
+        let service = crate::deploy::replica_host(cell, node);
+        self.compose(&["up", "--detach", "--no-deps", &service])
+            .await?;
+        *self.dep() = layout.describe(&dir);
+        self.save()?;
+        Ok(common::ReplicaSpec {
+            node_id: node,
+            api_addr: crate::deploy::replica_api_addr(cell, node),
+            control_addr: Some(crate::deploy::replica_raft_addr(cell, node)),
+        })
+    }
+
+    /// Removes replica `node` of `cell`: its container and volume, and it
+    /// from the layout. Only for a node its cell no longer counts as a
+    /// member (`cellkvctl replica replace` or `replica remove` first).
+    pub async fn remove_replica(&self, cell: CellId, node: common::NodeId) -> Result<()> {
+        let dir = self.dir();
+        let mut layout = DeployLayout::load(&dir)?
+            .with_context(|| format!("{} holds no deployment layout", dir.display()))?;
+        let mut nodes = layout.nodes(cell);
+        if !layout.cells.contains(&cell) || !nodes.contains(&node) {
+            bail!("cell {cell} has no replica container for node {node}");
+        }
+        let service = crate::deploy::replica_host(cell, node);
+        self.compose(&["rm", "--stop", "--force", &service]).await?;
+        let volume = format!(
+            "{}_{}",
+            layout.project,
+            crate::deploy::data_volume(cell, node)
+        );
+        run("docker", &["volume", "rm", "--force", &volume]).await?;
+        nodes.retain(|&n| n != node);
+        layout.members.insert(cell, nodes);
         layout.save(&dir)?;
         layout.write_files(&dir)?;
         *self.dep() = layout.describe(&dir);
@@ -409,7 +468,8 @@ impl Cluster for ComposeCluster {
             layout.save(&dir)?;
             layout.write_files(&dir)?;
             let services: Vec<String> = layout
-                .nodes()
+                .nodes(id)
+                .into_iter()
                 .map(|n| crate::deploy::replica_host(id, n))
                 .collect();
             let mut args = vec!["up", "--detach", "--no-deps"];

@@ -23,6 +23,7 @@
 //! Only the routers and the control server's admin API are published, on
 //! host loopback ports.
 
+use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -127,8 +128,15 @@ pub struct DeployLayout {
     pub image: String,
     /// Data cells' ids.
     pub cells: Vec<CellId>,
-    /// Replicas per cell (the control cell's too).
+    /// Replicas per cell (the control cell's too): nodes `1..=replicas`.
     pub replicas: usize,
+    /// The cells whose replicas changed since (a replica added or removed
+    /// by an operator): their nodes now.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub members: BTreeMap<CellId, Vec<NodeId>>,
+    /// The highest node id each such cell ever had: node ids are never reused.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub highest_node: BTreeMap<CellId, u64>,
     /// One host loopback port per router.
     pub router_ports: Vec<u16>,
     /// The control server's admin API on the host loopback.
@@ -178,6 +186,8 @@ impl DeployLayout {
             image: new.image.clone(),
             cells,
             replicas: CONTROL_REPLICAS,
+            members: BTreeMap::new(),
+            highest_node: BTreeMap::new(),
             router_ports,
             control_port,
             secrets: Secrets::generate(),
@@ -219,14 +229,18 @@ impl DeployLayout {
             .collect()
     }
 
-    /// Node ids of every cell.
-    pub fn nodes(&self) -> impl Iterator<Item = NodeId> {
-        (1..=self.replicas as u64).map(NodeId)
+    /// Node ids of `cell`'s replicas (containers), in order.
+    pub fn nodes(&self, cell: CellId) -> Vec<NodeId> {
+        match self.members.get(&cell) {
+            Some(nodes) => nodes.clone(),
+            None => (1..=self.replicas as u64).map(NodeId).collect(),
+        }
     }
 
     /// The members of `cell` as its replicas' configs list them.
     pub fn peer_configs(&self, cell: CellId) -> Vec<PeerConfig> {
-        self.nodes()
+        self.nodes(cell)
+            .into_iter()
             .map(|node| PeerConfig {
                 node_id: node,
                 api_addr: replica_api_addr(cell, node),
@@ -237,7 +251,8 @@ impl DeployLayout {
 
     /// The control cell's replicas' API addresses.
     pub fn control_endpoints(&self) -> Vec<String> {
-        self.nodes()
+        self.nodes(CONTROL_CELL_ID)
+            .into_iter()
             .map(|n| replica_api_addr(CONTROL_CELL_ID, n))
             .collect()
     }
@@ -249,7 +264,8 @@ impl DeployLayout {
             id,
             weight: 1,
             replicas: self
-                .nodes()
+                .nodes(id)
+                .into_iter()
                 .map(|node| ReplicaSpec {
                     node_id: node,
                     api_addr: replica_api_addr(id, node),
@@ -353,7 +369,7 @@ impl DeployLayout {
     pub fn config_files(&self) -> Result<Vec<(String, String)>> {
         let mut files = Vec::new();
         for cell in self.all_cells() {
-            for node in self.nodes() {
+            for node in self.nodes(cell) {
                 let config = self.replica_config(cell, node);
                 config
                     .validate()
@@ -414,7 +430,7 @@ impl DeployLayout {
             } else {
                 DATA_REPLICA_LIMITS
             };
-            for node in self.nodes() {
+            for node in self.nodes(cell) {
                 let host = replica_host(cell, node);
                 let config = self.replica_config(cell, node);
                 let mut s = service(CELL_BIN, &host, limits, config.shutdown_grace);
@@ -448,7 +464,8 @@ impl DeployLayout {
         );
         s["ports"] = json!([format!("127.0.0.1:{}:{CONTROL_PORT}", self.control_port)]);
         s["depends_on"] = json!(self
-            .nodes()
+            .nodes(CONTROL_CELL_ID)
+            .into_iter()
             .map(|n| replica_host(CONTROL_CELL_ID, n))
             .collect::<Vec<_>>());
         services.insert("control".into(), s);
@@ -607,7 +624,11 @@ pub async fn bootstrap(layout: &DeployLayout, timeout: Duration) -> Result<()> {
     for cell in cells {
         let (client, layout) = (client.clone(), layout.clone());
         set.spawn(async move {
-            let hosts: Vec<String> = layout.nodes().map(|n| replica_host(cell, n)).collect();
+            let hosts: Vec<String> = layout
+                .nodes(cell)
+                .into_iter()
+                .map(|n| replica_host(cell, n))
+                .collect();
             bootstrap_cell(&client, &layout, cell, &hosts, deadline)
                 .await
                 .with_context(|| format!("bootstrap cell {cell}"))
@@ -789,7 +810,7 @@ impl DeployLayout {
         let config = |host: &str| dir.join("config").join(format!("{host}.toml"));
         let mut containers = Vec::new();
         for cell in self.all_cells() {
-            for node in self.nodes() {
+            for node in self.nodes(cell) {
                 let host = replica_host(cell, node);
                 containers.push(ContainerInfo {
                     role: host_role(&host).into(),

@@ -85,6 +85,25 @@ enum Command {
         #[arg(long)]
         id: u32,
     },
+    /// On the host: start a new, empty replica container for a cell (the
+    /// next node id) and print the `cellkvctl replica replace` (or `add`)
+    /// that makes it a member.
+    AddReplica {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        cell: u32,
+    },
+    /// On the host: delete a replica's container and volume once its cell
+    /// no longer counts it as a member (after `cellkvctl replica replace`).
+    RemoveReplica {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        #[arg(long)]
+        cell: u32,
+        #[arg(long)]
+        node: u64,
+    },
     /// On the host: wait until the published ports serve, then write
     /// deployment.json and print the endpoints, a token and examples.
     Ready {
@@ -208,6 +227,43 @@ async fn run(command: Command) -> Result<()> {
             }
             cluster.remove_cell(CellId(id)).await?;
             println!("cellkv-deploy: cell {id}'s containers and volumes are removed");
+            Ok(())
+        }
+        Command::AddReplica { dir, cell } => {
+            let cluster = ComposeCluster::open(&dir)?;
+            let r = cluster.add_replica(CellId(cell)).await?;
+            let spec = format!(
+                "node={},api={},control={}",
+                r.node_id,
+                r.api_addr,
+                r.control_addr.as_deref().unwrap_or("")
+            );
+            println!(
+                "cellkv-deploy: node {} of cell {cell} runs, empty; make it a member with one of:",
+                r.node_id
+            );
+            println!("  cellkvctl replica replace {cell} <old node> {spec}");
+            println!("  cellkvctl replica add {cell} {spec}");
+            Ok(())
+        }
+        Command::RemoveReplica { dir, cell, node } => {
+            let cluster = ComposeCluster::open(&dir)?;
+            let map = cluster.admin()?.map().await.context("read the cell map")?;
+            let member = map
+                .cells
+                .iter()
+                .filter(|c| c.id.0 == cell)
+                .flat_map(|c| &c.replicas)
+                .any(|r| r.node_id.0 == node);
+            if member {
+                anyhow::bail!(
+                    "node {node} is still a replica of cell {cell} in the map: `cellkvctl replica replace` or `replica remove` it first"
+                );
+            }
+            cluster
+                .remove_replica(CellId(cell), common::NodeId(node))
+                .await?;
+            println!("cellkv-deploy: node {node} of cell {cell}: container and volume removed");
             Ok(())
         }
         Command::Ready { dir, timeout } => {
