@@ -909,6 +909,40 @@ mod tests {
         .unwrap()
     }
 
+    /// A replaced replica: the cell's configs, map and description follow
+    /// its members; other cells keep nodes 1..=3; a layout written before
+    /// members existed still reads.
+    #[test]
+    fn changed_members_reach_every_file() {
+        let mut l = layout();
+        l.members
+            .insert(CellId(2), vec![NodeId(1), NodeId(2), NodeId(4)]);
+        l.highest_node.insert(CellId(2), 4);
+        assert_eq!(l.nodes(CellId(1)), vec![NodeId(1), NodeId(2), NodeId(3)]);
+        let files = l.config_files().unwrap();
+        assert!(files.iter().any(|(n, _)| n == "c2-n4.toml"));
+        assert!(!files.iter().any(|(n, _)| n == "c2-n3.toml"));
+        let text = &files.iter().find(|(n, _)| n == "c2-n4.toml").unwrap().1;
+        let c = CellConfig::from_toml_str(text, Path::new("x")).unwrap();
+        let peers: Vec<u64> = c.peers.iter().map(|p| p.node_id.0).collect();
+        assert_eq!(peers, vec![1, 2, 4]);
+        let spec = l
+            .cell_map()
+            .cells
+            .into_iter()
+            .find(|c| c.id == CellId(2))
+            .unwrap();
+        assert_eq!(spec.replicas[2].api_addr, "c2-n4:7001");
+        let compose = l.compose();
+        assert!(compose["services"].get("c2-n4").is_some());
+        assert!(compose["services"].get("c2-n3").is_none());
+        let text = serde_json::to_string(&l).unwrap();
+        assert_eq!(DeployLayout::parse(&text, Path::new("x")).unwrap(), l);
+        let old = serde_json::to_string(&layout()).unwrap();
+        assert!(!old.contains("members"), "{old}");
+        DeployLayout::parse(&old, Path::new("x")).unwrap();
+    }
+
     /// Every file parses back with its server's own schema and validates;
     /// replicas name each other by host name.
     #[test]
