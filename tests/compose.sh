@@ -4,14 +4,16 @@
 # its own Compose project (deploy/up.sh), PUTs and GETs an object through
 # each router, then takes it down with its volumes (`compose down -v`).
 # Needs Docker with Compose; about 20 s when the binaries and the image are fresh.
-# Fails if it takes longer than CELLKV_COMPOSE_TEST_TIMEOUT seconds [300].
+# Then faults under load and an operator's add, drain and replace
+# (tests/compose-ops.sh). Fails if it takes longer than
+# CELLKV_COMPOSE_TEST_TIMEOUT seconds [600].
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export CELLKV_DEPLOY_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cellkv-compose-test-XXXXXX")"
 export CELLKV_DEPLOY_PROJECT="cellkv-test-$$"
 . deploy/lib.sh
-limit="${CELLKV_COMPOSE_TEST_TIMEOUT:-300}"
+limit="${CELLKV_COMPOSE_TEST_TIMEOUT:-600}"
 start=$SECONDS
 
 cleanup() {
@@ -65,6 +67,7 @@ for url in $routers; do
     done
 done
 echo "== compose test: 12 objects written and read back across both routers"
+tests/compose-ops.sh "$deploy_dir"
 
 compose --profile tools down --volumes --remove-orphans --timeout 20
 if docker volume ls -q | grep -q "^${project}_"; then
