@@ -267,6 +267,7 @@ impl FaultKind {
                 | FaultKind::KillCell
                 | FaultKind::FreezeCell
                 | FaultKind::SlowCell
+                | FaultKind::CutRouter
         )
     }
 }
@@ -316,11 +317,15 @@ impl Fault {
     }
 
     /// The cells whose keys may fail: the named one, every cell for a router
-    /// restart, none for moves (drain, add), which must cost no availability.
+    /// restart, none for moves (drain, add), a lost follower or a skewed
+    /// clock, which must cost no availability.
     pub fn affected_cells(&self, all: &[CellId]) -> Vec<CellId> {
         match self.kind {
             FaultKind::RestartRouter => all.to_vec(),
-            FaultKind::DrainCell | FaultKind::AddCell => Vec::new(),
+            FaultKind::DrainCell
+            | FaultKind::AddCell
+            | FaultKind::IsolateFollower
+            | FaultKind::SkewClock => Vec::new(),
             _ => self.cell.into_iter().collect(),
         }
     }
@@ -832,7 +837,7 @@ impl Scenario {
 mod tests {
     use super::*;
 
-    const EXAMPLES: [(&str, &str); 12] = [
+    const EXAMPLES: [(&str, &str); 17] = [
         (
             "smoke-kill-cell",
             include_str!("../../config/scenarios/smoke-kill-cell.toml"),
@@ -880,6 +885,26 @@ mod tests {
         (
             "smoke-add-cell",
             include_str!("../../config/scenarios/smoke-add-cell.toml"),
+        ),
+        (
+            "compose-partition",
+            include_str!("../../config/scenarios/compose-partition.toml"),
+        ),
+        (
+            "partition-leader",
+            include_str!("../../config/scenarios/partition-leader.toml"),
+        ),
+        (
+            "isolate-follower",
+            include_str!("../../config/scenarios/isolate-follower.toml"),
+        ),
+        (
+            "cut-router",
+            include_str!("../../config/scenarios/cut-router.toml"),
+        ),
+        (
+            "skew-clock",
+            include_str!("../../config/scenarios/skew-clock.toml"),
         ),
     ];
 
