@@ -42,6 +42,8 @@ pub struct ComposeCluster {
     dep: Mutex<Deployment>,
     compose: Vec<String>,
     http: Client,
+    /// Container id by Compose service.
+    ids: Mutex<BTreeMap<String, String>>,
     /// Services this driver stopped or paused on purpose: not warnings.
     stopped: Mutex<BTreeSet<String>>,
     /// Cells with a netem qdisc installed (removed by a zero delay).
@@ -74,6 +76,7 @@ impl ComposeCluster {
                 pool_max_idle_per_host: 2,
                 ..ClientConfig::default()
             }),
+            ids: Mutex::new(BTreeMap::new()),
             stopped: Mutex::new(BTreeSet::new()),
             delayed: Mutex::new(BTreeSet::new()),
         })
@@ -139,13 +142,40 @@ impl ComposeCluster {
         run(&self.compose[0], &all).await
     }
 
-    /// The container id of Compose service `service`.
+    /// The container id of Compose service `service`. Ids are cached (a
+    /// killed or paused container keeps its id); a miss asks Compose for
+    /// every container of the project again (one call: `docker-compose` is
+    /// slow to start, and a fault must take effect at once).
     async fn container(&self, service: &str) -> Result<String> {
-        let out = self.compose(&["ps", "-q", service]).await?;
-        match out.split_whitespace().next() {
-            Some(id) => Ok(id.to_owned()),
-            None => bail!("no container runs service {service}"),
+        if let Some(id) = self.ids().get(service) {
+            return Ok(id.clone());
         }
+        let all = self.compose(&["ps", "-q"]).await?;
+        let ids: Vec<&str> = all.split_whitespace().collect();
+        if !ids.is_empty() {
+            let mut args = vec![
+                "inspect",
+                "-f",
+                "{{.Id}} {{index .Config.Labels \"com.docker.compose.service\"}}",
+            ];
+            args.extend(&ids);
+            let out = run("docker", &args).await?;
+            let mut cache = self.ids();
+            cache.clear();
+            for line in out.lines() {
+                if let Some((id, svc)) = line.trim().split_once(' ') {
+                    cache.insert(svc.to_owned(), id.to_owned());
+                }
+            }
+        }
+        self.ids()
+            .get(service)
+            .cloned()
+            .with_context(|| format!("no container runs service {service}"))
+    }
+
+    fn ids(&self) -> MutexGuard<'_, BTreeMap<String, String>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn containers(&self, services: &[String]) -> Result<Vec<String>> {
@@ -156,49 +186,72 @@ impl ComposeCluster {
         Ok(ids)
     }
 
-    /// `(pid, address on the deployment's network)` of a running container.
-    async fn pid_and_ip(&self, service: &str) -> Result<(u32, String)> {
-        let id = self.container(service).await?;
-        let out = run(
-            "docker",
-            &[
-                "inspect",
-                "-f",
-                "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-                &id,
-            ],
-        )
-        .await?;
-        let mut words = out.split_whitespace();
-        let pid: u32 = words
-            .next()
-            .and_then(|p| p.parse().ok())
-            .with_context(|| format!("the pid of {service} in {out:?}"))?;
-        let ip = words
-            .next()
-            .with_context(|| format!("{service} has no address (is it running?)"))?;
-        if pid == 0 {
-            bail!("{service} is not running");
+    /// `(pid, address on the deployment's network)` of each service's
+    /// container, in one `docker inspect`; pid 0 and no address when it is
+    /// not running.
+    async fn inspect(&self, services: &[String]) -> Result<Vec<(u32, Option<String>)>> {
+        let ids = self.containers(services).await?;
+        let mut args = vec![
+            "inspect",
+            "-f",
+            "{{.State.Pid}} {{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        ];
+        args.extend(ids.iter().map(String::as_str));
+        let out = run("docker", &args).await?;
+        let rows: Vec<(u32, Option<String>)> = out
+            .lines()
+            .map(|line| {
+                let mut words = line.split_whitespace();
+                let pid = words.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                let ip = words.next().filter(|ip| !ip.is_empty()).map(str::to_owned);
+                (pid, ip)
+            })
+            .collect();
+        if rows.len() != services.len() {
+            bail!(
+                "docker inspect gave {} rows for {} containers: {out:?}",
+                rows.len(),
+                services.len()
+            );
         }
-        Ok((pid, ip.to_owned()))
+        Ok(rows)
     }
 
-    async fn ip(&self, service: &str) -> Result<String> {
-        Ok(self.pid_and_ip(service).await?.1)
+    /// `(pid, address)` of a running container.
+    async fn pid_and_ip(&self, service: &str) -> Result<(u32, String)> {
+        match self
+            .inspect(std::slice::from_ref(&service.to_owned()))
+            .await?
+            .pop()
+        {
+            Some((pid, Some(ip))) if pid != 0 => Ok((pid, ip)),
+            _ => bail!("{service} is not running"),
+        }
+    }
+
+    /// The addresses of running containers.
+    async fn addresses(&self, services: &[String]) -> Result<Vec<String>> {
+        self.inspect(services)
+            .await?
+            .into_iter()
+            .zip(services)
+            .map(|((_, ip), s)| ip.with_context(|| format!("{s} has no address (is it running?)")))
+            .collect()
     }
 
     /// Every replica's `/health` (None: no answer), in node order.
     async fn health(&self, cell: CellId) -> Result<Vec<Option<Value>>> {
+        let rows = self.inspect(&self.replicas(cell)?).await?;
         let mut out = Vec::new();
-        for s in self.replicas(cell)? {
-            let h = match self.ip(&s).await {
-                Ok(ip) => self
+        for (_, ip) in rows {
+            let h = match ip {
+                Some(ip) => self
                     .http
                     .get_json::<Value>(&format!("http://{ip}:{CELL_API_PORT}/health"), &[])
                     .await
                     .ok()
                     .map(|(_, v)| v),
-                Err(_) => None,
+                None => None,
             };
             out.push(h);
         }
@@ -246,32 +299,32 @@ impl ComposeCluster {
         run("nsenter", &args).await
     }
 
-    /// Drops every packet between `service` and each address of `peers`,
-    /// both ways, inside `service`'s own namespace.
-    async fn drop_between(&self, service: &str, peers: &[String]) -> Result<()> {
-        let (pid, _) = self.pid_and_ip(service).await?;
-        ensure_cut_chain(pid).await?;
-        for ip in peers {
-            Self::in_netns(
-                pid,
-                &["iptables", "-w", "-A", CUT_CHAIN, "-s", ip, "-j", "DROP"],
-            )
-            .await?;
-            Self::in_netns(
-                pid,
-                &["iptables", "-w", "-A", CUT_CHAIN, "-d", ip, "-j", "DROP"],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn addresses(&self, services: &[String]) -> Result<Vec<String>> {
-        let mut ips = Vec::new();
-        for s in services {
-            ips.push(self.ip(s).await?);
-        }
-        Ok(ips)
+    /// Sets the cut of each `(service, peers)`: every packet between the
+    /// service and those addresses is dropped, both ways, inside its own
+    /// namespace; an empty list restores every link. All at once, so a
+    /// fault takes effect within a few milliseconds everywhere.
+    async fn set_cuts(&self, cuts: Vec<(String, Vec<String>)>) -> Result<()> {
+        let services: Vec<String> = cuts.iter().map(|(s, _)| s.clone()).collect();
+        let rows = self.inspect(&services).await?;
+        let applied = crate::local::join_all(
+            cuts.iter()
+                .zip(rows)
+                .map(|((service, peers), (pid, _))| async move {
+                    if pid == 0 {
+                        if peers.is_empty() {
+                            // Stopped: its next start has a fresh namespace.
+                            return Ok(());
+                        }
+                        bail!("{service} is not running");
+                    }
+                    set_cut_rules(pid, peers)
+                        .await
+                        .with_context(|| format!("cut the links of {service}"))
+                })
+                .collect(),
+        )
+        .await;
+        applied.into_iter().collect()
     }
 
     /// Sets the wall-clock offset of `service` (libfaketime's file in its
@@ -313,6 +366,7 @@ impl ComposeCluster {
         layout.members.remove(&id);
         layout.save(&dir)?;
         layout.write_files(&dir)?;
+        self.ids().clear();
         *self.dep() = layout.describe(&dir);
         self.save()
     }
@@ -339,6 +393,7 @@ impl ComposeCluster {
         let service = crate::deploy::replica_host(cell, node);
         self.compose(&["up", "--detach", "--no-deps", &service])
             .await?;
+        self.ids().clear();
         *self.dep() = layout.describe(&dir);
         self.save()?;
         Ok(common::ReplicaSpec {
@@ -371,6 +426,7 @@ impl ComposeCluster {
         layout.members.insert(cell, nodes);
         layout.save(&dir)?;
         layout.write_files(&dir)?;
+        self.ids().clear();
         *self.dep() = layout.describe(&dir);
         self.save()
     }
@@ -417,10 +473,45 @@ async fn run(program: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Creates the cut chain in namespace `pid` and hooks it into INPUT and
-/// OUTPUT, once.
-async fn ensure_cut_chain(pid: u32) -> Result<()> {
-    let _ = ComposeCluster::in_netns(pid, &["iptables", "-w", "-N", CUT_CHAIN]).await;
+/// Replaces the cut chain's rules in the namespace of `pid` by `DROP`s of
+/// `peers` both ways (one `iptables-restore`: it creates or flushes the
+/// chain), and hooks the chain into INPUT and OUTPUT once.
+async fn set_cut_rules(pid: u32, peers: &[String]) -> Result<()> {
+    let mut rules = format!("*filter\n:{CUT_CHAIN} - [0:0]\n");
+    for ip in peers {
+        rules.push_str(&format!("-A {CUT_CHAIN} -s {ip} -j DROP\n"));
+        rules.push_str(&format!("-A {CUT_CHAIN} -d {ip} -j DROP\n"));
+    }
+    rules.push_str("COMMIT\n");
+    let target = pid.to_string();
+    let mut child = Command::new("nsenter")
+        .args([
+            "-t",
+            &target,
+            "-n",
+            "--",
+            "iptables-restore",
+            "-w",
+            "--noflush",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("run nsenter iptables-restore")?;
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().context("iptables-restore's stdin")?;
+        stdin.write_all(rules.as_bytes()).await?;
+    }
+    let out = child.wait_with_output().await?;
+    if !out.status.success() {
+        bail!(
+            "iptables-restore failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
     for hook in ["INPUT", "OUTPUT"] {
         let present =
             ComposeCluster::in_netns(pid, &["iptables", "-w", "-C", hook, "-j", CUT_CHAIN])
@@ -475,8 +566,8 @@ impl Cluster for ComposeCluster {
             let mut args = vec!["up", "--detach", "--no-deps"];
             args.extend(services.iter().map(String::as_str));
             self.compose(&args).await?;
-            let described = layout.describe(&dir);
-            *self.dep() = described;
+            self.ids().clear();
+            *self.dep() = layout.describe(&dir);
             self.save()?;
             let ips = self.addresses(&services).await?;
             let deadline = std::time::Instant::now() + ADD_CELL_TIMEOUT;
@@ -679,19 +770,25 @@ impl Cluster for ComposeCluster {
             let mut args = vec![
                 "inspect",
                 "-f",
-                "{{index .Config.Labels \"com.docker.compose.service\"}} {{.State.Status}}",
+                "{{.Id}} {{index .Config.Labels \"com.docker.compose.service\"}} {{.State.Status}}",
             ];
             args.extend(ids);
             let out = run("docker", &args).await?;
+            let rows = inspect_rows(&out);
+            // The ids serve the next faults without asking Compose again.
+            *self.ids() = rows
+                .iter()
+                .map(|(id, service, _)| (service.clone(), id.clone()))
+                .collect();
             let stopped = self
                 .stopped
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone();
-            Ok(container_states(&out)
+            Ok(rows
                 .into_iter()
-                .filter(|(service, state)| state != "running" && !stopped.contains(service))
-                .map(|(service, state)| format!("container {service} is {state}"))
+                .filter(|(_, service, state)| state != "running" && !stopped.contains(service))
+                .map(|(_, service, state)| format!("container {service} is {state}"))
                 .collect())
         })
     }
@@ -700,14 +797,17 @@ impl Cluster for ComposeCluster {
         Box::pin(async move {
             let replicas = self.replicas(cell)?;
             let ips = self.addresses(&replicas).await?;
+            let others = |i: usize| -> Vec<String> {
+                (0..ips.len())
+                    .filter(|&j| j != i)
+                    .map(|j| ips[j].clone())
+                    .collect()
+            };
             match cut {
                 Cut::LeaderFromFollowers => {
                     let l = self.leader(cell).await?;
-                    let others: Vec<String> = (0..ips.len())
-                        .filter(|&i| i != l)
-                        .map(|i| ips[i].clone())
-                        .collect();
-                    self.drop_between(&replicas[l], &others).await?;
+                    self.set_cuts(vec![(replicas[l].clone(), others(l))])
+                        .await?;
                     Ok(format!(
                         "{} (leader) cut from its followers; routers still reach it",
                         replicas[l]
@@ -716,14 +816,9 @@ impl Cluster for ComposeCluster {
                 Cut::OneFollower => {
                     let l = self.leader(cell).await?;
                     let f = (l + 1) % replicas.len();
-                    let mut everyone: Vec<String> = ips
-                        .iter()
-                        .enumerate()
-                        .filter(|&(i, _)| i != f)
-                        .map(|(_, ip)| ip.clone())
-                        .collect();
+                    let mut everyone = others(f);
                     everyone.extend(self.addresses(&self.routers()).await?);
-                    self.drop_between(&replicas[f], &everyone).await?;
+                    self.set_cuts(vec![(replicas[f].clone(), everyone)]).await?;
                     Ok(format!(
                         "{} (a follower) cut from its cell and the routers",
                         replicas[f]
@@ -731,9 +826,13 @@ impl Cluster for ComposeCluster {
                 }
                 Cut::RouterFromCell => {
                     let routers = self.addresses(&self.routers()).await?;
-                    for r in &replicas {
-                        self.drop_between(r, &routers).await?;
-                    }
+                    self.set_cuts(
+                        replicas
+                            .iter()
+                            .map(|r| (r.clone(), routers.clone()))
+                            .collect(),
+                    )
+                    .await?;
                     Ok(format!("every router cut from cell {cell}"))
                 }
             }
@@ -760,20 +859,24 @@ impl Cluster for ComposeCluster {
 
     fn heal(&self, cell: CellId) -> Fut<'_, ()> {
         Box::pin(async move {
-            for s in self.replicas(cell)? {
-                let (pid, _) = self.pid_and_ip(&s).await?;
-                let _ = Self::in_netns(pid, &["iptables", "-w", "-F", CUT_CHAIN]).await;
-            }
-            Ok(())
+            let replicas = self.replicas(cell)?;
+            self.set_cuts(replicas.into_iter().map(|r| (r, Vec::new())).collect())
+                .await
         })
     }
 }
 
-/// `(service, state)` of every container, from `docker inspect`'s lines.
-fn container_states(out: &str) -> BTreeMap<String, String> {
+/// `(id, service, state)` of every container, from `docker inspect`'s lines.
+fn inspect_rows(out: &str) -> Vec<(String, String, String)> {
     out.lines()
-        .filter_map(|line| line.trim().split_once(' '))
-        .map(|(service, state)| (service.to_owned(), state.trim().to_lowercase()))
+        .filter_map(|line| {
+            let mut w = line.split_whitespace();
+            Some((
+                w.next()?.to_owned(),
+                w.next()?.to_owned(),
+                w.next()?.to_lowercase(),
+            ))
+        })
         .collect()
 }
 
@@ -782,10 +885,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn container_states_reads_inspect_lines() {
-        let s = container_states("c1-n1 running\nrouter1 exited\n\n");
-        assert_eq!(s.len(), 2);
-        assert_eq!(s["c1-n1"], "running");
-        assert_eq!(s["router1"], "exited");
+    fn inspect_rows_read_id_service_and_state() {
+        let rows = inspect_rows("ab12 c1-n1 running\ncd34 router1 Exited\n\nbad\n");
+        assert_eq!(
+            rows,
+            vec![
+                ("ab12".into(), "c1-n1".into(), "running".into()),
+                ("cd34".into(), "router1".into(), "exited".into()),
+            ]
+        );
     }
 }
