@@ -661,7 +661,7 @@ fn history_types_are_serde() {
     fn is_serde<T: serde::Serialize + serde::de::DeserializeOwned>() {}
     is_serde::<Operation<String>>();
     is_serde::<Init>();
-    is_serde::<crate::summary::Summary>();
+    is_serde::<crate::summary::Summary<u64>>();
 }
 
 #[test]

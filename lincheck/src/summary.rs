@@ -31,10 +31,11 @@ impl Default for CheckConfig {
 
 /// One key that is not linearizable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyViolation {
+pub struct KeyViolation<K> {
     pub key: String,
-    /// The key's operations (all of them, failed ones included).
-    pub ops: usize,
+    /// The key's operations (all of them, failed ones included), which the
+    /// explanation's indexes point into: the evidence, to save or re-check.
+    pub ops: Vec<Operation<K>>,
     pub explanation: Explanation,
 }
 
@@ -47,8 +48,8 @@ pub struct UndecidedKey {
 }
 
 /// The verdicts on a whole history.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary<K> {
     pub keys: u64,
     pub ops: u64,
     pub linearizable: u64,
@@ -56,12 +57,27 @@ pub struct Summary {
     /// Keys without a verdict (budget used up).
     pub unknown: u64,
     /// The first `max_listed` violations, by key order.
-    pub violations: Vec<KeyViolation>,
+    pub violations: Vec<KeyViolation<K>>,
     pub undecided: Vec<UndecidedKey>,
     pub elapsed_ms: u64,
 }
 
-impl Summary {
+impl<K> Default for Summary<K> {
+    fn default() -> Self {
+        Summary {
+            keys: 0,
+            ops: 0,
+            linearizable: 0,
+            not_linearizable: 0,
+            unknown: 0,
+            violations: Vec::new(),
+            undecided: Vec::new(),
+            elapsed_ms: 0,
+        }
+    }
+}
+
+impl<K> Summary<K> {
     /// Every key was checked and found linearizable.
     pub fn all_linearizable(&self) -> bool {
         self.not_linearizable == 0 && self.unknown == 0
@@ -69,7 +85,7 @@ impl Summary {
 }
 
 /// Checks every key of `ops`; `init` tells each key's state before the history.
-pub fn check_history<K, I>(ops: I, init: impl Fn(&K) -> Init, cfg: &CheckConfig) -> Summary
+pub fn check_history<K, I>(ops: I, init: impl Fn(&K) -> Init, cfg: &CheckConfig) -> Summary<K>
 where
     K: Ord + Clone + Display,
     I: IntoIterator<Item = Operation<K>>,
@@ -85,17 +101,17 @@ where
         }
     }
     let mut s = Summary::default();
-    for (key, ops) in &by_key {
+    for (key, ops) in by_key {
         s.keys += 1;
         s.ops += ops.len() as u64;
-        match check_key(ops, init(key), &cfg.budget) {
+        match check_key(&ops, init(&key), &cfg.budget) {
             KeyVerdict::Linearizable => s.linearizable += 1,
             KeyVerdict::NotLinearizable(explanation) => {
                 s.not_linearizable += 1;
                 if s.violations.len() < cfg.max_listed {
                     s.violations.push(KeyViolation {
                         key: key.to_string(),
-                        ops: ops.len(),
+                        ops,
                         explanation,
                     });
                 }
