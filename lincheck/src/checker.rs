@@ -119,6 +119,10 @@ const MAX_UNWRITTEN_CANDIDATES: usize = 4;
 /// Equal ops called before an op among which it looks for one that must
 /// come first (fewer constraints only make the search do more work).
 const EQUAL_OPS_LOOKBACK: usize = 8;
+/// Most memory (in 64-bit words, 256 MiB) one key's search may hold in
+/// refuted points: each holds a bitset over the key's operations, so a long
+/// hot key that backtracks a lot would otherwise take gigabytes.
+const MAX_MEMO_WORDS: usize = 32 << 20;
 /// How often (in steps) the search looks at the clock.
 const DEADLINE_EVERY: u64 = 4096;
 
@@ -285,17 +289,22 @@ impl Linearized {
 /// by leaving its extra pending ops out). Only finished points count; an
 /// unfinished one is an ancestor of the current point, never equal to it.
 #[derive(Default)]
-struct Seen(HashMap<(Bits, State), Vec<Bits>>);
+struct Seen {
+    points: HashMap<(Bits, State), Vec<Bits>>,
+    /// 64-bit words held (an upper bound: dropped supersets are not taken off).
+    words: usize,
+}
 
 impl Seen {
     fn subsumes(&self, l: &Linearized, state: State) -> bool {
-        self.0
+        self.points
             .get(&(l.done.clone(), state))
             .is_some_and(|seen| seen.iter().any(|p| p.is_subset(&l.pending)))
     }
 
     fn finished(&mut self, l: &Linearized, state: State) {
-        let seen = self.0.entry((l.done.clone(), state)).or_default();
+        self.words += l.done.0.len() + l.pending.0.len() + 4;
+        let seen = self.points.entry((l.done.clone(), state)).or_default();
         // Keep an antichain: a smaller pending set makes larger ones redundant.
         seen.retain(|p| !l.pending.is_subset(p));
         seen.push(l.pending.clone());
@@ -611,6 +620,12 @@ impl Prepared {
                     return Search::Stuck(stuck.expect("recorded just above"));
                 };
                 cache.finished(&linearized, state);
+                if cache.words > MAX_MEMO_WORDS {
+                    return Search::OutOfBudget(format!(
+                        "the memo of refuted points reached {} MiB",
+                        (cache.words * 8) >> 20
+                    ));
+                }
                 left.release(&self.ops[c]);
                 state = s;
                 linearized.set(&self.ops[c], false);
