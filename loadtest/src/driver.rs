@@ -14,13 +14,18 @@
 //! [preload] (one cell's keys) ─▶ workload preload ─▶ load:
 //! clients / open-loop dispatcher ──samples──▶ aggregator (Recorder, WriteLedger, progress)
 //! fault task (inject at at_s, undo at at_s + duration_s; a move follows its job)
-//! ─▶ read every acknowledged write back ─▶ report
+//! ─▶ read every acknowledged write back ─▶ check every key's history ─▶ report
 //! ```
 //! Everything is bounded by the scenario's duration plus [`GRACE`].
+//!
+//! Every keyed request (preload, load, read-back) also goes into the run's
+//! `History` with its call and return times on one clock, and every value
+//! written carries its write's identity (`ValueCodec`), so the history can
+//! be checked for linearizability at the end (`cellkv-lincheck`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +35,7 @@ use common::{Backoff, CellId, RoutingTable};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::history::{outcome_of, History, Linearizability, ValueCodec, IDENTITY_LEN};
 use crate::ledger::{ReadBack, Verification, WriteLedger};
 use crate::migration::{self, MoveRecord};
 use crate::report::{render_html, render_progress, render_table, Report};
@@ -42,6 +48,7 @@ use cluster::compose::ComposeCluster;
 use cluster::local::{next_free_id, LocalCluster, LocalClusterOptions};
 use cluster::Cluster;
 use cluster::Cut;
+use lincheck::{Init, Input, Operation, Precondition, ValueId};
 
 /// Environment variable holding the client token of a `[target.router]` without `token`.
 pub const TOKEN_ENV: &str = "CELLKV_TOKEN";
@@ -51,6 +58,10 @@ pub const GRACE: Duration = Duration::from_secs(15);
 const SAMPLE_CHANNEL: usize = 4096;
 /// Requests in flight while preloading and verifying.
 const SETUP_CONCURRENCY: usize = 16;
+/// Who sent the preload's and the read-back's requests, in the history
+/// (the load's clients are numbered from 0).
+const PRELOAD_CLIENT: u64 = u64::MAX - 1;
+const READ_BACK_CLIENT: u64 = u64::MAX;
 /// Attempts per key while preloading and verifying (a fault may just have ended).
 const SETUP_ATTEMPTS: u32 = 5;
 const SETUP_RETRY_PAUSE: Duration = Duration::from_millis(500);
@@ -138,7 +149,12 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         base: target.url.clone(),
         auth: target.auth.clone(),
         routing: target.routing.clone(),
+        codec: ValueCodec::for_run(scenario.seed),
+        next_write: AtomicU64::new(1),
+        origin: Instant::now(),
+        workload: scenario.workload.clone(),
     });
+    let mut history = History::new(scenario.history.max_ops, api.origin);
     // The ids the add_cell faults will give their cells, so the ledger can
     // order a moved key's writes from the start.
     let mut added = Vec::new();
@@ -153,13 +169,15 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         preload_cell(&api, p, &mut ledger).await?;
     }
     if scenario.workload.preload {
-        preload(&api, &scenario, &mut ledger).await?;
+        preload(&api, &scenario, &mut ledger, &mut history).await?;
     }
 
-    let run = load(&scenario, &api, &mut target, &added, generations).await?;
+    let run = load(&scenario, &api, &mut target, &added, generations, history).await?;
     ledger.merge(&run.ledger);
+    let mut history = run.history;
     let head_buckets: Vec<String> = scenario.preload.iter().map(|p| p.bucket.clone()).collect();
-    let verification = verify(&api, &ledger, &head_buckets).await;
+    let verification = verify(&api, &ledger, &head_buckets, &mut history).await;
+    let lin = check_history(&scenario, &api, history, &out).await?;
 
     let mut cells = if target.cells.is_empty() {
         run.rec.cells().into_iter().collect()
@@ -189,6 +207,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, SetupError> {
         shares,
         Some(&verification),
         &run.moves,
+        Some(&lin),
     );
     write_reports(&report, &out)?;
     println!("{}", render_table(&report));
@@ -250,6 +269,64 @@ fn check_supported(s: &Scenario) -> Result<()> {
         bail!("unsupported scenario:\n  {}", why.join("\n  "));
     }
     Ok(())
+}
+
+/// File of the operations of every key found not linearizable (JSON lines).
+pub const VIOLATIONS_FILE: &str = "lin-violations.jsonl";
+
+/// Checks every key's history (off the async workers: it is CPU work), and
+/// writes the violating keys' operations to [`VIOLATIONS_FILE`].
+async fn check_history(
+    s: &Scenario,
+    api: &Arc<Api>,
+    history: History,
+    out: &Path,
+) -> Result<Linearizability> {
+    if !s.slo.linearizable {
+        return Ok(Linearizability::skipped(
+            "the scenario turned the check off",
+        ));
+    }
+    if (s.workload.min_value_bytes() as usize) < IDENTITY_LEN {
+        return Ok(Linearizability::skipped(format!(
+            "values under {IDENTITY_LEN} bytes carry no write identity"
+        )));
+    }
+    // A cluster the harness started is empty; any other may hold values
+    // from earlier runs.
+    let init = match s.target {
+        Target::StartLocal(_) => Init::Absent,
+        _ => Init::Unknown,
+    };
+    let cfg = s.history.clone();
+    let workload = api.workload.clone();
+    eprintln!(
+        "cellkv-loadtest: checking the histories of {} operations for linearizability",
+        history.len()
+    );
+    let (lin, evidence) = tokio::task::spawn_blocking(move || {
+        history.check(&cfg, init, |id| {
+            let (b, k) = workload.key_of(id);
+            format!("{b}/{k}")
+        })
+    })
+    .await
+    .context("the linearizability check panicked")?;
+    eprintln!("cellkv-loadtest: linearizability: {}", lin.summary());
+    if !evidence.is_empty() {
+        let mut text = String::new();
+        for op in &evidence {
+            text.push_str(&serde_json::to_string(op).context("serialize an operation")?);
+            text.push('\n');
+        }
+        let path = out.join(VIOLATIONS_FILE);
+        std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+        eprintln!(
+            "cellkv-loadtest: the violating keys' operations are in {}",
+            path.display()
+        );
+    }
+    Ok(lin)
 }
 
 fn concurrency(mode: &Mode) -> usize {
@@ -455,6 +532,14 @@ struct Api {
     base: String,
     auth: String,
     routing: Option<RoutingTable>,
+    /// Puts each write's identity in its value.
+    codec: ValueCodec,
+    /// The next write's id: unique in the run.
+    next_write: AtomicU64,
+    /// Zero of the history's clock.
+    origin: Instant,
+    /// Names keys by id (and ids by key, for the read-back).
+    workload: crate::workload::Workload,
 }
 
 /// An acknowledged write, for the ledger.
@@ -469,6 +554,34 @@ struct Ack {
 struct Done {
     sample: Sample,
     ack: Option<Ack>,
+    /// Its requests for the history (two for a read-modify-write).
+    hist: Vec<Operation<u64>>,
+}
+
+/// What one timed request leaves in the history.
+fn hist_op(
+    key: u64,
+    client: u64,
+    call: u64,
+    api: &Api,
+    input: Input,
+    res: &Result<Resp, HttpError>,
+) -> Operation<u64> {
+    let ret = History::now(api.origin);
+    let read = match res {
+        Ok(r) if input == Input::Get && r.is_success() => {
+            api.codec.identity(&r.body, r.header("etag"))
+        }
+        _ => 0,
+    };
+    Operation {
+        key,
+        client,
+        call,
+        ret,
+        input,
+        outcome: outcome_of(&input, res, read),
+    }
 }
 
 impl Api {
@@ -486,15 +599,10 @@ impl Api {
         self.client.head(&self.object_url(bucket, key), &auth).await
     }
 
-    async fn put(
-        &self,
-        bucket: &str,
-        key: &str,
-        len: u32,
-        cond: Option<(&str, &str)>,
-    ) -> Result<Resp, HttpError> {
-        self.put_value(bucket, key, Bytes::from(vec![b'v'; len as usize]), cond)
-            .await
+    /// A new write's id and its `len`-byte value carrying it.
+    fn new_value(&self, len: u32) -> (ValueId, Bytes) {
+        let id = self.next_write.fetch_add(1, Ordering::Relaxed);
+        (id, self.codec.value(id, len))
     }
 
     async fn put_value(
@@ -520,33 +628,80 @@ impl Api {
         self.client.get(&url, &auth).await
     }
 
+    /// `GET`, timed for the history.
+    async fn timed_get(
+        &self,
+        op: &Op,
+        client: u64,
+        hist: &mut Vec<Operation<u64>>,
+    ) -> Result<Resp, HttpError> {
+        let call = History::now(self.origin);
+        let res = self.get(&op.bucket, &op.key).await;
+        hist.push(hist_op(op.key_id, client, call, self, Input::Get, &res));
+        res
+    }
+
+    /// `PUT` of a new value under `precondition` (`header` says it on the
+    /// wire), timed for the history.
+    async fn timed_put(
+        &self,
+        op: &Op,
+        client: u64,
+        precondition: Precondition,
+        header: Option<(&str, &str)>,
+        hist: &mut Vec<Operation<u64>>,
+    ) -> Result<Resp, HttpError> {
+        let (value, body) = self.new_value(op.value_len);
+        let input = Input::Put {
+            value,
+            precondition,
+        };
+        let call = History::now(self.origin);
+        let res = self.put_value(&op.bucket, &op.key, body, header).await;
+        hist.push(hist_op(op.key_id, client, call, self, input, &res));
+        res
+    }
+
     /// Runs one operation; the result's last answer decides the outcome.
-    async fn execute(&self, op: &Op) -> (Result<Resp, HttpError>, bool) {
+    /// Its keyed requests go to `hist`.
+    async fn execute(
+        &self,
+        op: &Op,
+        client: u64,
+        hist: &mut Vec<Operation<u64>>,
+    ) -> (Result<Resp, HttpError>, bool) {
         let (b, k) = (op.bucket.as_str(), op.key.as_str());
+        let always = Precondition::None;
         match op.kind {
-            OpKind::Read => (self.get(b, k).await, false),
-            OpKind::Update => (self.put(b, k, op.value_len, None).await, true),
+            OpKind::Read => (self.timed_get(op, client, hist).await, false),
+            OpKind::Update => (self.timed_put(op, client, always, None, hist).await, true),
             OpKind::Insert => {
                 let cond = Some(("if-none-match", "*"));
-                (self.put(b, k, op.value_len, cond).await, true)
+                let p = Precondition::IfAbsent;
+                (self.timed_put(op, client, p, cond, hist).await, true)
             }
             OpKind::Scan { limit } => (self.scan(b, k, limit).await, false),
-            OpKind::ReadModifyWrite => match self.get(b, k).await {
+            OpKind::ReadModifyWrite => match self.timed_get(op, client, hist).await {
                 Ok(r) if r.is_success() => {
                     let Some(etag) = r.header("etag").map(str::to_owned) else {
                         return (Ok(r), false);
                     };
+                    // The etag names the value the GET read.
+                    let read = self.codec.identity(&r.body, Some(&etag));
                     let cond = Some(("if-match", etag.as_str()));
-                    (self.put(b, k, op.value_len, cond).await, true)
+                    let p = Precondition::IfMatch(read);
+                    (self.timed_put(op, client, p, cond, hist).await, true)
                 }
                 other => (other, false),
             },
         }
     }
 
-    /// Runs `op` (intended to start at `start`, an offset from `t0`) and classifies it.
-    async fn run_op(&self, op: &Op, t0: Instant, start: Duration) -> Done {
-        let (res, write) = self.execute(op).await;
+    /// Runs `op` (intended to start at `start`, an offset from `t0`) and
+    /// classifies it; `client` names who sent it in the history.
+    async fn run_op(&self, op: &Op, t0: Instant, start: Duration, client: u64) -> Done {
+        let mut hist = Vec::with_capacity(1);
+        let (res, write) = self.execute(op, client, &mut hist).await;
         let end = t0.elapsed();
         let cell = match (op.kind, &res) {
             (OpKind::Scan { .. }, _) => None,
@@ -575,6 +730,7 @@ impl Api {
                 outcome,
             },
             ack,
+            hist,
         }
     }
 
@@ -643,13 +799,19 @@ where
     all.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Writes every initial key (recording the acks); fails if one cannot be written.
-async fn preload(api: &Arc<Api>, s: &Scenario, ledger: &mut WriteLedger) -> Result<()> {
+/// Writes every initial key (recording the acks, and every attempt in the
+/// history); fails if one cannot be written.
+async fn preload(
+    api: &Arc<Api>,
+    s: &Scenario,
+    ledger: &mut WriteLedger,
+    history: &mut History,
+) -> Result<()> {
     let started = Instant::now();
-    let keys: Vec<(String, String)> = s
+    let keys: Vec<(u64, String, String)> = s
         .workload
         .initial_keys()
-        .map(|(_, b, k)| (b.to_owned(), k))
+        .map(|(id, b, k)| (id, b.to_owned(), k))
         .collect();
     let len = match s.workload.value_bytes {
         crate::workload::ValueSize::Fixed(n) => n,
@@ -658,27 +820,38 @@ async fn preload(api: &Arc<Api>, s: &Scenario, ledger: &mut WriteLedger) -> Resu
         }
     };
     eprintln!("cellkv-loadtest: preloading {} keys", keys.len());
-    let results = for_each(api, keys, move |api, (b, k): &(String, String)| {
-        let (b, k) = (b.clone(), k.clone());
+    let results = for_each(api, keys, move |api, (id, b, k): &(u64, String, String)| {
+        let (id, b, k) = (*id, b.clone(), k.clone());
         async move {
             let mut last = String::new();
+            let mut hist = Vec::new();
             for _ in 0..SETUP_ATTEMPTS {
-                match api.put(&b, &k, len, None).await {
+                let (value, body) = api.new_value(len);
+                let input = Input::Put {
+                    value,
+                    precondition: Precondition::None,
+                };
+                let call = History::now(api.origin);
+                let res = api.put_value(&b, &k, body, None).await;
+                hist.push(hist_op(id, PRELOAD_CLIENT, call, &api, input, &res));
+                match res {
                     Ok(r) if r.is_success() => {
-                        return ack_of(&r, &b, &k).ok_or_else(|| {
+                        let ack = ack_of(&r, &b, &k).ok_or_else(|| {
                             format!("PUT {b}/{k}: no X-Cellkv-Version or ETag in the answer")
-                        })
+                        });
+                        return (ack, hist);
                     }
                     Ok(r) => last = format!("{} {}", r.status, r.text()),
                     Err(e) => last = e.to_string(),
                 }
                 tokio::time::sleep(SETUP_RETRY_PAUSE).await;
             }
-            Err(format!("PUT {b}/{k}: {last}"))
+            (Err(format!("PUT {b}/{k}: {last}")), hist)
         }
     })
     .await;
-    for r in results {
+    for (r, hist) in results {
+        history.extend(hist);
         let a = r.map_err(anyhow::Error::msg).context("preload")?;
         ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
     }
@@ -814,7 +987,13 @@ async fn preload_cell(api: &Arc<Api>, p: &Preload, ledger: &mut WriteLedger) -> 
 
 /// Reads every acknowledged key back and judges it. Keys in `head_buckets`
 /// (large preloaded objects) are read with HEAD: version and etag only.
-async fn verify(api: &Arc<Api>, ledger: &WriteLedger, head_buckets: &[String]) -> Verification {
+/// The GETs of workload keys go into the history.
+async fn verify(
+    api: &Arc<Api>,
+    ledger: &WriteLedger,
+    head_buckets: &[String],
+    history: &mut History,
+) -> Verification {
     let started = Instant::now();
     let keys: Vec<(String, String)> = ledger
         .keys()
@@ -833,7 +1012,8 @@ async fn verify(api: &Arc<Api>, ledger: &WriteLedger, head_buckets: &[String]) -
     })
     .await;
     let mut v = Verification::default();
-    for ((b, k), read) in keys.iter().zip(reads) {
+    for ((b, k), (read, hist)) in keys.iter().zip(reads) {
+        history.extend(hist);
         v.push(b, k, ledger.check(b, k, &read));
     }
     eprintln!(
@@ -846,14 +1026,34 @@ async fn verify(api: &Arc<Api>, ledger: &WriteLedger, head_buckets: &[String]) -
     v
 }
 
-async fn read_back(api: &Api, b: &str, k: &str, head: bool) -> ReadBack {
+/// Reads `b/k` back (with retries), and the attempts for the history
+/// (GETs of workload keys only).
+async fn read_back(api: &Api, b: &str, k: &str, head: bool) -> (ReadBack, Vec<Operation<u64>>) {
+    let mut hist = Vec::new();
+    let id = api.workload.key_id_of(b, k).filter(|_| !head);
+    let found = read_back_into(api, b, k, head, id, &mut hist).await;
+    (found, hist)
+}
+
+async fn read_back_into(
+    api: &Api,
+    b: &str,
+    k: &str,
+    head: bool,
+    id: Option<u64>,
+    hist: &mut Vec<Operation<u64>>,
+) -> ReadBack {
     let mut last = String::new();
     for _ in 0..SETUP_ATTEMPTS {
+        let call = History::now(api.origin);
         let r = if head {
             api.head(b, k).await
         } else {
             api.get(b, k).await
         };
+        if let Some(id) = id {
+            hist.push(hist_op(id, READ_BACK_CLIENT, call, api, Input::Get, &r));
+        }
         match r {
             Ok(r) if r.is_success() => {
                 let version = r.header("x-cellkv-version").and_then(|v| v.parse().ok());
@@ -888,6 +1088,8 @@ struct LoadRun {
     fault_errors: Vec<String>,
     /// The moves (drains, adds) and their jobs.
     moves: Vec<MoveRecord>,
+    /// The history before the load, with the load's requests added.
+    history: History,
 }
 
 /// Offers the load for the scenario's duration while the faults run; returns
@@ -900,6 +1102,7 @@ async fn load(
     target: &mut TargetCluster,
     added: &[CellId],
     generations: BTreeMap<CellId, i64>,
+    history: History,
 ) -> Result<LoadRun> {
     let duration = Duration::from_secs(u64::from(s.duration_s()));
     let gen = OpGenerator::new(&s.workload, s.seed).context("workload")?;
@@ -907,7 +1110,7 @@ async fn load(
     let t0 = Instant::now();
     let end = t0 + duration;
     let cells = target.cells.clone();
-    let aggregator = tokio::spawn(aggregate(rx, t0, cells, generations));
+    let aggregator = tokio::spawn(aggregate(rx, t0, cells, generations, history));
     let mut load = JoinSet::new();
     match s.mode {
         Mode::Closed { clients } => {
@@ -917,7 +1120,7 @@ async fn load(
                 load.spawn(async move {
                     while Instant::now() < end {
                         let op = g.next_op();
-                        let done = api.run_op(&op, t0, t0.elapsed()).await;
+                        let done = api.run_op(&op, t0, t0.elapsed(), u64::from(i)).await;
                         if tx.send(done).await.is_err() {
                             break;
                         }
@@ -947,7 +1150,7 @@ async fn load(
                     let op = g.next_op();
                     let (api, tx) = (api.clone(), tx.clone());
                     in_flight.spawn(async move {
-                        let done = api.run_op(&op, t0, schedule.intended(i)).await;
+                        let done = api.run_op(&op, t0, schedule.intended(i), i).await;
                         drop(slot);
                         let _ = tx.send(done).await;
                     });
@@ -974,13 +1177,15 @@ async fn load(
         load.abort_all();
         while load.join_next().await.is_some() {}
     }
-    let (rec, ledger, key_cells) = aggregator.await.context("the aggregator task failed")?;
+    let (rec, ledger, key_cells, history) =
+        aggregator.await.context("the aggregator task failed")?;
     Ok(LoadRun {
         rec,
         ledger,
         key_cells,
         fault_errors,
         moves,
+        history,
     })
 }
 
@@ -1000,13 +1205,14 @@ fn observed_shares(key_cells: &KeyCells) -> BTreeMap<CellId, f64> {
         .collect()
 }
 
-/// Owns the recorder and the ledger; prints progress once a second.
+/// Owns the recorder, the ledger and the history; prints progress once a second.
 async fn aggregate(
     mut rx: mpsc::Receiver<Done>,
     t0: Instant,
     cells: Vec<CellId>,
     generations: BTreeMap<CellId, i64>,
-) -> (Recorder, WriteLedger, KeyCells) {
+    mut history: History,
+) -> (Recorder, WriteLedger, KeyCells, History) {
     let mut rec = Recorder::new();
     let mut ledger = WriteLedger::with_generations(generations);
     let mut key_cells = KeyCells::new();
@@ -1023,6 +1229,7 @@ async fn aggregate(
                 if let Some(a) = d.ack {
                     ledger.record_ack(&a.bucket, &a.key, a.version, &a.etag);
                 }
+                history.extend(d.hist);
             }
             _ = tick.tick() => {
                 let cells = if cells.is_empty() { rec.cells().into_iter().collect() } else { cells.clone() };
@@ -1030,7 +1237,7 @@ async fn aggregate(
             }
         }
     }
-    (rec, ledger, key_cells)
+    (rec, ledger, key_cells, history)
 }
 
 /// One step of the fault schedule.

@@ -13,6 +13,7 @@ use common::CellId;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{analyze, AnalysisResult};
+use crate::history::Linearizability;
 use crate::ledger::{LostWrite, Verification};
 use crate::migration::MoveRecord;
 use crate::scenario::{Mode, Scenario, SloResult};
@@ -24,6 +25,9 @@ pub use html::render_html;
 
 /// Lost writes listed in the terminal table (all of them go to JSON and HTML).
 const TABLE_LOST_WRITES: usize = 20;
+/// Linearizability violations explained in the terminal table (the JSON and
+/// HTML have every one the check listed).
+const TABLE_VIOLATIONS: usize = 3;
 
 /// One scope's per-second series.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,6 +58,9 @@ pub struct Report {
     /// jobs' figures.
     #[serde(default)]
     pub moves: Vec<MoveRecord>,
+    /// The linearizability check of every key's history (`None`: not run).
+    #[serde(default)]
+    pub linearizability: Option<Linearizability>,
     /// Every SLO passed: the harness's exit status.
     pub passed: bool,
 }
@@ -67,7 +74,8 @@ impl Report {
     /// `None` if it did not run (then the lost-write SLO fails). A move that
     /// finished is judged over the seconds it ran (not its whole
     /// `duration_s`, which is only its deadline), and fails the
-    /// [`MOVES_DONE_SLO`] if it did not.
+    /// [`MOVES_DONE_SLO`] if it did not. `lin` is the linearizability
+    /// check, `None` if it did not run (then its SLO, if on, fails).
     pub fn build(
         scenario: &Scenario,
         rec: &Recorder,
@@ -75,6 +83,7 @@ impl Report {
         shares: BTreeMap<CellId, f64>,
         verification: Option<&Verification>,
         moves: &[MoveRecord],
+        lin: Option<&Linearizability>,
     ) -> Report {
         let duration_s = scenario.duration_s().max(rec.end_second());
         let phases = scenario.phases();
@@ -91,6 +100,7 @@ impl Report {
         if !moves.is_empty() || scenario.faults.iter().any(|f| f.kind.is_move()) {
             slo.push(moves_slo(scenario, moves));
         }
+        slo.extend(scenario.slo.evaluate_linearizability(lin));
         let mut scopes: Vec<Scope> = cells.iter().map(|&c| Scope::Cell(c)).collect();
         for s in rec.scopes() {
             if !scopes.contains(&s) {
@@ -117,6 +127,7 @@ impl Report {
             lost_writes: verification.map(|v| v.lost.clone()).unwrap_or_default(),
             writes_unverified: verification.map_or(0, |v| v.unverified.len() as u64),
             moves: moves.to_vec(),
+            linearizability: lin.cloned(),
         }
     }
 
@@ -349,6 +360,29 @@ pub fn render_table(r: &Report) -> String {
             r.lost_writes.len() - TABLE_LOST_WRITES
         );
     }
+    if let Some(l) = &r.linearizability {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "LINEARIZABILITY {}", l.summary());
+        if let Some(s) = &l.sampled {
+            let _ = writeln!(o, "  {s}");
+        }
+        for v in l.violations.iter().take(TABLE_VIOLATIONS) {
+            let _ = writeln!(o, "  key {} ({} operations):", v.key, v.ops);
+            for line in v.explanation.lines() {
+                let _ = writeln!(o, "    {line}");
+            }
+        }
+        if l.not_linearizable as usize > TABLE_VIOLATIONS {
+            let _ = writeln!(
+                o,
+                "  ... {} more keys not linearizable",
+                l.not_linearizable as usize - TABLE_VIOLATIONS
+            );
+        }
+        for (k, why) in &l.undecided {
+            let _ = writeln!(o, "  undecided {k}: {why}");
+        }
+    }
     let missed = r.slo.iter().filter(|s| !s.pass).count();
     let _ = writeln!(o);
     if r.passed {
@@ -485,7 +519,27 @@ mod tests {
             "k0000000002",
             ledger.check("loadtest", "k0000000002", &second),
         );
-        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), &[])
+        Report::build(
+            &scenario,
+            &rec,
+            &cells(),
+            BTreeMap::new(),
+            Some(&v),
+            &[],
+            Some(&clean_history()),
+        )
+    }
+
+    /// A check of a clean run: every key linearizable.
+    fn clean_history() -> Linearizability {
+        Linearizability {
+            ops_recorded: 1200,
+            ops_checked: 1200,
+            keys_checked: 300,
+            initial_state: "absent".into(),
+            linearizable: 300,
+            ..Linearizability::default()
+        }
     }
 
     #[test]
@@ -528,10 +582,79 @@ mod tests {
             "{table}"
         );
         assert!(
-            table.contains("RESULT FAIL (1 of 7 SLOs missed)"),
+            table.contains("RESULT FAIL (1 of 8 SLOs missed)"),
             "{table}"
         );
         assert!(render_html(&r).contains("k0000000002"));
+    }
+
+    #[test]
+    fn a_history_that_is_not_linearizable_fails_the_run_and_is_explained() {
+        let scenario =
+            Scenario::from_toml(include_str!("../../config/scenarios/kill-cell.toml")).unwrap();
+        let rec = synthetic(&scenario);
+        let v = Verification {
+            checked: 2,
+            kept: 2,
+            ..Verification::default()
+        };
+        let mut lin = clean_history();
+        lin.linearizable -= 1;
+        lin.not_linearizable = 1;
+        lin.violations.push(crate::history::LinViolation {
+            key: "loadtest/k0000000007".into(),
+            ops: 3,
+            explanation: "state after it: v2\ncannot place next: #2 client 3: get -> v1".into(),
+        });
+        let build = |lin: Option<&Linearizability>| {
+            Report::build(
+                &scenario,
+                &rec,
+                &cells(),
+                BTreeMap::new(),
+                Some(&v),
+                &[],
+                lin,
+            )
+        };
+        let r = build(Some(&lin));
+        assert!(!r.passed);
+        let slo = r.slo.iter().find(|s| s.name == "linearizable").unwrap();
+        assert!(!slo.pass && slo.actual == Some(1.0), "{slo:?}");
+        assert!(
+            slo.note.contains("first violation: loadtest/k0000000007"),
+            "{slo:?}"
+        );
+        let t = render_table(&r);
+        assert!(
+            t.contains("LINEARIZABILITY 300 keys, 1200 ops: 299 linearizable, 1 not, 0 unknown"),
+            "{t}"
+        );
+        assert!(
+            t.contains("  key loadtest/k0000000007 (3 operations):\n    state after it: v2"),
+            "{t}"
+        );
+        let html = render_html(&r);
+        assert!(html.contains("<h2>Linearizability</h2>"));
+        assert!(html.contains("cannot place next: #2 client 3: get -&gt; v1"));
+        let back: Report = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+        assert_eq!(back.linearizability, r.linearizability);
+        // Not run: the SLO fails; undecided keys fail it too; off: no SLO.
+        assert!(!build(None).passed);
+        let mut undecided = clean_history();
+        undecided.unknown = 1;
+        undecided
+            .undecided
+            .push(("loadtest/k1".into(), "budget".into()));
+        assert!(!build(Some(&undecided)).passed);
+        let mut off = scenario.clone();
+        off.slo.linearizable = false;
+        let r = Report::build(&off, &rec, &cells(), BTreeMap::new(), Some(&v), &[], None);
+        assert!(r.passed && r.slo.iter().all(|s| s.name != "linearizable"));
+        // Values too small to carry an identity: not applicable.
+        let skipped = Linearizability::skipped("values under 16 bytes");
+        let r = build(Some(&skipped));
+        assert!(r.passed, "{:#?}", r.slo);
     }
 
     /// The drain example on a synthetic trace: every cell answers in 2 ms;
@@ -563,7 +686,15 @@ mod tests {
             kept: 10,
             ..Verification::default()
         };
-        Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), moves)
+        Report::build(
+            &scenario,
+            &rec,
+            &cells(),
+            BTreeMap::new(),
+            Some(&v),
+            moves,
+            Some(&clean_history()),
+        )
     }
 
     fn drain_move(done: bool) -> MoveRecord {
@@ -672,7 +803,7 @@ mod tests {
         }
         assert!(t.contains("ISOLATION kill_cell cell 2 [30 s, 45 s)"));
         assert!(t.contains("faulted cell 2"));
-        assert!(t.contains("RESULT PASS (7 SLOs met)"));
+        assert!(t.contains("RESULT PASS (8 SLOs met)"));
         assert!(t.contains("503 cell_unavailable:"));
     }
 
@@ -800,7 +931,15 @@ mod tests {
             kept: 1234,
             ..Verification::default()
         };
-        let r = Report::build(&scenario, &rec, &cells(), BTreeMap::new(), Some(&v), &[]);
+        let r = Report::build(
+            &scenario,
+            &rec,
+            &cells(),
+            BTreeMap::new(),
+            Some(&v),
+            &[],
+            Some(&clean_history()),
+        );
         let dir = std::env::temp_dir();
         std::fs::write(dir.join("cellkv-loadtest-sample.html"), render_html(&r)).unwrap();
         std::fs::write(

@@ -21,6 +21,7 @@ use common::{names::validate_bucket, CellId};
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{AnalysisInput, FaultWindow, RecoveryTolerance};
+use crate::history::HistoryConfig;
 use crate::stats::Phase;
 use crate::workload::{Workload, WorkloadError};
 
@@ -399,6 +400,9 @@ pub struct Scenario {
     /// When a faulted cell counts as recovered.
     #[serde(default)]
     pub recovery: RecoveryTolerance,
+    /// How much of the history the linearizability check keeps and searches.
+    #[serde(default)]
+    pub history: HistoryConfig,
 }
 
 fn default_seed() -> u64 {
@@ -709,6 +713,16 @@ impl Scenario {
         }
         if let Some(v) = s.error_key_share_ratio_max {
             positive("slo.error_key_share_ratio_max", v)?;
+        }
+        let h = &self.history;
+        for (field, v) in [
+            ("history.max_ops", h.max_ops),
+            ("history.steps_per_key", h.steps_per_key),
+            ("history.check_time_s", h.check_time_s),
+        ] {
+            if v == 0 {
+                return Err(invalid(field, "must be > 0"));
+            }
         }
         Ok(())
     }

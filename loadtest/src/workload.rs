@@ -413,6 +413,21 @@ impl Workload {
         (bucket_of(&self.buckets, id), key_name(&self.key_prefix, id))
     }
 
+    /// The id of `(bucket, key)` if it is one of this workload's keys.
+    pub fn key_id_of(&self, bucket: &str, key: &str) -> Option<u64> {
+        let digits = key.strip_prefix(self.key_prefix.as_str())?;
+        if digits.len() < KEY_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id: u64 = digits.parse().ok()?;
+        (self.key_of(id) == (bucket, key.to_owned())).then_some(id)
+    }
+
+    /// The smallest value a write of this workload sends.
+    pub fn min_value_bytes(&self) -> u32 {
+        self.value_bytes.bounds().0
+    }
+
     /// The preloaded keys: `(id, bucket, key)` for ids `0..key_count`.
     pub fn initial_keys(&self) -> impl Iterator<Item = (u64, &str, String)> + '_ {
         (0..self.key_count).map(|id| {
@@ -902,6 +917,14 @@ mod tests {
         assert_eq!(key_name("k", 42), "k0000000042");
         assert!(key_name("k", 9) < key_name("k", 10));
         assert_eq!(w.key_of(3), ("b-two", "k0000000003".to_owned()));
+        assert_eq!(w.key_id_of("b-two", "k0000000003"), Some(3));
+        assert_eq!(w.key_id_of("b-one", "k0000000003"), None);
+        assert_eq!(w.key_id_of("b-two", "k3"), None);
+        assert_eq!(w.key_id_of("b-two", "pre-000000003"), None);
+        assert_eq!(
+            w.key_id_of("b-one", &key_name("k", 123_456_789_012)),
+            Some(123_456_789_012)
+        );
         assert_eq!(w.initial_keys().count(), 10_000);
     }
 

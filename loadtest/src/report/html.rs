@@ -653,6 +653,37 @@ pub fn render_html(r: &Report) -> String {
             &[0, 1, 2, 3, 4],
         );
     }
+    if let Some(l) = &r.linearizability {
+        let _ = write!(o, "<h2>Linearizability</h2><p>{}</p>", esc(&l.summary()));
+        if let Some(s) = &l.sampled {
+            let _ = write!(o, "<p class=\"muted\">{}</p>", esc(s));
+        }
+        if !l.outcomes.is_empty() {
+            let counts: Vec<String> = l.outcomes.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = write!(
+                o,
+                "<p class=\"muted\">Operations by outcome: {}. Failed ones had no effect and are left out; unknown ones may have taken effect any time after they were sent.</p>",
+                esc(&counts.join(", "))
+            );
+        }
+        for v in &l.violations {
+            let _ = write!(
+                o,
+                "<h3><span class=\"fail\">not linearizable</span> {} ({} operations)</h3><pre>{}</pre>",
+                esc(&v.key),
+                v.ops,
+                esc(&v.explanation)
+            );
+        }
+        if !l.undecided.is_empty() {
+            let rows: Vec<Vec<String>> = l
+                .undecided
+                .iter()
+                .map(|(k, why)| vec![esc(k), esc(why)])
+                .collect();
+            html_table(&mut o, &["undecided key", "why"], &rows, &[0, 1]);
+        }
+    }
     o.push_str("</body></html>\n");
     o
 }

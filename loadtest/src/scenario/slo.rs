@@ -6,6 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::AnalysisResult;
+use crate::history::Linearizability;
+
+/// The SLO on the linearizability check.
+pub const LINEARIZABLE_SLO: &str = "linearizable";
 
 /// `[slo]`: what the run must show. The first four always apply (set a
 /// permissive value to waive one); the optional ones apply when set.
@@ -28,6 +32,9 @@ pub struct Slo {
     /// Share of touched keys that saw errors over the faulted cells' ring share.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_key_share_ratio_max: Option<f64>,
+    /// Every key's history (its reads, writes and conditional writes, with
+    /// their times and outcomes) is linearizable. On by default.
+    pub linearizable: bool,
 }
 
 impl Default for Slo {
@@ -40,7 +47,42 @@ impl Default for Slo {
             time_to_detect_ms_max: None,
             time_to_recover_s_max: None,
             error_key_share_ratio_max: None,
+            linearizable: true,
         }
+    }
+}
+
+impl Slo {
+    /// The verdict on the linearizability check, if the SLO is on: every
+    /// key checked is linearizable and none was left undecided. `None` for
+    /// `lin` means the check did not run.
+    pub fn evaluate_linearizability(&self, lin: Option<&Linearizability>) -> Option<SloResult> {
+        if !self.linearizable {
+            return None;
+        }
+        let (name, target) = (LINEARIZABLE_SLO, "= true".to_owned());
+        let Some(l) = lin else {
+            return Some(never(
+                name,
+                target,
+                "the linearizability check did not run".to_owned(),
+            ));
+        };
+        if let Some(why) = &l.skipped {
+            return Some(not_applicable(name, target, why));
+        }
+        let mut note = l.summary();
+        if let Some(v) = l.violations.first() {
+            note.push_str(&format!("; first violation: {}", v.key));
+        } else if let Some((k, why)) = l.undecided.first() {
+            note.push_str(&format!("; undecided: {k}: {why}"));
+        }
+        Some(result(
+            name,
+            target,
+            Some((l.not_linearizable as f64, note)),
+            l.passed(),
+        ))
     }
 }
 
