@@ -31,6 +31,16 @@ if ! ls "$cache"/prometheus_*.deb >/dev/null 2>&1 || [ "$(ls "$cache"/*.deb | wc
     fi
 fi
 
+# Nothing to do when the image was built from these very inputs: the
+# packages, this script, the Dockerfile and the host's libc and loader.
+inputs="$( (ls "$cache"/*.deb; echo "$0" deploy/prometheus/Dockerfile \
+    "$(ldd /bin/true | awk '$3 ~ /libc.so/ { print $3 }')" /lib64/ld-linux-x86-64.so.2) |
+    xargs sha256sum | awk '{ print $1 }' | sha256sum | cut -c1-32)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "io.cellkv.inputs"}}' "$image" 2>/dev/null)" = "$inputs" ]; then
+    echo "build-prometheus-image: $image is up to date (inputs $inputs)"
+    exit 0
+fi
+
 stage="$cache/image"
 rm -rf "$stage"
 mkdir -p "$stage/rootfs" "$stage/data"
@@ -78,11 +88,12 @@ version="$(dpkg-deb -f "$(ls -t "$cache"/prometheus_*.deb | head -1)" Version)"
 hash="$(cd "$stage" && find . -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-32)"
 old_id="$(docker image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)"
 old_hash="$(docker image inspect -f '{{index .Config.Labels "io.cellkv.content"}}' "$image" 2>/dev/null || true)"
-if [ -n "$old_id" ] && [ "$old_hash" = "$hash" ]; then
+old_inputs="$(docker image inspect -f '{{index .Config.Labels "io.cellkv.inputs"}}' "$image" 2>/dev/null || true)"
+if [ -n "$old_id" ] && [ "$old_hash" = "$hash" ] && [ "$old_inputs" = "$inputs" ]; then
     echo "== $image is up to date (content $hash)"
 else
     echo "== docker build -t $image (Debian prometheus $version)"
-    docker build -q --label "io.cellkv.content=$hash" \
+    docker build -q --label "io.cellkv.content=$hash" --label "io.cellkv.inputs=$inputs" \
         --label "io.cellkv.prometheus-version=$version" -t "$image" "$stage" >/dev/null
     if [ -n "$old_id" ] && [ "$old_id" != "$(docker image inspect -f '{{.Id}}' "$image")" ]; then
         docker image rm "$old_id" >/dev/null 2>&1 || true

@@ -17,7 +17,7 @@ router a `router` label: the cells' own metrics have no cell label (a replica
 knows it is one), and the dashboard (deploy/grafana/cellkv.json) groups by them.
 Run it again after a cell or replica is added or removed: the targets follow.
 
-    deploy/monitoring.py --dir deploy/run [--image cellkv-prometheus:dev]
+    deploy/monitoring.py --dir deploy/run [--image cellkv-prometheus:dev] [--count]
 
 Only the Python standard library.
 """
@@ -98,6 +98,8 @@ def main():
                                                       "cellkv-prometheus:dev"))
     ap.add_argument("--port", type=int, help="host port (a new directory only) [a free one]")
     ap.add_argument("--interval", default=os.environ.get("CELLKV_SCRAPE_INTERVAL", "2s"))
+    ap.add_argument("--count", action="store_true",
+                    help="print the number of targets (for a test's check)")
     a = ap.parse_args()
     layout = json.loads((a.dir / "layout.json").read_text())
     state_file = a.dir / "monitoring.json"
@@ -133,6 +135,8 @@ def main():
     }
     write(a.dir / "compose.monitoring.json", compose)
     write(state_file, state)
+    if a.count:
+        print(sum(len(g["targets"]) for groups in targets(layout).values() for g in groups))
 
 
 if __name__ == "__main__":
