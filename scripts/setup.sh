@@ -16,6 +16,10 @@ dpkg -s libfaketime >/dev/null 2>&1 || need+=(libfaketime)
 command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v tc >/dev/null 2>&1 || need+=(iproute2)
+# deploy/k8s/validate.sh installs kubernetes-validate into a venv;
+# deploy/monitoring.py and the compose test's checks are Python too.
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   SUDO=""

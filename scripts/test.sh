@@ -14,6 +14,10 @@ echo "== cargo clippy (release, all targets, -D warnings)"
 cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== cargo build --release --bins"
 cargo build --release --workspace --bins
+# Offline: the Kubernetes manifests against the API schemas and our rules,
+# and against a fresh render from the cellkv-deploy just built (seconds).
+echo "== deploy/k8s/validate.sh"
+deploy/k8s/validate.sh
 echo "== cargo test --release"
 cargo test --release --workspace -- --test-threads=1
 # The Compose deployment (deploy/), only where Docker and Compose work: it
