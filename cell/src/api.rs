@@ -823,6 +823,7 @@ async fn list_objects(
         out.push(ListEntry {
             key: key.to_string(),
             size: meta.size,
+            s3_etag: meta.s3.map(|a| a.etag),
             etag: meta.etag,
             last_modified_ms: meta.modified_ms,
         });

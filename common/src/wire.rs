@@ -179,6 +179,10 @@ pub struct ListEntry {
     pub size: u64,
     pub etag: String,
     pub last_modified_ms: u64,
+    /// The S3 ETag (MD5) of an object written through S3 (ADR 0023). JSON
+    /// only, so an absent field reads as `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_etag: Option<String>,
 }
 
 /// A page of a bucket listing (JSON on the wire).
