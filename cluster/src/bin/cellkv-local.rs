@@ -130,6 +130,11 @@ async fn run(cli: Cli) -> Result<()> {
         local_api_url: Some(api_url.clone()),
         ..LocalClusterOptions::default()
     };
+    // S3 clients upload files below their multipart threshold (8 MiB for
+    // aws-cli and boto3, 15 MiB for s3cmd) in one PUT: room for those.
+    let mut opts = opts;
+    opts.cell.config.max_object_bytes = LOCAL_MAX_OBJECT_BYTES;
+    opts.router.config.max_object_bytes = LOCAL_MAX_OBJECT_BYTES;
     let t0 = Instant::now();
     let cluster = tokio::select! {
         r = LocalCluster::start(opts, &dir) => r.context("start the cluster")?,
@@ -179,6 +184,9 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// The largest object of a `cellkv-local` cluster (the servers' default is 4 MiB).
+const LOCAL_MAX_OBJECT_BYTES: u64 = 16 << 20;
+
 fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     let url = cluster.router_url();
     let token = cluster.token();
@@ -196,6 +204,15 @@ fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     println!("cellkv-local: ready in {took:.1?}");
     println!("  router        {url}");
     println!("  token         {token}");
+    let s3 = cluster.s3_info();
+    if let Some(s3) = &s3 {
+        println!(
+            "  S3            {} (path-style, region {})",
+            s3.url, s3.region
+        );
+        println!("  S3 access key {}", s3.access_key);
+        println!("  S3 secret key {}", s3.secret_key);
+    }
     println!("  control       {control_url} (cellkv-control admin API)");
     println!("  admin token   {admin_token}");
     println!("  cluster.json  {}", cluster.cluster_json_path().display());
@@ -217,6 +234,12 @@ fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
         "  curl -sS -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: text/plain' --data-binary 'hello, cellkv' {object}"
     );
     println!("  curl -sS -H 'Authorization: Bearer {token}' {object}");
+    if let Some(s3) = &s3 {
+        println!(
+            "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={} aws --endpoint-url {} s3 ls",
+            s3.access_key, s3.secret_key, s3.region, s3.url
+        );
+    }
     println!();
     println!(
         "Operate it (or `set -a; . {}` first):",
