@@ -54,6 +54,14 @@ struct Cli {
     /// extra loopback hop on every request.
     #[arg(long)]
     latency_proxies: bool,
+    /// The largest object, in MiB (router and cells) [default: 4, the
+    /// servers' default]. Above 4 the cells' Raft heartbeat and election
+    /// timeouts grow with it (25 ms of heartbeat per MiB): a leader's
+    /// AppendEntries must carry one such object within a heartbeat. S3
+    /// clients upload files below their multipart threshold in one PUT
+    /// (aws-cli and boto3: 8 MiB), so `--max-object-mib 8` takes those.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_object_mib: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -130,11 +138,10 @@ async fn run(cli: Cli) -> Result<()> {
         local_api_url: Some(api_url.clone()),
         ..LocalClusterOptions::default()
     };
-    // S3 clients upload files below their multipart threshold (8 MiB for
-    // aws-cli and boto3, 15 MiB for s3cmd) in one PUT: room for those.
     let mut opts = opts;
-    opts.cell.config.max_object_bytes = LOCAL_MAX_OBJECT_BYTES;
-    opts.router.config.max_object_bytes = LOCAL_MAX_OBJECT_BYTES;
+    if let Some(mib) = cli.max_object_mib {
+        size_for_objects(&mut opts, mib);
+    }
     let t0 = Instant::now();
     let cluster = tokio::select! {
         r = LocalCluster::start(opts, &dir) => r.context("start the cluster")?,
@@ -184,8 +191,20 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The largest object of a `cellkv-local` cluster (the servers' default is 4 MiB).
-const LOCAL_MAX_OBJECT_BYTES: u64 = 16 << 20;
+/// Objects up to `mib` MiB on the router and the cells; above 4 MiB, Raft
+/// timing that lets one such object replicate within a heartbeat (openraft
+/// bounds an AppendEntries by the heartbeat interval).
+fn size_for_objects(opts: &mut LocalClusterOptions, mib: u64) {
+    let bytes = mib << 20;
+    opts.cell.config.max_object_bytes = bytes;
+    opts.router.config.max_object_bytes = bytes;
+    if mib > 4 {
+        let raft = &mut opts.cell.config.raft;
+        raft.heartbeat_interval = Duration::from_millis(25 * mib);
+        raft.election_timeout_min = raft.heartbeat_interval * 5;
+        raft.election_timeout_max = raft.heartbeat_interval * 10;
+    }
+}
 
 fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     let url = cluster.router_url();
