@@ -673,11 +673,9 @@ async fn put_object(
                 .insert(http::header::ETAG, quoted_etag(&meta.etag));
             resp.headers_mut()
                 .insert(HEADER_VERSION, HeaderValue::from(meta.version));
-            if let Some(t) = HeaderValue::from_str(&httpdate::fmt_http_date(
+            if let Ok(t) = HeaderValue::from_str(&httpdate::fmt_http_date(
                 UNIX_EPOCH + Duration::from_millis(meta.modified_ms),
-            ))
-            .ok()
-            {
+            )) {
                 resp.headers_mut().insert(http::header::LAST_MODIFIED, t);
             }
             failpoint_after_ack(&rep);
