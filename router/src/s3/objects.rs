@@ -602,9 +602,6 @@ pub async fn get(
             }
         }
     }
-    if part_number.is_some() {
-        h.insert("x-amz-mp-parts-count", HeaderValue::from(1));
-    }
     // response-* overrides of a (signed) GetObject.
     for (param, header) in [
         ("response-content-type", http::header::CONTENT_TYPE),
