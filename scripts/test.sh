@@ -20,6 +20,8 @@ echo "== deploy/k8s/validate.sh"
 deploy/k8s/validate.sh
 echo "== cargo test --release"
 cargo test --release --workspace -- --test-threads=1
+echo "== tests/s3-clients.sh (aws-cli, boto3, s3cmd, rclone against cellkv-local)"
+tests/s3-clients.sh
 # The Compose deployment (deploy/), only where Docker and Compose work: it
 # builds the image from the binaries above and runs one deployment (~20 s).
 if docker info >/dev/null 2>&1 &&

@@ -264,7 +264,7 @@ async fn post_ownership(State(rep): State<Arc<Replica>>, body: Bytes) -> AdminRe
 /// `POST /admin/ingest`: stores objects copied from another cell (wire bincode
 /// `IngestBatch`) with their metadata unchanged, all or nothing.
 async fn ingest(State(rep): State<Arc<Replica>>, body: Bytes) -> AdminResult {
-    let batch: IngestBatch = common::wire::decode(&body)
+    let batch: IngestBatch = common::wire::decode_objects(&body)
         .map_err(|e| bad(&rep, format!("undecodable ingest batch: {e}")))?;
     let name_err = |e: common::names::NameError| fail(&rep, e.code(), e.to_string());
     for item in &batch.items {
@@ -308,7 +308,7 @@ async fn ingest(State(rep): State<Arc<Replica>>, body: Bytes) -> AdminResult {
     }
     let job = batch.job.clone();
     let (n_items, n_deletes) = (batch.items.len(), batch.deletes.len());
-    match propose(&rep, Request::Ingest(batch)).await? {
+    match propose(&rep, Request::IngestV2(batch)).await? {
         SmResponse::Ingest(Ok(res)) => {
             tracing::debug!(job = %job, items = n_items, deletes = n_deletes, ?res, "ingested");
             Ok(Json(res).into_response())

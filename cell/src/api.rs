@@ -422,6 +422,11 @@ fn etag_matches(header: &HeaderValue, etag: &str) -> bool {
 
 fn object_headers(h: &mut HeaderMap, meta: &ObjectMeta) {
     h.insert(http::header::ETAG, quoted_etag(&meta.etag));
+    if let Some(a) = &meta.s3 {
+        if let Ok(v) = HeaderValue::from_str(&a.to_header()) {
+            h.insert(common::wire::HEADER_S3_ATTRS, v);
+        }
+    }
     h.insert(HEADER_VERSION, HeaderValue::from(meta.version));
     let ct = meta
         .content_type
@@ -515,6 +520,18 @@ fn bad_query(e: QueryRejection) -> ApiError {
 fn condition(headers: &HeaderMap) -> Result<Condition, ApiError> {
     let im = headers.get(http::header::IF_MATCH);
     let inm = headers.get(http::header::IF_NONE_MATCH);
+    if let Some(v) = headers.get(common::wire::HEADER_IF_S3_MATCH) {
+        if im.is_some() || inm.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "use one condition: If-Match, If-None-Match or X-Cellkv-If-S3-Match",
+            ));
+        }
+        let s = v.to_str().map_err(|_| {
+            ApiError::new(ErrorCode::BadRequest, "X-Cellkv-If-S3-Match is not ASCII")
+        })?;
+        return Ok(Condition::IfS3Match(s.trim().trim_matches('"').to_string()));
+    }
     match (im, inm) {
         (Some(_), Some(_)) => Err(ApiError::new(
             ErrorCode::BadRequest,
@@ -593,6 +610,21 @@ async fn put_object(
             ))
         }
     };
+    let s3 = match headers.get(common::wire::HEADER_S3_ATTRS) {
+        None => None,
+        Some(v) => {
+            let a = v
+                .to_str()
+                .ok()
+                .and_then(|v| common::wire::S3Attrs::from_header(v).ok())
+                .ok_or_else(|| {
+                    ApiError::new(ErrorCode::BadRequest, "undecodable X-Cellkv-S3 header")
+                })?;
+            a.check()
+                .map_err(|e| ApiError::new(ErrorCode::BadRequest, e))?;
+            Some(a)
+        }
+    };
     let within = rep.cfg.client_limits.body_read_timeout;
     let value: Vec<u8> = service::body::read_limited_within(&headers, body, max, within)
         .await
@@ -608,13 +640,24 @@ async fn put_object(
         })?
         // The body's own buffer (read_limited builds one Vec): no copy.
         .into();
-    let cmd = WriteOp::Put {
-        bucket,
-        key,
-        value,
-        content_type,
-        condition: cond,
-        modified_ms: now_ms(),
+    let cmd = match s3 {
+        None => WriteOp::Put {
+            bucket,
+            key,
+            value,
+            content_type,
+            condition: cond,
+            modified_ms: now_ms(),
+        },
+        Some(s3) => WriteOp::PutS3 {
+            bucket,
+            key,
+            value,
+            content_type,
+            s3,
+            condition: cond,
+            modified_ms: now_ms(),
+        },
     };
     let res = propose(&rep, cmd).await?;
     if let Some(e) = write_refused(&rep, &res) {
@@ -630,6 +673,11 @@ async fn put_object(
                 .insert(http::header::ETAG, quoted_etag(&meta.etag));
             resp.headers_mut()
                 .insert(HEADER_VERSION, HeaderValue::from(meta.version));
+            if let Ok(t) = HeaderValue::from_str(&httpdate::fmt_http_date(
+                UNIX_EPOCH + Duration::from_millis(meta.modified_ms),
+            )) {
+                resp.headers_mut().insert(http::header::LAST_MODIFIED, t);
+            }
             failpoint_after_ack(&rep);
             Ok(resp)
         }
@@ -773,6 +821,7 @@ async fn list_objects(
         out.push(ListEntry {
             key: key.to_string(),
             size: meta.size,
+            s3_etag: meta.s3.map(|a| a.etag),
             etag: meta.etag,
             last_modified_ms: meta.modified_ms,
         });
@@ -899,7 +948,7 @@ async fn scan(State(rep): State<Arc<Replica>>, Query(q): Query<ScanQuery>) -> Ap
     })
     .await
     .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))??;
-    let body = common::wire::encode(&page)
+    let body = common::wire::encode_objects(&page)
         .map_err(|e| ApiError::new(ErrorCode::Internal, e.to_string()))?;
     Ok((
         [(http::header::CONTENT_TYPE, "application/octet-stream")],

@@ -9,7 +9,10 @@ use common::CellId;
 use crate::types::{Condition, OpResult, WriteOp};
 
 /// First byte of a stored object; bump it (and keep a decoder for the old one) to change the layout.
+/// Format 1: `wire::v1::ObjectMeta` (before ADR 0023), still read.
 const OBJECT_FORMAT_V1: u8 = 1;
+/// Format 2: `ObjectMeta` with `s3`.
+const OBJECT_FORMAT_V2: u8 = 2;
 
 /// What applying one request does to the store.
 #[derive(Debug, PartialEq, Eq)]
@@ -31,19 +34,14 @@ fn condition_holds(cond: &Condition, current: Option<&ObjectMeta>) -> bool {
         Condition::None => true,
         Condition::IfAbsent => current.is_none(),
         Condition::IfMatch(etag) => current.is_some_and(|m| &m.etag == etag),
+        Condition::IfS3Match(etag) => current.is_some_and(|m| m.s3_etag() == etag),
     }
 }
 
 /// Whether deciding `op` needs the object's current metadata. An unconditional
 /// put does not, which saves a RocksDB point lookup per write.
 pub fn needs_current(op: &WriteOp) -> bool {
-    !matches!(
-        op,
-        WriteOp::Put {
-            condition: Condition::None,
-            ..
-        }
-    )
+    !(op.put_parts().is_some() && *op.condition() == Condition::None)
 }
 
 /// Decides the outcome of `op`, the `sub`-th op of log entry `index`, given
@@ -55,10 +53,8 @@ pub fn decide(
     sub: usize,
     cell: CellId,
 ) -> (OpResult, Mutation) {
-    let (cond, is_delete) = match op {
-        WriteOp::Put { condition, .. } => (condition, false),
-        WriteOp::Delete { condition, .. } => (condition, true),
-    };
+    let cond = op.condition();
+    let is_delete = op.put_parts().is_none();
     if !condition_holds(cond, current) {
         // A delete with no precondition of a missing object is "not found", not a failed precondition.
         if is_delete && current.is_none() && !matches!(cond, Condition::IfAbsent) {
@@ -71,23 +67,19 @@ pub fn decide(
             Mutation::None,
         );
     }
-    match op {
-        WriteOp::Put {
-            value,
-            content_type,
-            modified_ms,
-            ..
-        } => {
+    match op.put_parts() {
+        Some(put) => {
             let meta = ObjectMeta {
                 version: index,
                 etag: etag_for(cell, index, sub),
-                size: value.len() as u64,
-                content_type: content_type.clone(),
-                modified_ms: *modified_ms,
+                size: put.value.len() as u64,
+                content_type: put.content_type.clone(),
+                modified_ms: put.modified_ms,
+                s3: put.s3.map(|a| Box::new(a.clone())),
             };
             (OpResult::Stored(meta.clone()), Mutation::Put { meta })
         }
-        WriteOp::Delete { .. } => match current {
+        None => match current {
             None => (OpResult::NotFound, Mutation::None),
             Some(_) => (OpResult::Deleted { version: index }, Mutation::Delete),
         },
@@ -105,12 +97,12 @@ pub fn write_refusal(access: Access) -> Option<OpResult> {
     }
 }
 
-/// Stored layout: `[format=1][meta len u32 LE][bincode meta][value bytes]`.
+/// Stored layout: `[format=2][meta len u32 LE][bincode meta][value bytes]`.
 pub fn encode_object(meta: &ObjectMeta, value: &[u8]) -> Vec<u8> {
     let m = bincode::serde::encode_to_vec(meta, bincode::config::standard())
         .expect("object metadata always encodes");
     let mut out = Vec::with_capacity(5 + m.len() + value.len());
-    out.push(OBJECT_FORMAT_V1);
+    out.push(OBJECT_FORMAT_V2);
     out.extend_from_slice(&(m.len() as u32).to_le_bytes());
     out.extend_from_slice(&m);
     out.extend_from_slice(value);
@@ -121,10 +113,10 @@ pub fn encode_object(meta: &ObjectMeta, value: &[u8]) -> Vec<u8> {
 #[error("stored object is corrupt: {0}")]
 pub struct CorruptObject(String);
 
-/// Splits a stored object into its metadata and value.
+/// Splits a stored object (format 1 or 2) into its metadata and value.
 pub fn decode_object(buf: &[u8]) -> Result<(ObjectMeta, &[u8]), CorruptObject> {
     let (&fmt, rest) = buf.split_first().ok_or(CorruptObject("empty".into()))?;
-    if fmt != OBJECT_FORMAT_V1 {
+    if fmt != OBJECT_FORMAT_V1 && fmt != OBJECT_FORMAT_V2 {
         return Err(CorruptObject(format!("unknown format {fmt}")));
     }
     if rest.len() < 4 {
@@ -135,8 +127,17 @@ pub fn decode_object(buf: &[u8]) -> Result<(ObjectMeta, &[u8]), CorruptObject> {
     if rest.len() < len {
         return Err(CorruptObject("metadata truncated".into()));
     }
-    let (meta, _) = bincode::serde::decode_from_slice(&rest[..len], bincode::config::standard())
-        .map_err(|e| CorruptObject(e.to_string()))?;
+    let cfg = bincode::config::standard();
+    let meta = if fmt == OBJECT_FORMAT_V1 {
+        let (m, _): (common::wire::v1::ObjectMeta, _) =
+            bincode::serde::decode_from_slice(&rest[..len], cfg)
+                .map_err(|e| CorruptObject(e.to_string()))?;
+        m.into()
+    } else {
+        bincode::serde::decode_from_slice(&rest[..len], cfg)
+            .map_err(|e| CorruptObject(e.to_string()))?
+            .0
+    };
     Ok((meta, &rest[len..]))
 }
 
@@ -201,7 +202,127 @@ mod tests {
             size: 1,
             content_type: None,
             modified_ms: 1,
+            s3: None,
         }
+    }
+
+    fn put_s3(cond: Condition) -> WriteOp {
+        WriteOp::PutS3 {
+            bucket: "b".into(),
+            key: "k".into(),
+            value: b"hello".to_vec(),
+            content_type: Some("text/plain".into()),
+            s3: common::wire::S3Attrs {
+                etag: "5d41402abc4b2a76b9719d911017c592".into(),
+                user: vec![("color".into(), "blue".into())],
+                ..Default::default()
+            },
+            condition: cond,
+            modified_ms: 42,
+        }
+    }
+
+    #[test]
+    fn s3_puts_store_attrs_and_match_on_the_s3_etag() {
+        let (OpResult::Stored(m), _) = decide(&put_s3(Condition::None), None, 4, 0, CellId(1))
+        else {
+            panic!()
+        };
+        assert_eq!(m.etag, "1-4-0", "the native etag is assigned as ever");
+        assert_eq!(m.s3_etag(), "5d41402abc4b2a76b9719d911017c592");
+        assert_eq!(m.s3.as_ref().unwrap().user[0].1, "blue");
+        let md5 = Condition::IfS3Match("5d41402abc4b2a76b9719d911017c592".into());
+        assert!(matches!(
+            decide(&put_s3(md5.clone()), Some(&m), 5, 0, CellId(1)).0,
+            OpResult::Stored(_)
+        ));
+        // The native etag is not an S3 match for an S3 object, and vice versa.
+        assert!(matches!(
+            decide(
+                &put_s3(Condition::IfS3Match("1-4-0".into())),
+                Some(&m),
+                5,
+                0,
+                CellId(1)
+            )
+            .0,
+            OpResult::PreconditionFailed { .. }
+        ));
+        assert!(matches!(
+            decide(&put(md5.clone()), Some(&m), 5, 0, CellId(1)).0,
+            OpResult::Stored(_)
+        ));
+        assert!(matches!(
+            decide(
+                &put(Condition::IfMatch(
+                    "5d41402abc4b2a76b9719d911017c592".into()
+                )),
+                Some(&m),
+                5,
+                0,
+                CellId(1)
+            )
+            .0,
+            OpResult::PreconditionFailed { .. }
+        ));
+        // A native object's S3 ETag is its native etag.
+        let native = meta("1-7-0");
+        assert!(matches!(
+            decide(
+                &put_s3(Condition::IfS3Match("1-7-0".into())),
+                Some(&native),
+                5,
+                0,
+                CellId(1)
+            )
+            .0,
+            OpResult::Stored(_)
+        ));
+        assert!(matches!(
+            decide(
+                &put_s3(Condition::IfS3Match("x".into())),
+                None,
+                5,
+                0,
+                CellId(1)
+            )
+            .0,
+            OpResult::PreconditionFailed { current_etag: None }
+        ));
+        // A native put over an S3 object drops the S3 attributes.
+        let (OpResult::Stored(n), _) = decide(&put(Condition::None), Some(&m), 6, 0, CellId(1))
+        else {
+            panic!()
+        };
+        assert_eq!(n.s3, None);
+        assert_eq!(n.s3_etag(), "1-6-0");
+    }
+
+    #[test]
+    fn format_1_objects_still_read() {
+        let old = common::wire::v1::ObjectMeta {
+            version: 7,
+            etag: "1-7-0".into(),
+            size: 3,
+            content_type: Some("text/plain".into()),
+            modified_ms: 5,
+        };
+        let m = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        let mut buf = vec![1u8];
+        buf.extend_from_slice(&(m.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&m);
+        buf.extend_from_slice(b"abc");
+        let (meta, v) = decode_object(&buf).unwrap();
+        assert_eq!(meta, ObjectMeta::from(old));
+        assert_eq!(v, b"abc");
+        let mut s3 = meta.clone();
+        s3.s3 = Some(Box::new(common::wire::S3Attrs {
+            etag: "900150983cd24fb0d6963f7d28e17f72".into(),
+            ..Default::default()
+        }));
+        let buf2 = encode_object(&s3, b"abc");
+        assert_eq!(buf2[0], 2);
+        assert_eq!(decode_object(&buf2).unwrap(), (s3, &b"abc"[..]));
     }
 
     #[test]

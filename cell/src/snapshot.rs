@@ -407,6 +407,7 @@ mod tests {
                 size: 100,
                 content_type: None,
                 modified_ms: 1,
+                s3: None,
             };
             db.put_cf(cf, &pk, objects::encode_object(&meta, &[i as u8; 100]))
                 .unwrap();

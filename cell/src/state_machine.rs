@@ -189,6 +189,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
                 EntryPayload::Normal(Request::Ingest(batch)) => {
+                    Response::Ingest(self.apply_ingest(&batch.into(), &mut p)?)
+                }
+                EntryPayload::Normal(Request::IngestV2(batch)) => {
                     Response::Ingest(self.apply_ingest(&batch, &mut p)?)
                 }
                 EntryPayload::Normal(Request::Purge { range, limit }) => {
@@ -344,9 +347,10 @@ impl StateMachine {
             match mutation {
                 Mutation::None => {}
                 Mutation::Put { meta } => {
-                    let WriteOp::Put { value, .. } = op else {
-                        unreachable!("decide returns Put only for put ops")
-                    };
+                    let value = op
+                        .put_parts()
+                        .expect("decide returns Put only for put ops")
+                        .value;
                     p.batch
                         .put_cf(cf_obj, &pkey, objects::encode_object(&meta, value));
                     p.batch.put_cf(
@@ -731,6 +735,7 @@ mod tests {
                 size: 3,
                 content_type: Some("text/plain".into()),
                 modified_ms: 12345,
+                s3: None,
             },
             value: b"abc".to_vec(),
         }
@@ -747,7 +752,7 @@ mod tests {
             deletes: vec![],
         };
         assert!(matches!(
-            r.apply(Request::Ingest(batch.clone())).await,
+            r.apply(Request::IngestV2(batch.clone())).await,
             Response::Ingest(Err(_))
         ));
         r.own(OwnershipOp::Assign {
@@ -766,7 +771,7 @@ mod tests {
             items: vec![item("in", "5-1-0"), item("out", "5-2-0")],
             deletes: vec![],
         };
-        match r.apply(Request::Ingest(mixed)).await {
+        match r.apply(Request::IngestV2(mixed)).await {
             Response::Ingest(Err(refused)) => {
                 assert_eq!((refused.key.as_str(), refused.epoch), ("out", 2))
             }
@@ -774,13 +779,44 @@ mod tests {
         }
         assert!(r.meta("b", "in").is_none());
         assert_eq!(
-            r.apply(Request::Ingest(batch)).await,
+            r.apply(Request::IngestV2(batch)).await,
             Response::Ingest(Ok(IngestResult {
                 stored: 1,
                 deleted: 0
             }))
         );
         assert_eq!(r.meta("b", "in").unwrap(), item("in", "5-1-0").meta);
+        // An entry an older build logged (v1 layout) still applies.
+        let old = common::wire::v1::IngestBatch {
+            job: "old".into(),
+            items: vec![common::wire::v1::ScanItem {
+                hash: hash("in"),
+                bucket: "b".into(),
+                key: "in".into(),
+                meta: common::wire::v1::ObjectMeta {
+                    version: 9,
+                    etag: "5-9-0".into(),
+                    size: 3,
+                    content_type: None,
+                    modified_ms: 1,
+                },
+                value: b"abc".to_vec(),
+            }],
+            deletes: vec![],
+        };
+        let entry = crate::log_store::encode(&Request::Ingest(old)).unwrap();
+        let decoded: Request = crate::log_store::decode(&entry).unwrap();
+        assert!(matches!(
+            r.apply(decoded).await,
+            Response::Ingest(Ok(IngestResult { stored: 1, .. }))
+        ));
+        assert_eq!(r.meta("b", "in").unwrap().etag, "5-9-0");
+        r.apply(Request::IngestV2(IngestBatch {
+            job: "j".into(),
+            items: vec![item("in", "5-1-0")],
+            deletes: vec![],
+        }))
+        .await;
         // Deleting keys that exist (and ignoring those that do not).
         let del = IngestBatch {
             job: "j".into(),
@@ -788,7 +824,7 @@ mod tests {
             deletes: vec![("b".into(), "in".into()), ("b".into(), "gone".into())],
         };
         assert_eq!(
-            r.apply(Request::Ingest(del)).await,
+            r.apply(Request::IngestV2(del)).await,
             Response::Ingest(Ok(IngestResult {
                 stored: 1,
                 deleted: 2

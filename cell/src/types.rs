@@ -4,7 +4,7 @@
 use std::fmt;
 
 use common::ownership::{OwnershipError, OwnershipOp, OwnershipTable};
-use common::wire::{IngestBatch, IngestResult, ObjectMeta};
+use common::wire::{v1, IngestBatch, IngestResult, ObjectMeta, S3Attrs};
 use common::{CellId, HashRange};
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +30,9 @@ pub enum Condition {
     IfAbsent,
     /// Only if the current object has this etag (`If-Match`).
     IfMatch(String),
+    /// Only if the current object's S3 ETag (`ObjectMeta::s3_etag`) is this
+    /// one: S3's `If-Match` (ADR 0023). Appended: older entries still decode.
+    IfS3Match(String),
 }
 
 /// One write operation of a client.
@@ -50,12 +53,72 @@ pub enum WriteOp {
         key: String,
         condition: Condition,
     },
+    /// A put through S3: the value with S3's attributes (ADR 0023). A variant
+    /// of its own, appended, so the log entries of older builds still decode.
+    PutS3 {
+        bucket: String,
+        key: String,
+        #[serde(with = "serde_bytes")]
+        value: Vec<u8>,
+        content_type: Option<String>,
+        s3: S3Attrs,
+        condition: Condition,
+        modified_ms: u64,
+    },
+}
+
+/// What a put stores, whichever API it came through.
+pub struct PutParts<'a> {
+    pub value: &'a [u8],
+    pub content_type: &'a Option<String>,
+    pub modified_ms: u64,
+    pub s3: Option<&'a S3Attrs>,
 }
 
 impl WriteOp {
     pub fn bucket_key(&self) -> (&str, &str) {
         match self {
-            WriteOp::Put { bucket, key, .. } | WriteOp::Delete { bucket, key, .. } => (bucket, key),
+            WriteOp::Put { bucket, key, .. }
+            | WriteOp::Delete { bucket, key, .. }
+            | WriteOp::PutS3 { bucket, key, .. } => (bucket, key),
+        }
+    }
+
+    pub fn condition(&self) -> &Condition {
+        match self {
+            WriteOp::Put { condition, .. }
+            | WriteOp::Delete { condition, .. }
+            | WriteOp::PutS3 { condition, .. } => condition,
+        }
+    }
+
+    /// What a put stores; `None` for a delete.
+    pub fn put_parts(&self) -> Option<PutParts<'_>> {
+        match self {
+            WriteOp::Put {
+                value,
+                content_type,
+                modified_ms,
+                ..
+            } => Some(PutParts {
+                value,
+                content_type,
+                modified_ms: *modified_ms,
+                s3: None,
+            }),
+            WriteOp::PutS3 {
+                value,
+                content_type,
+                modified_ms,
+                s3,
+                ..
+            } => Some(PutParts {
+                value,
+                content_type,
+                modified_ms: *modified_ms,
+                s3: Some(s3),
+            }),
+            WriteOp::Delete { .. } => None,
         }
     }
 
@@ -70,6 +133,21 @@ impl WriteOp {
                     content_type,
                     ..
                 } => value.len() + content_type.as_ref().map_or(0, |c| c.len()),
+                WriteOp::PutS3 {
+                    value,
+                    content_type,
+                    s3,
+                    ..
+                } => {
+                    value.len()
+                        + content_type.as_ref().map_or(0, |c| c.len())
+                        + 64
+                        + s3.user_bytes()
+                        + s3.headers
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len())
+                            .sum::<usize>()
+                }
                 WriteOp::Delete { .. } => 0,
             }
     }
@@ -85,10 +163,14 @@ pub enum Request {
     Ops(Vec<WriteOp>),
     /// A change of the cell's ownership record (`POST /admin/ownership`).
     Ownership(OwnershipOp),
-    /// Objects copied from another cell into incoming ranges (`POST /admin/ingest`).
-    Ingest(IngestBatch),
+    /// Objects copied from another cell, as builds before ADR 0023 logged
+    /// them (without S3 attributes). Read from old logs; never proposed now.
+    Ingest(v1::IngestBatch),
     /// Deletes up to `limit` objects in `range` whose hash the cell `may_purge`.
     Purge { range: HashRange, limit: u64 },
+    /// Objects copied from another cell into incoming ranges (`POST /admin/ingest`),
+    /// with all their metadata. Appended, so older entries still decode.
+    IngestV2(IngestBatch),
 }
 
 /// The outcome of applying one log entry.

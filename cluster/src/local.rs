@@ -43,7 +43,8 @@ use crate::drive::{Cluster, Endpoints, Fut};
 use crate::process::{bin_path, free_port};
 use crate::proxy::LatencyProxy;
 use crate::router_proc::{
-    unlimited_token, RouterConfig, RouterControlOptions, RouterOptions, RouterProc, ROUTER_BIN,
+    unlimited_token, Access, RouterConfig, RouterControlOptions, RouterOptions, RouterProc,
+    S3Config, S3CredentialConfig, ROUTER_BIN,
 };
 use client::admin::AdminClient;
 
@@ -53,7 +54,7 @@ mod layout;
 
 pub use info::{
     read_cluster_json, CellInfo, ClusterInfo, CommandInfo, ControlInfo, LocalApiInfo, ReplicaInfo,
-    RouterInfo, CLUSTER_FILE, CONTROL_ENV_FILE,
+    RouterInfo, S3Info, CLUSTER_FILE, CONTROL_ENV_FILE,
 };
 pub use layout::{
     next_free_id, ControlLayout, LocalLayout, Secrets, CONTROL_CELL_ID, CONTROL_REPLICAS,
@@ -69,6 +70,8 @@ pub const CLIENT_TOKEN_NAME: &str = "local";
 /// How often the router polls the control cell for a new map: well under a
 /// second, so a job's map change reaches it before most requests notice.
 pub const MAP_POLL_INTERVAL: Duration = Duration::from_millis(200);
+/// The region of the cluster's S3 API (clients sign for it).
+pub const S3_REGION: &str = "us-east-1";
 /// Time a process gets beyond its own shutdown grace before `stop` SIGKILLs it.
 const STOP_SLACK: Duration = Duration::from_secs(5);
 
@@ -297,6 +300,17 @@ impl LocalCluster {
         router_config
             .tokens
             .insert(0, unlimited_token(CLIENT_TOKEN_NAME, &secrets.client_token));
+        router_config.s3 = S3Config {
+            listen: layout.s3_listen,
+            region: S3_REGION.to_string(),
+            credentials: vec![S3CredentialConfig {
+                access_key: secrets.s3_access_key.clone(),
+                secret_key: secrets.s3_secret_key.clone(),
+                secret_key_env: None,
+                buckets: vec!["*".to_string()],
+                access: Access::ReadWrite,
+            }],
+        };
         router_config.control = Some(RouterControlOptions {
             endpoints: layout.control.endpoints(),
             token: secrets.control_cell_token.clone(),
@@ -401,6 +415,17 @@ impl LocalCluster {
                 layout.save(dir)?;
             }
         }
+        // A layout from before S3: give it an S3 port and credential.
+        let new_secrets = layout.secrets.complete();
+        if layout.s3_listen.is_none() || new_secrets {
+            if layout.s3_listen.is_none() {
+                layout.s3_listen = Some(SocketAddr::from((
+                    Ipv4Addr::LOCALHOST,
+                    free_port().context("allocate the S3 port")?,
+                )));
+            }
+            layout.save(dir)?;
+        }
         Ok(layout)
     }
 
@@ -472,7 +497,19 @@ impl LocalCluster {
                 url: url.clone(),
                 proxied_cells: self.proxies.iter().map(|(id, _)| *id).collect(),
             }),
+            s3: self.s3_info(),
         }
+    }
+
+    /// The S3 endpoint and credential (none for a layout without S3).
+    pub fn s3_info(&self) -> Option<S3Info> {
+        let listen = self.layout.s3_listen?;
+        Some(S3Info {
+            url: format!("http://{listen}"),
+            access_key: self.layout.secrets.s3_access_key.clone(),
+            secret_key: self.layout.secrets.s3_secret_key.clone(),
+            region: S3_REGION.to_string(),
+        })
     }
 
     /// (Re)writes `cluster.json` from [`info`](Self::info). This cluster is

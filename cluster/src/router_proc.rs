@@ -25,7 +25,8 @@ pub const ROUTER_BIN: &str = "cellkv-router";
 
 // The router's own config schema, built and serialized here (never mirrored).
 pub use common::config::router::{
-    Access, ControlConfig as RouterControlOptions, RouterConfig, TokenConfig as TokenOptions,
+    Access, ControlConfig as RouterControlOptions, RouterConfig, S3Config, S3CredentialConfig,
+    TokenConfig as TokenOptions,
 };
 
 /// A read-write token for every bucket, with limits no local run or test reaches.

@@ -16,6 +16,8 @@
 //!   load generator (dev-dependencies count there: they are all it has).
 //! - `service` (what every server does the same way) links no other cellkv
 //!   crate, nor RocksDB or openraft.
+//! - `s3` (the S3 protocol layer) is pure: it links no other cellkv crate, no
+//!   storage, no server and no async runtime (ADR 0020).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -161,6 +163,19 @@ fn crates_depend_one_way() {
         false,
         &all(&[&SERVERS, &TOOLING, &["cellkv-common"], &STORAGE]),
     );
+    // The S3 protocol layer is pure: the router mounts it, nothing leaks in.
+    assert_none(
+        &deps,
+        "cellkv-s3",
+        false,
+        &all(&[
+            &SERVERS,
+            &TOOLING,
+            &["cellkv-common", "cellkv-service"],
+            &STORAGE,
+            &["hyper", "axum", "tokio"],
+        ]),
+    );
 }
 
 /// Every `.rs` file under `dir`, recursively.
@@ -203,6 +218,8 @@ fn the_checker_sees_real_edges() {
     assert!(has("cellkv-cell", "cellkv-common"));
     assert!(has("cellkv-cell", "rocksdb"));
     assert!(has("cellkv-router", "cellkv-common"));
+    assert!(has("cellkv-router", "cellkv-s3"));
+    assert!(has("cellkv-s3", "hmac"));
     assert!(has("cellkv-control", "cellkv-common"));
     assert!(has("cellkv-service", "prometheus"));
     assert!(has("cellkv-loadtest", "cellkv-cluster"));

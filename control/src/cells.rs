@@ -259,7 +259,7 @@ impl CellClient {
         cell: &CellSpec,
         batch: &IngestBatch,
     ) -> Result<IngestResult, CellError> {
-        let body = common::wire::encode(batch).map_err(|e| CellError::Refused {
+        let body = common::wire::encode_objects(batch).map_err(|e| CellError::Refused {
             cell: cell.id,
             status: 0,
             code: "encode".into(),
@@ -433,7 +433,7 @@ impl CellClient {
                 self.timeout,
             )
             .await?;
-        common::wire::decode(&r.body).map_err(|e| CellError::Transient {
+        common::wire::decode_objects(&r.body).map_err(|e| CellError::Transient {
             cell: cell.id,
             msg: format!("undecodable scan page: {e}"),
         })

@@ -9,6 +9,7 @@
 //!                    │                  ▲   ▲ moved / range_moving: re-route     ▲
 //!                    │    map_watch ────┘   └ refresh                            └ health: polls every replica's /health
 //!                    └ listing: every cell in parallel
+//!  S3 client ─▶ s3 (SigV4, operations; its own listener) ─▶ proxy, listing (the same paths)
 //! ```
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod rate_limit;
 pub mod request;
+pub mod s3;
 pub mod topology;
 
 use std::future::Future;
@@ -52,7 +54,8 @@ pub enum RouterError {
     Serve(std::io::Error),
 }
 
-/// Runs the router on `listener` until `shutdown` completes.
+/// Runs the router on `listener` (and the S3 API on `s3_listener`, when
+/// given: `[s3]` with `listen`) until `shutdown` completes.
 ///
 /// Starts from the static `cell_map`, or from the `[control]` cache file when
 /// that holds a newer map. Shutdown order: stop accepting → drain in-flight
@@ -61,6 +64,7 @@ pub enum RouterError {
 pub async fn run(
     cfg: RouterConfig,
     listener: TcpListener,
+    s3_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RouterError> {
     cfg.validate()?;
@@ -89,6 +93,34 @@ pub async fn run(
     if let Some(w) = watcher {
         background.spawn(w.run(stop_rx.clone()));
     }
+    let mut s3_server = None;
+    if let Some(l) = s3_listener {
+        let registry = Arc::new(s3::buckets::BucketRegistry::new(
+            cfg.control.as_ref(),
+            proxy.http.clone(),
+        ));
+        if let Some(c) = &cfg.control {
+            background.spawn(registry.clone().run(c.poll_interval, stop_rx.clone()));
+        }
+        let s3_app = Arc::new(s3::S3App::new(
+            &cfg,
+            proxy.clone(),
+            metrics.clone(),
+            registry,
+        ));
+        tracing::info!(
+            listen = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            region = %cfg.s3.region,
+            credentials = cfg.s3.credentials.len(),
+            "S3 API started"
+        );
+        let limits = &cfg.client_limits;
+        s3_server = Some(service::Server::start_with(
+            l,
+            s3::router(s3_app),
+            service::Limits::new(limits.header_read_timeout, limits.max_connections),
+        ));
+    }
     let topo = proxy.topology();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
@@ -104,15 +136,29 @@ pub async fn run(
         api::router(app),
         service::Limits::new(limits.header_read_timeout, limits.max_connections),
     );
+    let s3_failed = async {
+        match &mut s3_server {
+            Some(s) => s.failed().await,
+            None => std::future::pending().await,
+        }
+    };
     let outcome = tokio::select! {
         _ = shutdown => None,
         e = server.failed() => Some(e),
+        e = s3_failed => Some(e),
     };
     let _ = stop_tx.send(true);
     let result = match outcome {
         None => {
             tracing::info!("shutting down: draining in-flight requests");
-            if !server.drain(cfg.shutdown_grace).await {
+            let s3_drained = async {
+                match s3_server {
+                    Some(s) => s.drain(cfg.shutdown_grace).await,
+                    None => true,
+                }
+            };
+            let (api, s3) = tokio::join!(server.drain(cfg.shutdown_grace), s3_drained);
+            if !(api && s3) {
                 tracing::warn!(grace = ?cfg.shutdown_grace, "in-flight requests outlived the shutdown grace period; aborting them");
             }
             Ok(())

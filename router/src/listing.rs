@@ -215,6 +215,7 @@ mod tests {
             size: 1,
             etag: format!("e-{key}-{modified}"),
             last_modified_ms: modified,
+            s3_etag: None,
         }
     }
 

@@ -41,7 +41,14 @@ fn load(cli: &Cli) -> anyhow::Result<RouterConfig> {
 fn main() -> anyhow::Result<()> {
     service::init_tracing("info");
     let cfg = load(&Cli::parse()).context("load configuration")?;
-    service::run_server(None, [("the public API", cfg.listen)], |[listener]| {
-        router::run(cfg, listener, service::shutdown_signal())
-    })
+    match cfg.s3.listen {
+        None => service::run_server(None, [("the public API", cfg.listen)], |[listener]| {
+            router::run(cfg, listener, None, service::shutdown_signal())
+        }),
+        Some(s3) => service::run_server(
+            None,
+            [("the public API", cfg.listen), ("the S3 API", s3)],
+            |[listener, s3]| router::run(cfg, listener, Some(s3), service::shutdown_signal()),
+        ),
+    }
 }

@@ -34,6 +34,7 @@ pub enum ErrorCode {
     KeyTooLongError,
     MalformedXML,
     MaxMessageLengthExceeded,
+    MetadataTooLarge,
     MethodNotAllowed,
     MissingContentLength,
     NoSuchBucket,
@@ -42,6 +43,7 @@ pub enum ErrorCode {
     NotImplemented,
     PreconditionFailed,
     RequestTimeTooSkewed,
+    RequestTimeout,
     ServiceUnavailable,
     SignatureDoesNotMatch,
     SlowDown,
@@ -76,6 +78,7 @@ impl ErrorCode {
             KeyTooLongError => "KeyTooLongError",
             MalformedXML => "MalformedXML",
             MaxMessageLengthExceeded => "MaxMessageLengthExceeded",
+            MetadataTooLarge => "MetadataTooLarge",
             MethodNotAllowed => "MethodNotAllowed",
             MissingContentLength => "MissingContentLength",
             NoSuchBucket => "NoSuchBucket",
@@ -84,6 +87,7 @@ impl ErrorCode {
             NotImplemented => "NotImplemented",
             PreconditionFailed => "PreconditionFailed",
             RequestTimeTooSkewed => "RequestTimeTooSkewed",
+            RequestTimeout => "RequestTimeout",
             ServiceUnavailable => "ServiceUnavailable",
             SignatureDoesNotMatch => "SignatureDoesNotMatch",
             SlowDown => "SlowDown",
@@ -123,6 +127,8 @@ impl ErrorCode {
             | KeyTooLongError
             | MalformedXML
             | MaxMessageLengthExceeded
+            | MetadataTooLarge
+            | RequestTimeout
             | XAmzContentSHA256Mismatch => StatusCode::BAD_REQUEST,
         }
     }
@@ -168,6 +174,9 @@ impl ErrorCode {
                 "The XML you provided was not well-formed or did not validate against our published schema"
             }
             MaxMessageLengthExceeded => "Your request was too big.",
+            MetadataTooLarge => {
+                "Your metadata headers exceed the maximum allowed metadata size."
+            }
             MethodNotAllowed => "The specified method is not allowed against this resource.",
             MissingContentLength => "You must provide the Content-Length HTTP header.",
             NoSuchBucket => "The specified bucket does not exist",
@@ -181,6 +190,9 @@ impl ErrorCode {
             PreconditionFailed => "At least one of the pre-conditions you specified did not hold",
             RequestTimeTooSkewed => {
                 "The difference between the request time and the current time is too large."
+            }
+            RequestTimeout => {
+                "Your socket connection to the server was not read from or written to within the timeout period."
             }
             ServiceUnavailable => "Please reduce your request rate.",
             SignatureDoesNotMatch => {

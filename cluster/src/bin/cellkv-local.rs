@@ -54,6 +54,14 @@ struct Cli {
     /// extra loopback hop on every request.
     #[arg(long)]
     latency_proxies: bool,
+    /// The largest object, in MiB (router and cells) [default: 4, the
+    /// servers' default]. Above 4 the cells' Raft heartbeat and election
+    /// timeouts grow with it (25 ms of heartbeat per MiB): a leader's
+    /// AppendEntries must carry one such object within a heartbeat. S3
+    /// clients upload files below their multipart threshold in one PUT
+    /// (aws-cli and boto3: 8 MiB), so `--max-object-mib 8` takes those.
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=64))]
+    max_object_mib: Option<u64>,
 }
 
 fn main() -> ExitCode {
@@ -130,6 +138,10 @@ async fn run(cli: Cli) -> Result<()> {
         local_api_url: Some(api_url.clone()),
         ..LocalClusterOptions::default()
     };
+    let mut opts = opts;
+    if let Some(mib) = cli.max_object_mib {
+        size_for_objects(&mut opts, mib);
+    }
     let t0 = Instant::now();
     let cluster = tokio::select! {
         r = LocalCluster::start(opts, &dir) => r.context("start the cluster")?,
@@ -179,6 +191,21 @@ async fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Objects up to `mib` MiB on the router and the cells; above 4 MiB, Raft
+/// timing that lets one such object replicate within a heartbeat (openraft
+/// bounds an AppendEntries by the heartbeat interval).
+fn size_for_objects(opts: &mut LocalClusterOptions, mib: u64) {
+    let bytes = mib << 20;
+    opts.cell.config.max_object_bytes = bytes;
+    opts.router.config.max_object_bytes = bytes;
+    if mib > 4 {
+        let raft = &mut opts.cell.config.raft;
+        raft.heartbeat_interval = Duration::from_millis(25 * mib);
+        raft.election_timeout_min = raft.heartbeat_interval * 5;
+        raft.election_timeout_max = raft.heartbeat_interval * 10;
+    }
+}
+
 fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     let url = cluster.router_url();
     let token = cluster.token();
@@ -196,6 +223,15 @@ fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
     println!("cellkv-local: ready in {took:.1?}");
     println!("  router        {url}");
     println!("  token         {token}");
+    let s3 = cluster.s3_info();
+    if let Some(s3) = &s3 {
+        println!(
+            "  S3            {} (path-style, region {})",
+            s3.url, s3.region
+        );
+        println!("  S3 access key {}", s3.access_key);
+        println!("  S3 secret key {}", s3.secret_key);
+    }
     println!("  control       {control_url} (cellkv-control admin API)");
     println!("  admin token   {admin_token}");
     println!("  cluster.json  {}", cluster.cluster_json_path().display());
@@ -217,6 +253,12 @@ fn print_banner(cluster: &LocalCluster, took: Duration, api_url: &str) {
         "  curl -sS -X PUT -H 'Authorization: Bearer {token}' -H 'Content-Type: text/plain' --data-binary 'hello, cellkv' {object}"
     );
     println!("  curl -sS -H 'Authorization: Bearer {token}' {object}");
+    if let Some(s3) = &s3 {
+        println!(
+            "  AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={} aws --endpoint-url {} s3 ls",
+            s3.access_key, s3.secret_key, s3.region, s3.url
+        );
+    }
     println!();
     println!(
         "Operate it (or `set -a; . {}` first):",

@@ -48,6 +48,20 @@ pub struct ClusterInfo {
     /// cell and setting latency-proxy delays on the running cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_api: Option<LocalApiInfo>,
+    /// The router's S3 API and a read-write credential for every bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Info>,
+}
+
+/// Where S3 clients find the cluster (`aws --endpoint-url`, boto3's
+/// `endpoint_url`, ...), and a credential.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3Info {
+    /// `http://127.0.0.1:PORT`: path-style, plain HTTP.
+    pub url: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
 }
 
 /// Where `cellkv-local`'s API listens; its bearer token is `control.admin_token`.
@@ -253,6 +267,12 @@ mod tests {
                 },
             }),
             local_api: None,
+            s3: Some(S3Info {
+                url: "http://127.0.0.1:19000".into(),
+                access_key: "CKVEXAMPLE".into(),
+                secret_key: "s3-x".into(),
+                region: "us-east-1".into(),
+            }),
         };
         let v = serde_json::to_value(&info).unwrap();
         assert_eq!(
@@ -264,8 +284,13 @@ mod tests {
                 "control",
                 "dir",
                 "router",
+                "s3",
                 "token"
             ]
+        );
+        assert_eq!(
+            keys(&v["s3"]),
+            ["access_key", "region", "secret_key", "url"]
         );
         assert_eq!(
             keys(&v["router"]),

@@ -48,6 +48,12 @@ pub struct Secrets {
     /// The control server's admin API token (`cellkvctl`): distinct from
     /// every data token, so a leaked data token does not open it.
     pub control_admin_token: String,
+    /// The S3 credential (read-write, every bucket). Empty in a layout
+    /// written before S3: generated on its next start.
+    #[serde(default)]
+    pub s3_access_key: String,
+    #[serde(default)]
+    pub s3_secret_key: String,
 }
 
 impl Secrets {
@@ -61,8 +67,26 @@ impl Secrets {
             client_token: secret("client"),
             control_cell_token: secret("control-cell"),
             control_admin_token: secret("control-admin"),
+            s3_access_key: s3_access_key(),
+            s3_secret_key: secret("s3"),
         }
     }
+
+    /// Fills in what a layout from before S3 lacks; true if anything changed.
+    pub fn complete(&mut self) -> bool {
+        if self.s3_access_key.is_empty() || self.s3_secret_key.is_empty() {
+            self.s3_access_key = s3_access_key();
+            self.s3_secret_key = secret("s3");
+            return true;
+        }
+        false
+    }
+}
+
+/// An access key id shaped like AWS's: 20 upper-case letters and digits.
+fn s3_access_key() -> String {
+    let hex = secret("x");
+    format!("CKV{}", hex[2..19].to_ascii_uppercase())
 }
 
 pub(crate) fn secret(prefix: &str) -> String {
@@ -122,6 +146,10 @@ impl ControlLayout {
 pub struct LocalLayout {
     pub version: u32,
     pub router_listen: SocketAddr,
+    /// The router's S3 API. `None` in a layout written before S3: allocated
+    /// on its next start.
+    #[serde(default)]
+    pub s3_listen: Option<SocketAddr>,
     pub secrets: Secrets,
     pub control: ControlLayout,
     /// The data cells, including cells added after the first start.
@@ -158,6 +186,10 @@ impl LocalLayout {
         Ok(LocalLayout {
             version: LAYOUT_VERSION,
             router_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            s3_listen: Some(SocketAddr::from((
+                Ipv4Addr::LOCALHOST,
+                free_port().context("allocate the S3 port")?,
+            ))),
             secrets: Secrets::generate(),
             control: ControlLayout::allocate()?,
             cells,
@@ -278,6 +310,7 @@ mod v1 {
             Ok(super::LocalLayout {
                 version: LAYOUT_VERSION,
                 router_listen: self.router_listen,
+                s3_listen: None,
                 secrets: super::Secrets {
                     cluster_secret: s.cluster_secret,
                     cell_api_token: s.cell_api_token,
@@ -285,6 +318,8 @@ mod v1 {
                     client_token: s.client_token,
                     control_cell_token: secret("control-cell"),
                     control_admin_token: secret("control-admin"),
+                    s3_access_key: String::new(),
+                    s3_secret_key: String::new(),
                 },
                 control: ControlLayout::allocate()?,
                 cells: self.cells,

@@ -187,6 +187,109 @@ impl Default for ControlConfig {
     }
 }
 
+/// One S3 credential (`[[s3.credentials]]`): an access key and its secret,
+/// scoped to buckets and read or read-write as a client token is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3CredentialConfig {
+    /// The access key id clients sign with (public, logged).
+    pub access_key: String,
+    /// The secret access key. Leave it out and name `secret_key_env` instead
+    /// to keep it out of the file.
+    #[serde(default)]
+    pub secret_key: String,
+    /// An environment variable holding the secret (read at start-up; it wins
+    /// over `secret_key`).
+    #[serde(default)]
+    pub secret_key_env: Option<String>,
+    /// Bucket patterns, as a token's: `"*"`, a name, or a prefix ending in `*`.
+    #[serde(default = "default_buckets")]
+    pub buckets: Vec<String>,
+    #[serde(default = "default_access")]
+    pub access: Access,
+}
+
+/// The S3 listener (`[s3]`, docs/s3.md). Off without `listen`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Where the S3 API listens (its own port). None: S3 is off.
+    pub listen: Option<SocketAddr>,
+    /// The region requests must be signed for, and GetBucketLocation answers.
+    pub region: String,
+    pub credentials: Vec<S3CredentialConfig>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        S3Config {
+            listen: None,
+            region: "us-east-1".to_string(),
+            credentials: Vec::new(),
+        }
+    }
+}
+
+/// S3 secrets are at least this long (AWS's are 40 characters).
+pub const MIN_S3_SECRET_LEN: usize = 16;
+
+impl S3Config {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.listen.is_none() {
+            return Ok(());
+        }
+        let region_ok = !self.region.is_empty()
+            && self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(invalid(
+                "s3.region must be lower-case letters, digits and dashes (like us-east-1)",
+            ));
+        }
+        if self.credentials.is_empty() {
+            return Err(invalid(
+                "[s3] listens but has no [[s3.credentials]]: add at least one",
+            ));
+        }
+        let mut keys = HashSet::new();
+        for (i, c) in self.credentials.iter().enumerate() {
+            let what = format!("s3.credentials[{i}] ({:?})", c.access_key);
+            let key_ok = (3..=128).contains(&c.access_key.len())
+                && c.access_key.bytes().all(|b| b.is_ascii_alphanumeric());
+            if !key_ok {
+                return Err(invalid(format!(
+                    "{what}: access_key must be 3 to 128 letters and digits"
+                )));
+            }
+            if !keys.insert(c.access_key.as_str()) {
+                return Err(invalid(format!("{what}: the access key is listed twice")));
+            }
+            if c.secret_key.len() < MIN_S3_SECRET_LEN {
+                return Err(invalid(format!(
+                    "{what}: secret_key must be at least {MIN_S3_SECRET_LEN} characters (in the file or the variable named by secret_key_env)"
+                )));
+            }
+            if !c.secret_key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(format!(
+                    "{what}: secret_key must be printable ASCII without spaces"
+                )));
+            }
+            if c.buckets.is_empty() {
+                return Err(invalid(format!(
+                    "{what}: buckets is empty; list bucket names or patterns, or [\"*\"] for all"
+                )));
+            }
+            for p in &c.buckets {
+                BucketPattern::parse(p)
+                    .map_err(|why| invalid(format!("{what}: bucket pattern {p:?} {why}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Everything a router needs to start (listen address, the cell map, client
 /// tokens, limits, timeouts, bulkhead and breaker knobs), with defaults.
 /// Precedence: file < environment (the cell API and control tokens) <
@@ -241,6 +344,8 @@ pub struct RouterConfig {
     /// TCP destination changes: the map, leader hints and logs keep naming
     /// the replica's own address, so the override survives map changes.
     pub connect_to: BTreeMap<String, String>,
+    /// The S3 API on its own listener (off unless `s3.listen` is set).
+    pub s3: S3Config,
 }
 
 impl Default for RouterConfig {
@@ -262,6 +367,7 @@ impl Default for RouterConfig {
             client_limits: super::ClientLimits::default(),
             control: None,
             connect_to: BTreeMap::new(),
+            s3: S3Config::default(),
         }
     }
 }
@@ -287,6 +393,13 @@ impl RouterConfig {
         if let Some(control) = &mut self.control {
             if let Some(v) = get(ENV_CONTROL_TOKEN).filter(|v| !v.is_empty()) {
                 control.token = v;
+            }
+        }
+        for c in &mut self.s3.credentials {
+            if let Some(var) = &c.secret_key_env {
+                if let Some(v) = get(var).filter(|v| !v.is_empty()) {
+                    c.secret_key = v;
+                }
             }
         }
     }
@@ -352,6 +465,10 @@ impl RouterConfig {
         }
         if let Some(c) = &self.control {
             self.validate_control(c)?;
+        }
+        self.s3.validate()?;
+        if self.s3.listen.is_some_and(|l| l == self.listen) {
+            return Err(invalid("s3.listen must differ from listen"));
         }
         for (from, to) in &self.connect_to {
             for a in [from, to] {
@@ -529,6 +646,47 @@ mod tests {
             "the default has no cells, tokens or secret"
         );
         valid().validate().expect("valid");
+    }
+
+    #[test]
+    fn s3_section() {
+        let mut c = valid();
+        assert_eq!(c.s3.region, "us-east-1");
+        assert_eq!(c.s3.listen, None);
+        c.s3.listen = Some("127.0.0.1:9000".parse().unwrap());
+        must_fail(&c, "[[s3.credentials]]");
+        c.s3.credentials.push(S3CredentialConfig {
+            access_key: "AKIDEXAMPLE".into(),
+            secret_key: String::new(),
+            secret_key_env: Some("MY_S3_SECRET".into()),
+            buckets: vec!["*".into()],
+            access: Access::ReadWrite,
+        });
+        must_fail(&c, "secret_key");
+        c.apply_env_from(|v| (v == "MY_S3_SECRET").then(|| "s".repeat(40)));
+        c.validate().unwrap();
+        c.s3.credentials[0].buckets = vec!["a*b*".into()];
+        must_fail(&c, "bucket pattern");
+        c.s3.credentials[0].buckets = vec!["*".into()];
+        c.s3.credentials.push(c.s3.credentials[0].clone());
+        must_fail(&c, "listed twice");
+        c.s3.credentials.pop();
+        c.s3.region = "US East".into();
+        must_fail(&c, "s3.region");
+        c.s3.region = "eu-west-1".into();
+        c.s3.listen = Some(c.listen);
+        must_fail(&c, "s3.listen");
+        let text = r#"
+            [s3]
+            listen = "127.0.0.1:9000"
+            [[s3.credentials]]
+            access_key = "AKIDEXAMPLE"
+            secret_key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+            access = "read_write"
+        "#;
+        let parsed: S3Config = toml::from_str::<RouterConfig>(text).unwrap().s3;
+        assert_eq!(parsed.region, "us-east-1");
+        assert_eq!(parsed.credentials[0].buckets, vec!["*".to_string()]);
     }
 
     #[test]

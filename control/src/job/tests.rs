@@ -121,6 +121,7 @@ impl Mem {
             size: value.len() as u64,
             content_type: None,
             modified_ms: version,
+            s3: None,
         };
         cells
             .get_mut(id)
@@ -604,6 +605,7 @@ fn chunks_and_views() {
             size: n as u64,
             content_type: None,
             modified_ms: 0,
+            s3: None,
         },
         value: vec![0; n],
     };

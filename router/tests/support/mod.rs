@@ -628,6 +628,7 @@ async fn list_objects(
             size: o.value.len() as u64,
             etag: o.etag.clone(),
             last_modified_ms: 1,
+            s3_etag: None,
         });
     }
     let next = if more {
@@ -739,7 +740,7 @@ impl TestRouter {
             .expect("bind the router");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(router::run(cfg, listener, async move {
+        let task = tokio::spawn(router::run(cfg, listener, None, async move {
             let _ = rx.await;
         }));
         let r = TestRouter {

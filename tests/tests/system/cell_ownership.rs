@@ -91,7 +91,7 @@ impl<'a> Admin<'a> {
         self.send(
             http::Method::POST,
             "/admin/ingest",
-            common::wire::encode(batch).unwrap(),
+            common::wire::encode_objects(batch).unwrap(),
         )
         .await
     }
@@ -174,7 +174,7 @@ async fn must_scan(cell: &LocalCell, i: usize, range: HashRange, values: bool) -
         }
         let resp = api.try_get_path(&base, &q).await.unwrap();
         assert_eq!(resp.status, 200, "{}", resp.text());
-        let page: ScanPage = common::wire::decode(&resp.body).unwrap();
+        let page: ScanPage = common::wire::decode_objects(&resp.body).unwrap();
         items.extend(page.items);
         match page.next {
             Some(n) => after = Some(n),

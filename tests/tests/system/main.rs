@@ -14,4 +14,5 @@ mod loadtest_faults;
 mod loadtest_smoke;
 mod operators;
 mod router;
+mod s3;
 mod slow_clients;

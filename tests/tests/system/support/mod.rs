@@ -470,7 +470,8 @@ impl Api {
             if resp.status != 200 {
                 bail!("scan {url} answered {}: {}", resp.status, resp.text());
             }
-            let page: ScanPage = common::wire::decode(&resp.body).context("decode a scan page")?;
+            let page: ScanPage =
+                common::wire::decode_objects(&resp.body).context("decode a scan page")?;
             items.extend(page.items);
             match page.next {
                 Some(n) => after = Some(n),
