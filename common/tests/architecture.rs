@@ -176,6 +176,20 @@ fn crates_depend_one_way() {
             &["hyper", "axum", "tokio"],
         ]),
     );
+    // The linearizability checker is pure too: the harness and the tests
+    // both judge histories with it.
+    assert_none(
+        &deps,
+        "cellkv-lincheck",
+        false,
+        &all(&[
+            &SERVERS,
+            &TOOLING,
+            &["cellkv-common", "cellkv-service"],
+            &STORAGE,
+            &["hyper", "axum", "tokio"],
+        ]),
+    );
 }
 
 /// Every `.rs` file under `dir`, recursively.
