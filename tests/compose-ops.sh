@@ -26,21 +26,39 @@ token="$(sed -n 's/.*"token": "\(.*\)".*/\1/p' "$dir/deployment.json" | head -1)
 router="$(sed -n '/"routers": \[/,/\]/s/.*"\(http[^"]*\)".*/\1/p' "$dir/deployment.json" | head -1)"
 auth="Authorization: Bearer $token"
 
+# One request; a 503 (a cell between leaders, its breaker still open: the
+# answer says to retry) is retried for up to 15 s, as a client does.
+# Prints the body; fails on any other status.
+request() {
+    local method="$1" key="$2" body="${3:-}" tries=0 code
+    local out="$dir/ops-body"
+    while :; do
+        if [ "$method" = PUT ]; then
+            code="$(curl -sS -o "$out" -w '%{http_code}' -X PUT -H "$auth" \
+                --data-binary "$body" "$router/v1/buckets/ops/objects/$key")"
+        else
+            code="$(curl -sS -o "$out" -w '%{http_code}' -H "$auth" "$router/v1/buckets/ops/objects/$key")"
+        fi
+        case "$code" in
+        200 | 201) cat "$out"; return 0 ;;
+        503) tries=$((tries + 1)); [ "$tries" -lt 30 ] || break; sleep 0.5 ;;
+        *) break ;;
+        esac
+    done
+    echo "compose ops: $method $key answered $code: $(cat "$out")" >&2
+    return 1
+}
+
 # Writes ops-$1-0..49 and checks that every object written so far reads back.
 written=()
 write_and_check() {
-    local step="$1" k code got
+    local step="$1" k got
     for k in $(seq 0 49); do
-        code="$(curl -sS -o /dev/null -w '%{http_code}' -X PUT -H "$auth" \
-            --data-binary "value of $step/$k" "$router/v1/buckets/ops/objects/$step-$k")"
-        [ "$code" = 200 ] || [ "$code" = 201 ] || { echo "compose ops: PUT $step-$k answered $code" >&2; exit 1; }
+        request PUT "$step-$k" "value of $step/$k" >/dev/null || exit 1
         written+=("$step-$k")
     done
     for key in "${written[@]}"; do
-        got="$(curl -sS -f -H "$auth" "$router/v1/buckets/ops/objects/$key")" || {
-            echo "compose ops: after $step, GET $key failed" >&2
-            exit 1
-        }
+        got="$(request GET "$key")" || { echo "compose ops: after $step, GET $key failed" >&2; exit 1; }
         [ "$got" = "value of ${key%-*}/${key##*-}" ] || { echo "compose ops: after $step, $key reads ${got@Q}" >&2; exit 1; }
     done
     echo "== compose ops: after $step, all ${#written[@]} objects read back"
