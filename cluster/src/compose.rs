@@ -46,8 +46,6 @@ pub struct ComposeCluster {
     ids: Mutex<BTreeMap<String, String>>,
     /// Services this driver stopped or paused on purpose: not warnings.
     stopped: Mutex<BTreeSet<String>>,
-    /// Cells with a netem qdisc installed (removed by a zero delay).
-    delayed: Mutex<BTreeSet<CellId>>,
 }
 
 impl ComposeCluster {
@@ -78,7 +76,6 @@ impl ComposeCluster {
             }),
             ids: Mutex::new(BTreeMap::new()),
             stopped: Mutex::new(BTreeSet::new()),
-            delayed: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -643,101 +640,36 @@ impl Cluster for ComposeCluster {
     fn set_cell_delay(&self, cell: CellId, round_trip: Duration) -> Fut<'_, ()> {
         Box::pin(async move {
             let routers = self.addresses(&self.routers()).await?;
-            let on = !round_trip.is_zero();
             for s in self.replicas(cell)? {
                 let (pid, _) = self.pid_and_ip(&s).await?;
                 // Replace whatever was there: a prio qdisc whose fourth band
                 // delays what this replica sends to a router (the whole round
                 // trip, added on the way back).
-                let _ =
-                    Self::in_netns(pid, &["tc", "qdisc", "del", "dev", CONTAINER_IF, "root"]).await;
-                if !on {
+                let tc = |args: String| async move {
+                    let args: Vec<&str> = args.split_whitespace().collect();
+                    Self::in_netns(pid, &args).await
+                };
+                let _ = tc(format!("tc qdisc del dev {CONTAINER_IF} root")).await;
+                if round_trip.is_zero() {
                     continue;
                 }
-                let delay = format!("{}ms", round_trip.as_millis());
-                Self::in_netns(
-                    pid,
-                    &[
-                        "tc",
-                        "qdisc",
-                        "add",
-                        "dev",
-                        CONTAINER_IF,
-                        "root",
-                        "handle",
-                        "1:",
-                        "prio",
-                        "bands",
-                        "4",
-                        "priomap",
-                        "1",
-                        "2",
-                        "2",
-                        "2",
-                        "1",
-                        "2",
-                        "0",
-                        "0",
-                        "1",
-                        "1",
-                        "1",
-                        "1",
-                        "1",
-                        "1",
-                        "1",
-                        "1",
-                    ],
-                )
+                tc(format!(
+                    "tc qdisc add dev {CONTAINER_IF} root handle 1: prio bands 4 \
+                     priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1"
+                ))
                 .await?;
-                Self::in_netns(
-                    pid,
-                    &[
-                        "tc",
-                        "qdisc",
-                        "add",
-                        "dev",
-                        CONTAINER_IF,
-                        "parent",
-                        "1:4",
-                        "handle",
-                        "40:",
-                        "netem",
-                        "delay",
-                        &delay,
-                    ],
-                )
+                tc(format!(
+                    "tc qdisc add dev {CONTAINER_IF} parent 1:4 handle 40: netem delay {}ms",
+                    round_trip.as_millis()
+                ))
                 .await?;
                 for ip in &routers {
-                    let dst = format!("{ip}/32");
-                    Self::in_netns(
-                        pid,
-                        &[
-                            "tc",
-                            "filter",
-                            "add",
-                            "dev",
-                            CONTAINER_IF,
-                            "parent",
-                            "1:0",
-                            "protocol",
-                            "ip",
-                            "u32",
-                            "match",
-                            "ip",
-                            "dst",
-                            &dst,
-                            "flowid",
-                            "1:4",
-                        ],
-                    )
+                    tc(format!(
+                        "tc filter add dev {CONTAINER_IF} parent 1:0 protocol ip u32 \
+                         match ip dst {ip}/32 flowid 1:4"
+                    ))
                     .await?;
                 }
-            }
-            let mut delayed = self.delayed.lock().unwrap_or_else(|p| p.into_inner());
-            if on {
-                delayed.insert(cell);
-            } else {
-                delayed.remove(&cell);
             }
             Ok(())
         })
